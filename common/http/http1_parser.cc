@@ -224,17 +224,19 @@ Http1Parser::Event Http1Parser::parseHead(const char* p, size_t n, size_t& consu
   size_t cap = limits_.maxHeaderBytes + 4;
   size_t take = std::min(n, cap > before ? cap - before : 0);
   head_.append(p, take);
-  // Reject a bare LF as soon as it arrives, rather than waiting for a terminator.
-  for (size_t i = before; i < head_.size(); ++i) {
-    if (head_[i] == '\n' && (i == 0 || head_[i - 1] != '\r')) {
-      if (i >= 2 && head_.compare(i - 2, 2, "\r\n") == 0) {
-        // "\r\n\n": still a bare LF.
-      }
-      return fail(400, "bare LF in message head");
-    }
-  }
   size_t end = head_.find("\r\n\r\n", scanFrom_);
+  // Reject a bare LF in the head as soon as it arrives (bytes past the head are body).
+  size_t headEnd = end == std::string::npos ? head_.size() : end + 4;
+  for (size_t i = before; i < headEnd; ++i) {
+    if (head_[i] == '\n' && (i == 0 || head_[i - 1] != '\r')) return fail(400, "bare LF in message head");
+  }
   if (end == std::string::npos) {
+    // Fail fast on a start line that cannot be HTTP (a TLS ClientHello on a
+    // cleartext port, binary noise) instead of waiting for a line end.
+    for (char c : head_) {
+      if (c == ' ' || c == '\r') break;
+      if (kind_ == Kind::kRequest && !isTokenChar(static_cast<unsigned char>(c))) return fail(400, "malformed method");
+    }
     size_t firstLine = head_.find("\r\n");
     size_t lineLimit = kind_ == Kind::kRequest ? limits_.maxRequestLineBytes : limits_.maxHeaderBytes;
     if (firstLine == std::string::npos && head_.size() > lineLimit) {
@@ -402,7 +404,10 @@ bool Http1Parser::finishHead() {
       return fail(400, "Transfer-Encoding in an HTTP/1.0 request"), false;
     }
     if (!equalsIgnoreCase(te, "chunked")) {
-      return fail(hasToken(te, "chunked") ? 501 : 400, "unsupported Transfer-Encoding"), false;
+      // chunked must be the final coding (else the length is unknowable: 400);
+      // other codings before it are valid HTTP we do not implement (501).
+      std::string_view last = te.substr(te.rfind(',') == std::string_view::npos ? 0 : te.rfind(',') + 1);
+      return fail(equalsIgnoreCase(trimOws(last), "chunked") ? 501 : 400, "unsupported Transfer-Encoding"), false;
     }
     chunked_ = true;
   }

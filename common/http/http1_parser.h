@@ -45,6 +45,7 @@ class Http1Parser {
   // Client side: deliver the body piece by piece (kBodyData) instead of
   // collecting it in message().body; for long-lived streams.
   void setStreamBody(bool stream) { streamBody_ = stream; }
+  bool streamBodyEnabled() const { return streamBody_; }
   // Client side: the connection closed; completes a read-until-close body.
   Event finishOnEof();
 

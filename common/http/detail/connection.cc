@@ -218,7 +218,13 @@ void Connection::scheduleFlush() {
 }
 
 void Connection::flushNow() {
-  if (closed_ || writing_) return;
+  if (closed_ || writing_ || inFlush_) return;
+  inFlush_ = true;
+  flushLoop();
+  inFlush_ = false;
+}
+
+void Connection::flushLoop() {
   for (;;) {
     beforeFlush();
     if (closed_) return;
@@ -268,8 +274,9 @@ void Connection::flushNow() {
 }
 
 void Connection::closeAfterFlush() {
+  if (closeWhenDrained_) return;
   closeWhenDrained_ = true;
-  if (!inRead_) flushNow();
+  if (!inRead_ && !inFlush_) flushNow();
 }
 
 void Connection::lingerDone() { close(); }

@@ -74,6 +74,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Transport& transport() { return transport_; }
   const std::string& peer() const { return peer_; }
   size_t pendingOutput() const { return out_.size() - outOff_; }
+  void scheduleFlushPublic() { scheduleFlush(); }
 
  protected:
   // Called with data read from the peer; copy what must be kept.
@@ -105,6 +106,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   void armRead();
   void postRead();
+  void flushLoop();
   void doRead();
   void armTimer();
   void lingerDone();
@@ -124,6 +126,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool writeWantsRead_ = false;
   bool inRead_ = false;        // inside doRead: flush happens at its end
   bool flushPosted_ = false;
+  bool inFlush_ = false;
   bool closeWhenDrained_ = false;
   bool lingering_ = false;
 };

@@ -1,0 +1,86 @@
+// An HTTP client for HTTP/1.1 and HTTP/2, over TLS (protocol by ALPN) or
+// cleartext (HTTP/1.1, or h2c with prior knowledge). It owns one event-loop
+// thread. Per origin (scheme, host, port) it multiplexes every request over
+// one HTTP/2 connection, or keeps a pool of keep-alive HTTP/1.1 connections.
+//
+//   http::Client client({.tls = tlsConfig});
+//   auto resp = client.fetch("https://127.0.0.1:6443/api", req);          // blocking
+//   client.start(origin, req, {.onHeaders = ..., .onData = ..., .onComplete = ...});  // streaming
+//
+// Callbacks run on the client's thread; keep them short.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/base/result.h"
+#include "common/http/limits.h"
+#include "common/http/message.h"
+#include "common/http/tls.h"
+
+namespace trellis::http {
+
+struct Origin {
+  std::string scheme = "http";  // "http" or "https"
+  std::string host;             // name or IP (no brackets)
+  uint16_t port = 80;
+
+  // Parses "https://host:port" (a path after it is ignored).
+  static base::Result<Origin> parse(std::string_view url);
+  std::string authority() const;
+};
+
+enum class ClientProtocol { kAuto, kHttp1, kHttp2 };
+
+struct ClientOptions {
+  std::shared_ptr<TlsClientConfig> tls;  // needed for https origins
+  // kAuto: ALPN decides on TLS, HTTP/1.1 on cleartext. kHttp2 on cleartext: h2c prior knowledge.
+  ClientProtocol protocol = ClientProtocol::kAuto;
+  std::chrono::milliseconds connectTimeout{10'000};
+  size_t maxIdlePerOrigin = 16;  // HTTP/1.1 keep-alive connections kept
+  Limits limits;                 // bounds on what servers send back
+};
+
+struct ResponseHandler {
+  // Status and headers, before any body.
+  std::function<void(int status, const Headers& headers)> onHeaders;
+  // When set, the body is delivered piece by piece here and not collected.
+  std::function<void(std::string_view data)> onData;
+  // Exactly once: the whole response (body empty when streamed), or why it failed.
+  std::function<void(base::Result<Response> response)> onComplete;
+};
+
+class Client {
+ public:
+  explicit Client(ClientOptions options = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  using RequestId = uint64_t;
+  // Starts a request (method, target, headers, body from `request`; authority
+  // defaults to the origin's). Thread-safe.
+  RequestId start(const Origin& origin, Request request, ResponseHandler handler);
+  // Cancels a request in flight (HTTP/2: RST_STREAM; HTTP/1.1: closes its
+  // connection). onComplete then reports kAborted. Thread-safe.
+  void cancel(RequestId id);
+
+  // Blocking convenience: the whole response or an error.
+  base::Result<Response> fetch(const Origin& origin, Request request,
+                               std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  base::Result<Response> fetch(std::string_view url, Request request = {},
+                               std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+  // Connections currently open, by protocol (for tests and metrics).
+  size_t openConnections() const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace trellis::http
