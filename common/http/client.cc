@@ -114,6 +114,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
 
   ClientOptions options;
   asio::io_context io{1};
+  Poller poller{io};
   std::thread thread;
   std::map<std::string, Pool> pools;
   std::unordered_map<RequestId, PendingPtr> inflight;
@@ -137,7 +138,7 @@ namespace {
 class ClientConn : public Connection {
  public:
   ClientConn(std::shared_ptr<Client::Impl> impl, Origin origin, Transport t)
-      : Connection(impl->io, std::move(t)), impl_(std::move(impl)), origin_(std::move(origin)) {
+      : Connection(impl->io, impl->poller, std::move(t)), impl_(std::move(impl)), origin_(std::move(origin)) {
     impl_->open++;
   }
   ~ClientConn() override { impl_->open--; }

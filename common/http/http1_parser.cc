@@ -257,6 +257,7 @@ Http1Parser::Event Http1Parser::parseHead(const char* p, size_t n, size_t& consu
   std::string_view start = block.substr(0, lineEnd);
   if (kind_ == Kind::kRequest && start.size() > limits_.maxRequestLineBytes) return fail(414, "request line too long");
   if (!parseStartLine(start)) return Event::kError;
+  msg_.headers.reserve(16);
   if (!parseFieldLines(block.substr(lineEnd + 2), msg_.headers, false)) return Event::kError;
   head_.clear();
   scanFrom_ = 0;

@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 
 namespace trellis::http {
+void appendDecimal(std::string& out, uint64_t v);
+
 namespace {
 
 bool isFramingField(std::string_view name) {
@@ -24,7 +26,7 @@ void appendFields(std::string& out, const Headers& headers) {
 void appendFraming(std::string& out, BodyFraming framing, uint64_t contentLength) {
   if (framing == BodyFraming::kContentLength) {
     out.append("content-length: ");
-    fmt::format_to(std::back_inserter(out), "{}", contentLength);
+    appendDecimal(out, contentLength);
     out.append("\r\n");
   } else if (framing == BodyFraming::kChunked) {
     out.append("transfer-encoding: chunked\r\n");
@@ -46,9 +48,25 @@ std::string_view httpDate() {
   return buf;
 }
 
+void appendDecimal(std::string& out, uint64_t v) {
+  char buf[20];
+  char* p = buf + sizeof buf;
+  do {
+    *--p = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v);
+  out.append(p, static_cast<size_t>(buf + sizeof buf - p));
+}
+
 void appendResponseHead(std::string& out, int status, const Headers& headers, BodyFraming framing,
                         uint64_t contentLength, bool keepAlive) {
-  fmt::format_to(std::back_inserter(out), "HTTP/1.1 {} {}\r\ndate: {}\r\n", status, reasonPhrase(status), httpDate());
+  out.append("HTTP/1.1 ");
+  appendDecimal(out, static_cast<uint64_t>(status));
+  out.push_back(' ');
+  out.append(reasonPhrase(status));
+  out.append("\r\ndate: ");
+  out.append(httpDate());
+  out.append("\r\n");
   appendFraming(out, framing, contentLength);
   if (!keepAlive) out.append("connection: close\r\n");
   appendFields(out, headers);

@@ -21,6 +21,7 @@ void appendResponseHead(std::string& out, int status, const Headers& headers, Bo
 void appendRequestHead(std::string& out, const Request& request, BodyFraming framing, uint64_t contentLength);
 
 void appendChunk(std::string& out, std::string_view data);
+void appendDecimal(std::string& out, uint64_t value);
 void appendLastChunk(std::string& out, const Headers& trailers);
 
 // "Sun, 06 Nov 1994 08:49:37 GMT" for now, cached per thread per second.

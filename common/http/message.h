@@ -29,6 +29,7 @@ class Headers {
   size_t size() const { return fields_.size(); }
   bool empty() const { return fields_.empty(); }
   void clear() { fields_.clear(); }
+  void reserve(size_t n) { fields_.reserve(n); }
   auto begin() const { return fields_.begin(); }
   auto end() const { return fields_.end(); }
 

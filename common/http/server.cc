@@ -29,7 +29,7 @@ ServerStats::ServerStats(base::Registry& r, const std::string& server)
       timeouts(r.counter("trellis_http_timeouts_total", "Connections closed by a timeout", {{"server", server}})) {}
 
 ServerConnection::ServerConnection(std::shared_ptr<Worker> worker, const ServerContext& ctx, Transport transport)
-    : Connection(worker->io, std::move(transport)), worker_(std::move(worker)), ctx_(ctx) {
+    : Connection(worker->io, worker->poller, std::move(transport)), worker_(std::move(worker)), ctx_(ctx) {
   worker_->connections.insert(this);
   ctx_.stats->activeConnections.inc();
 }

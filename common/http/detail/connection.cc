@@ -2,7 +2,11 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <boost/asio/post.hpp>
 
@@ -20,19 +24,108 @@ char* threadReadBuffer() {
 
 }  // namespace
 
-Transport::Transport(tcp::socket socket, ssl_st* ssl) : socket_(std::move(socket)), ssl_(ssl) {
+namespace {
+
+BIO_METHOD* socketBioMethod() {
+  static BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "trellis socket");
+    return m;
+  }();
+  return method;
+}
+
+}  // namespace
+
+// OpenSSL reads and writes the socket through this BIO so that we learn when a
+// recv came back short (the socket is drained) and can skip an EAGAIN read.
+int Transport::bioRead(BIO* bio, char* buf, int len) {
+  auto* st = static_cast<BioState*>(BIO_get_data(bio));
+  BIO_clear_retry_flags(bio);
+  for (;;) {
+    ssize_t n = ::recv(st->fd, buf, static_cast<size_t>(len), 0);
+    if (n >= 0) {
+      st->shortRead = n < len;
+      return static_cast<int>(n);
+    }
+    if (errno == EINTR) continue;
+    st->lastErrno = errno;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_read(bio);
+    return -1;
+  }
+}
+
+int Transport::bioWrite(BIO* bio, const char* buf, int len) {
+  auto* st = static_cast<BioState*>(BIO_get_data(bio));
+  BIO_clear_retry_flags(bio);
+  for (;;) {
+    ssize_t n = ::send(st->fd, buf, static_cast<size_t>(len), MSG_NOSIGNAL);
+    if (n >= 0) return static_cast<int>(n);
+    if (errno == EINTR) continue;
+    st->lastErrno = errno;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_write(bio);
+    return -1;
+  }
+}
+
+long Transport::bioCtrl(BIO*, int cmd, long, void*) {
+  return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+Transport::Transport(tcp::socket socket, ssl_st* ssl)
+    : socket_(std::move(socket)), fd_(socket_.native_handle()), ssl_(ssl) {
   boost::system::error_code ec;
   socket_.non_blocking(true, ec);
   socket_.set_option(tcp::no_delay(true), ec);
-  if (ssl_) SSL_set_fd(ssl_, socket_.native_handle());
+  if (ssl_) {
+    static bool init = [] {
+      BIO_METHOD* m = socketBioMethod();
+      BIO_meth_set_read(m, &Transport::bioRead);
+      BIO_meth_set_write(m, &Transport::bioWrite);
+      BIO_meth_set_ctrl(m, &Transport::bioCtrl);
+      BIO_meth_set_create(m, [](BIO* b) {
+        BIO_set_init(b, 1);
+        return 1;
+      });
+      return true;
+    }();
+    (void)init;
+    bio_ = std::make_unique<BioState>();
+    bio_->fd = fd_;
+    BIO* bio = BIO_new(socketBioMethod());
+    BIO_set_data(bio, bio_.get());
+    SSL_set_bio(ssl_, bio, bio);
+    SSL_set_read_ahead(ssl_, 1);  // one recv may bring several records
+  }
 }
 
-Transport::Transport(Transport&& o) noexcept : socket_(std::move(o.socket_)), ssl_(o.ssl_), errno_(o.errno_) {
+Transport::Transport(Transport&& o) noexcept
+    : socket_(std::move(o.socket_)),
+      fd_(o.fd_),
+      released_(o.released_),
+      ssl_(o.ssl_),
+      bio_(std::move(o.bio_)),
+      shortRead_(o.shortRead_),
+      errno_(o.errno_) {
   o.ssl_ = nullptr;
+  o.fd_ = -1;
+  o.released_ = false;
+}
+
+void Transport::releaseFromAsio() {
+  if (released_ || fd_ < 0) return;
+  boost::system::error_code ec;
+  fd_ = socket_.release(ec);
+  released_ = !ec;
+}
+
+bool Transport::drained() const {
+  if (ssl_) return bio_->shortRead && SSL_has_pending(ssl_) == 0;
+  return shortRead_;
 }
 
 Transport::~Transport() {
   if (ssl_) SSL_free(ssl_);
+  close();
 }
 
 Transport::Io Transport::sslResult(int ret, size_t done, size_t& n) {
@@ -46,7 +139,7 @@ Transport::Io Transport::sslResult(int ret, size_t done, size_t& n) {
     case SSL_ERROR_WANT_WRITE: return Io::kWantWrite;
     case SSL_ERROR_ZERO_RETURN: return Io::kClosed;
     case SSL_ERROR_SYSCALL:
-      errno_ = errno;
+      errno_ = bio_ ? bio_->lastErrno : errno;
       ERR_clear_error();
       return errno_ == 0 ? Io::kClosed : Io::kError;
     default:
@@ -69,9 +162,10 @@ Transport::Io Transport::read(char* buf, size_t cap, size_t& n) {
     return sslResult(ret, got, n);
   }
   for (;;) {
-    ssize_t r = ::recv(socket_.native_handle(), buf, cap, 0);
+    ssize_t r = ::recv(fd_, buf, cap, 0);
     if (r > 0) {
       n = static_cast<size_t>(r);
+      shortRead_ = n < cap;
       return Io::kOk;
     }
     if (r == 0) return Io::kClosed;
@@ -90,7 +184,7 @@ Transport::Io Transport::write(const char* buf, size_t len, size_t& n) {
     return sslResult(ret, put, n);
   }
   for (;;) {
-    ssize_t r = ::send(socket_.native_handle(), buf, len, MSG_NOSIGNAL);
+    ssize_t r = ::send(fd_, buf, len, MSG_NOSIGNAL);
     if (r >= 0) {
       n = static_cast<size_t>(r);
       return Io::kOk;
@@ -107,13 +201,19 @@ void Transport::shutdownWrite() {
     SSL_shutdown(ssl_);  // one close_notify; we do not wait for the peer's
     ERR_clear_error();
   }
-  boost::system::error_code ec;
-  socket_.shutdown(tcp::socket::shutdown_send, ec);
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
 }
 
 void Transport::close() {
+  if (released_) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    released_ = false;
+    return;
+  }
   boost::system::error_code ec;
   socket_.close(ec);
+  fd_ = -1;
 }
 
 std::string Transport::alpn() const {
@@ -125,43 +225,83 @@ std::string Transport::alpn() const {
 }
 
 std::string Transport::peer() const {
-  boost::system::error_code ec;
-  auto ep = socket_.remote_endpoint(ec);
-  if (ec) return {};
-  std::string addr = ep.address().to_string();
-  if (ep.address().is_v6()) addr = "[" + addr + "]";
-  return addr + ":" + std::to_string(ep.port());
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (fd_ < 0 || getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
+  char host[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    return std::string(host) + ":" + std::to_string(ntohs(a->sin_port));
+  }
+  if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    return "[" + std::string(host) + "]:" + std::to_string(ntohs(a->sin6_port));
+  }
+  return {};
 }
 
-Connection::Connection(asio::io_context& io, Transport transport)
-    : io_(io), transport_(std::move(transport)), peer_(transport_.peer()), timer_(io) {}
+Connection::Connection(asio::io_context& io, Poller& poller, Transport transport)
+    : io_(io), poller_(poller), transport_(std::move(transport)), peer_(transport_.peer()), timer_(io) {}
 
-Connection::~Connection() = default;
+Connection::~Connection() {
+  if (registration_) poller_.remove(registration_);
+}
 
-// Asio's epoll reactor is edge-triggered: readiness that came while nothing
-// waited (during the handshake, or while paused) is not reported again, so
-// always read until the transport says it would block before waiting.
-void Connection::start() { postRead(); }
+// Edge-triggered: readiness is reported once, so always read until the
+// transport says it would block (or the recv came back short) before waiting.
+void Connection::start() {
+  transport_.releaseFromAsio();
+  registration_ = poller_.add(transport_.fd(), this);
+  if (!registration_) {
+    close();
+    return;
+  }
+  postRead();
+}
 
 void Connection::postRead() {
   asio::post(io_, [self = shared_from_this()] {
-    if (!self->closed_ && !self->paused_ && !self->reading_) self->doRead();
+    if (!self->closed_ && !self->paused_) {
+      self->wantRead_ = false;
+      self->doRead();
+    }
   });
 }
 
 void Connection::armRead() {
-  if (reading_ || closed_ || paused_) return;
-  reading_ = true;
-  transport_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this()](boost::system::error_code ec) {
-    self->reading_ = false;
-    if (self->closed_ || ec) return;
-    self->doRead();
-  });
+  if (closed_ || paused_) return;
+  wantRead_ = true;
+  if (readReady_) postRead();  // an edge came while we were not waiting
+}
+
+void Connection::onEvents(uint32_t events) {
+  auto self = shared_from_this();
+  if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+    if (writing_) {
+      writing_ = false;
+      flushNow();
+    }
+    if (readNeedsWrite_ && !closed_) {
+      readNeedsWrite_ = false;
+      doRead();
+    }
+  }
+  if (closed_) return;
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) {
+    readReady_ = true;
+    if (wantRead_ && !paused_) {
+      wantRead_ = false;
+      doRead();
+    }
+  }
 }
 
 void Connection::doRead() {
   char* buf = threadReadBuffer();
   inRead_ = true;
+  readReady_ = false;
   bool again = false;
   for (int i = 0; !closed_ && !paused_; ++i) {
     if (i == kMaxReadsPerTurn) {
@@ -173,6 +313,10 @@ void Connection::doRead() {
     if (r == Transport::Io::kOk) {
       if (lingering_) continue;
       onInput(buf, n);
+      if (transport_.drained() && !closed_ && !paused_) {
+        armRead();  // drained: anything arriving later raises a new edge
+        break;
+      }
       continue;
     }
     if (r == Transport::Io::kWantRead) {
@@ -180,12 +324,7 @@ void Connection::doRead() {
       break;
     }
     if (r == Transport::Io::kWantWrite) {
-      // TLS must write before it can read (rare): read again once writable.
-      reading_ = true;
-      transport_.socket().async_wait(tcp::socket::wait_write, [self = shared_from_this()](boost::system::error_code ec) {
-        self->reading_ = false;
-        if (!self->closed_ && !ec) self->doRead();
-      });
+      readNeedsWrite_ = true;  // TLS must write before it can read (rare)
       break;
     }
     inRead_ = false;
@@ -243,11 +382,7 @@ void Connection::flushLoop() {
       continue;
     }
     if (r == Transport::Io::kWantWrite) {
-      writing_ = true;
-      transport_.socket().async_wait(tcp::socket::wait_write, [self = shared_from_this()](boost::system::error_code ec) {
-        self->writing_ = false;
-        if (!self->closed_ && !ec) self->flushNow();
-      });
+      writing_ = true;  // resumed by the next EPOLLOUT edge
       return;
     }
     if (r == Transport::Io::kWantRead) {
@@ -322,6 +457,10 @@ void Connection::close() {
   if (closed_) return;
   closed_ = true;
   timer_.cancel();
+  if (registration_) {
+    poller_.remove(registration_);
+    registration_ = nullptr;
+  }
   transport_.close();
   onClosed();
 }

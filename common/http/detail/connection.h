@@ -19,7 +19,10 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "common/http/detail/poller.h"
+
 struct ssl_st;
+struct bio_st;
 
 namespace trellis::http::detail {
 
@@ -43,24 +46,45 @@ class Transport {
   // Sends close_notify (TLS) and shuts the write side down.
   void shutdownWrite();
   void close();
+  // Takes the fd out of Asio's reactor (it is then watched by a Poller).
+  void releaseFromAsio();
+  int fd() const { return fd_; }
 
   std::string alpn() const;
+  // True when the last read took everything the socket had (a short recv and,
+  // for TLS, nothing left buffered in OpenSSL): waiting is then safe without
+  // another read that would only return EAGAIN.
+  bool drained() const;
   bool tls() const { return ssl_ != nullptr; }
   ssl_st* ssl() const { return ssl_; }
+  // The Asio socket, for waits during connect and handshake (before releaseFromAsio()).
   tcp::socket& socket() { return socket_; }
   std::string peer() const;
   int lastErrno() const { return errno_; }
 
  private:
   Io sslResult(int ret, size_t done, size_t& n);
+  // State the socket BIO under OpenSSL shares with us.
+  struct BioState {
+    int fd = -1;
+    bool shortRead = false;
+    int lastErrno = 0;
+  };
+  static int bioRead(bio_st* bio, char* buf, int len);
+  static int bioWrite(bio_st* bio, const char* buf, int len);
+  static long bioCtrl(bio_st* bio, int cmd, long num, void* ptr);
   tcp::socket socket_;
+  int fd_;
+  bool released_ = false;
   ssl_st* ssl_;
+  std::unique_ptr<BioState> bio_;
+  bool shortRead_ = false;  // plain sockets
   int errno_ = 0;
 };
 
-class Connection : public std::enable_shared_from_this<Connection> {
+class Connection : public std::enable_shared_from_this<Connection>, private Poller::Watcher {
  public:
-  Connection(asio::io_context& io, Transport transport);
+  Connection(asio::io_context& io, Poller& poller, Transport transport);
   virtual ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -104,6 +128,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void resumeReading();
 
  private:
+  void onEvents(uint32_t events) override;
   void armRead();
   void postRead();
   void flushLoop();
@@ -112,6 +137,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void lingerDone();
 
   asio::io_context& io_;
+  Poller& poller_;
+  Poller::Registration* registration_ = nullptr;
   Transport transport_;
   std::string peer_;
   std::string out_;
@@ -120,9 +147,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Clock::time_point deadline_ = Clock::time_point::max();
   Clock::time_point timerAt_ = Clock::time_point::max();
   bool closed_ = false;
-  bool reading_ = false;       // a read wait is armed
+  bool wantRead_ = false;      // waiting for readability
+  bool readReady_ = false;     // an edge came while we were not waiting
+  bool readNeedsWrite_ = false;  // TLS read wants the socket writable
   bool paused_ = false;
-  bool writing_ = false;       // a write wait is armed
+  bool writing_ = false;       // waiting for writability
   bool writeWantsRead_ = false;
   bool inRead_ = false;        // inside doRead: flush happens at its end
   bool flushPosted_ = false;

@@ -30,6 +30,7 @@ class ServerConnection;
 // One event-loop thread of the server and the connections it owns.
 struct Worker {
   asio::io_context io{1};
+  Poller poller{io};
   std::unordered_set<ServerConnection*> connections;  // touched only on this thread
   bool draining = false;
 };
@@ -73,4 +74,10 @@ void runOnConnection(const std::weak_ptr<Conn>& weak, asio::io_context& io, Fn&&
 // A small plain-text error body.
 Response errorResponse(int status, std::string_view message);
 
+}  // namespace trellis::http::detail
+
+namespace trellis::http::detail {
+// Fuzzing entry point: feeds `data` to a fresh server-side HTTP/2 session
+// (over a socketpair, with a handler that answers every request), then closes it.
+void fuzzHttp2ServerInput(const uint8_t* data, size_t size);
 }  // namespace trellis::http::detail

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Sets up, builds and runs every Trellis test: unit, integration and e2e
+# under the default preset, the same under asan (AddressSanitizer + UBSan),
+# then a short smoke run of each fuzzer built by the fuzz preset.
+#   TRELLIS_SKIP_ASAN=1  skip the asan pass       TRELLIS_SKIP_FUZZ=1  skip fuzzing
+#   TRELLIS_FUZZ_SECONDS=N  seconds per fuzzer (default 15)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+passed=0
+failed=0
+failures=()
+
+# run_labels PRESET: runs each CTest label in turn and tallies the results.
+run_labels() {
+    local preset=$1 label out
+    for label in unit integration e2e; do
+        echo "=== ctest ($preset) label=$label"
+        set +e
+        out=$(ctest --test-dir "build/$preset" -L "^${label}\$" --output-on-failure --no-tests=ignore 2>&1)
+        set -e
+        echo "$out"
+        if [[ $out =~ ([0-9]+)%\ tests\ passed,\ ([0-9]+)\ tests\ failed\ out\ of\ ([0-9]+) ]]; then
+            local f=${BASH_REMATCH[2]} t=${BASH_REMATCH[3]}
+            passed=$((passed + t - f))
+            failed=$((failed + f))
+            ((f == 0)) || failures+=("$preset/$label")
+        fi
+    done
+}
+
+build() {
+    local preset=$1
+    shift
+    cmake --preset "$preset" "$@" >/dev/null
+    cmake --build "build/$preset"
+}
+
+build default -DTRELLIS_WERROR=ON
+run_labels default
+
+if [[ ${TRELLIS_SKIP_ASAN:-0} != 1 ]]; then
+    build asan -DTRELLIS_WERROR=ON
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 run_labels asan
+fi
+
+if [[ ${TRELLIS_SKIP_FUZZ:-0} != 1 ]]; then
+    build fuzz
+    secs=${TRELLIS_FUZZ_SECONDS:-15}
+    for target in http1_parser http2_input; do
+        corpus=$(mktemp -d)
+        seeds=common/http/fuzz/corpus/${target%%_*}
+        echo "=== fuzz $target for ${secs}s"
+        if build/fuzz/common/http/fuzz_$target -max_total_time="$secs" -print_final_stats=1 "$corpus" "$seeds" \
+            >"$corpus.log" 2>&1; then
+            passed=$((passed + 1))
+            grep -E '^stat::number_of_executed_units' "$corpus.log" || true
+        else
+            failed=$((failed + 1))
+            failures+=("fuzz/$target")
+            tail -50 "$corpus.log"
+        fi
+        rm -rf "$corpus" "$corpus.log"
+    done
+fi
+
+echo
+((failed == 0)) || echo "failed: ${failures[*]}"
+echo "tests: $passed passed, $failed failed"
+((failed == 0))
