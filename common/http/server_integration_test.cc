@@ -291,6 +291,32 @@ TEST_F(HttpServerTest, HeaderTimeoutGives408AndIdleTimeoutCloses) {
   EXPECT_TRUE(closed);
 }
 
+TEST_F(HttpServerTest, SlowlorisHitsTheHeaderTimeout) {
+  Limits l;
+  l.headerTimeout = 300ms;
+  l.idleTimeout = 5s;
+  startServer(false, l);
+  // One byte every 50 ms: each read is "progress", but the headers never end in time.
+  bool closed = false;
+  auto start = std::chrono::steady_clock::now();
+  std::string out = testing::rawTrickle(port_, "GET / HTTP/1.1\r\nX-Slow: ", 'x', 50ms, 4s, &closed);
+  EXPECT_EQ(out.rfind("HTTP/1.1 408", 0), 0u) << out;
+  EXPECT_TRUE(closed);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+}
+
+TEST_F(HttpServerTest, SlowBodyHitsTheBodyTimeout) {
+  Limits l;
+  l.bodyTimeout = 200ms;
+  startServer(false, l);
+  bool closed = false;
+  auto start = std::chrono::steady_clock::now();
+  std::string out = testing::rawExchange(port_, "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc", 3s, &closed);
+  EXPECT_EQ(out.rfind("HTTP/1.1 408", 0), 0u) << out;
+  EXPECT_TRUE(closed);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+}
+
 TEST_F(HttpServerTest, Http2BadPrefaceOrFramesGetGoaway) {
   startServer(false);
   std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -62,6 +62,49 @@ CommandResult runStreaming(const std::string& command, const std::function<void(
 
 CommandResult run(const std::string& command) { return runStreaming(command, nullptr); }
 
+namespace {
+
+int connectLoopback(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace
+
+std::string rawTrickle(uint16_t port, const std::string& data, char filler, std::chrono::milliseconds every,
+                       std::chrono::milliseconds timeout, bool* closed) {
+  if (closed) *closed = false;
+  int fd = connectLoopback(port);
+  if (fd < 0) return {};
+  send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+  std::string out;
+  auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(every.count())) > 0) {
+      char buf[4096];
+      ssize_t n = recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) {
+        if (closed) *closed = true;
+        break;
+      }
+      out.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (send(fd, &filler, 1, MSG_NOSIGNAL) != 1) break;
+  }
+  close(fd);
+  return out;
+}
+
 std::string rawExchange(uint16_t port, const std::string& data, std::chrono::milliseconds timeout, bool* closed) {
   if (closed) *closed = false;
   int fd = socket(AF_INET, SOCK_STREAM, 0);

@@ -41,6 +41,11 @@ CommandResult runStreaming(const std::string& command, const std::function<void(
 // or `timeout` passes. Returns what was read; `closed` tells whether the peer closed.
 std::string rawExchange(uint16_t port, const std::string& data, std::chrono::milliseconds timeout, bool* closed = nullptr);
 
+// Like rawExchange, but after `data` sends `filler` one byte every `every`
+// until the peer answers or closes (a slowloris client).
+std::string rawTrickle(uint16_t port, const std::string& data, char filler, std::chrono::milliseconds every,
+                       std::chrono::milliseconds timeout, bool* closed = nullptr);
+
 // Polls `cond` until it holds or `timeout` passes; returns its last value.
 bool waitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
 

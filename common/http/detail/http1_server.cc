@@ -158,9 +158,19 @@ class Http1Connection : public ServerConnection {
       total += used;
       switch (e) {
         case Http1Parser::Event::kNeedMore:
-          setDeadline(parser_.started() ? ctx_.limits.headerTimeout : ctx_.limits.idleTimeout);
+          if (headersDone_) {
+            setDeadline(ctx_.limits.bodyTimeout);  // between body reads
+          } else if (parser_.started() && !headerDeadlineSet_) {
+            // From the first byte to the end of the headers, however slowly
+            // they trickle in (slowloris).
+            headerDeadlineSet_ = true;
+            setDeadline(ctx_.limits.headerTimeout);
+          } else if (!parser_.started()) {
+            setDeadline(ctx_.limits.idleTimeout);
+          }
           return total;
         case Http1Parser::Event::kHeadersComplete:
+          headersDone_ = true;
           if (parser_.expectContinue()) output().append("HTTP/1.1 100 Continue\r\n\r\n");
           continue;
         case Http1Parser::Event::kBodyData:
@@ -203,6 +213,8 @@ class Http1Connection : public ServerConnection {
 
   void dispatch() {
     busy_ = true;
+    headersDone_ = false;
+    headerDeadlineSet_ = false;
     ++exchange_;
     clearDeadline();
     ctx_.stats->requestsH1.inc();
@@ -246,6 +258,8 @@ class Http1Connection : public ServerConnection {
   bool streamKeepAlive_ = true;
   bool draining_ = false;
   bool processing_ = false;
+  bool headersDone_ = false;
+  bool headerDeadlineSet_ = false;
 };
 
 template <typename Fn>
