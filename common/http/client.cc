@@ -220,7 +220,11 @@ class H1ClientConn : public ClientConn {
           return;
         case Http1Parser::Event::kError: {
           PendingPtr p = std::move(current_);
-          impl_->failed(p, makeError(ErrorCode::kUnavailable, "malformed response: {}", parser_.errorMessage()), false);
+          if (parser_.errorStatus() == 413) {
+            impl_->failed(p, makeError(ErrorCode::kResourceExhausted, "response body larger than the limit"), false);
+          } else {
+            impl_->failed(p, makeError(ErrorCode::kUnavailable, "malformed response: {}", parser_.errorMessage()), false);
+          }
           broken_ = true;
           close();
           return;
