@@ -169,9 +169,16 @@ class H1ClientConn : public ClientConn {
     parser_.setNoBody(current_->request.method == "HEAD");
     parser_.setStreamBody(static_cast<bool>(current_->handler.onData));
     Request& r = current_->request;
-    bool body = !r.body.empty() || r.method == "POST" || r.method == "PUT" || r.method == "PATCH";
-    appendRequestHead(output(), r, body ? BodyFraming::kContentLength : BodyFraming::kNone, r.body.size());
-    output().append(r.body);
+    auto te = r.headers.get("transfer-encoding");
+    if (te && equalsIgnoreCase(*te, "chunked")) {
+      appendRequestHead(output(), r, BodyFraming::kChunked, 0);
+      appendChunk(output(), r.body);
+      appendLastChunk(output(), r.trailers);
+    } else {
+      bool body = !r.body.empty() || r.method == "POST" || r.method == "PUT" || r.method == "PATCH";
+      appendRequestHead(output(), r, body ? BodyFraming::kContentLength : BodyFraming::kNone, r.body.size());
+      output().append(r.body);
+    }
     clearDeadline();
     flushNow();
   }

@@ -62,7 +62,9 @@ class Client {
 
   using RequestId = uint64_t;
   // Starts a request (method, target, headers, body from `request`; authority
-  // defaults to the origin's). Thread-safe.
+  // defaults to the origin's). On HTTP/1.1 the body goes with Content-Length,
+  // or chunked (with `request.trailers`) when the request carries
+  // "transfer-encoding: chunked". Thread-safe.
   RequestId start(const Origin& origin, Request request, ResponseHandler handler);
   // Cancels a request in flight (HTTP/2: RST_STREAM; HTTP/1.1: closes its
   // connection). onComplete then reports kAborted. Thread-safe.

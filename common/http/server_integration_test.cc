@@ -56,6 +56,8 @@ void testHandler(Request& req, std::shared_ptr<ResponseWriter> w) {
     r.headers.add("x-method", req.method);
     r.headers.add("x-version", std::string(versionName(req.version)));
     r.headers.add("x-authority", req.authority);
+    r.headers.add("x-transfer-encoding", std::string(req.headers.get("transfer-encoding").value_or("")));
+    r.headers.add("x-trailer", std::string(req.trailers.get("x-checksum").value_or("")));
   } else {
     r.headers.add("content-type", "text/plain");
     r.body = std::string(100, 'x');
@@ -511,6 +513,23 @@ TEST_F(HttpServerTest, ClientErrorsOnRefusedConnection) {
   auto r = c.fetch("http://127.0.0.1:" + std::to_string(port) + "/");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code(), base::ErrorCode::kUnavailable);
+}
+
+TEST_F(HttpServerTest, ClientSendsChunkedBodyWithTrailers) {
+  startServer(false);
+  Client c({.protocol = ClientProtocol::kHttp1});
+  Request req;
+  req.method = "POST";
+  req.target = "/echo";
+  req.headers.add("transfer-encoding", "chunked");
+  req.body = std::string(100000, 'c');
+  req.trailers.add("x-checksum", "abc");
+  auto r = c.fetch(*Origin::parse(http()), req);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, req.body);
+  EXPECT_EQ(r->headers.get("x-transfer-encoding").value_or(""), "chunked");
+  EXPECT_EQ(r->headers.get("x-trailer").value_or(""), "abc");
 }
 
 TEST_F(HttpServerTest, ClientKeepAliveReusesHttp1Connections) {
