@@ -107,15 +107,8 @@ std::string rawTrickle(uint16_t port, const std::string& data, char filler, std:
 
 std::string rawExchange(uint16_t port, const std::string& data, std::chrono::milliseconds timeout, bool* closed) {
   if (closed) *closed = false;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    close(fd);
-    return {};
-  }
+  int fd = connectLoopback(port);
+  if (fd < 0) return {};
   size_t off = 0;
   while (off < data.size()) {
     ssize_t n = send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
