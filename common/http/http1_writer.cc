@@ -59,7 +59,7 @@ void appendDecimal(std::string& out, uint64_t v) {
 }
 
 void appendResponseHead(std::string& out, int status, const Headers& headers, BodyFraming framing,
-                        uint64_t contentLength, bool keepAlive) {
+                        uint64_t contentLength, bool keepAlive, bool http10) {
   out.append("HTTP/1.1 ");
   appendDecimal(out, static_cast<uint64_t>(status));
   out.push_back(' ');
@@ -68,7 +68,11 @@ void appendResponseHead(std::string& out, int status, const Headers& headers, Bo
   out.append(httpDate());
   out.append("\r\n");
   appendFraming(out, framing, contentLength);
-  if (!keepAlive) out.append("connection: close\r\n");
+  if (!keepAlive) {
+    out.append("connection: close\r\n");
+  } else if (http10) {
+    out.append("connection: keep-alive\r\n");
+  }
   appendFields(out, headers);
   out.append("\r\n");
 }

@@ -277,6 +277,24 @@ TEST_F(HttpServerTest, PipelinedRequestsAnsweredInOrder) {
   EXPECT_TRUE(closed);
 }
 
+TEST_F(HttpServerTest, Http10KeepAliveIsAnnouncedAndHonoured) {
+  startServer(false);
+  bool closed = false;
+  std::string out = testing::rawExchange(port_,
+                                         "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                                         "GET /echo HTTP/1.0\r\n\r\n",
+                                         2s, &closed);
+  size_t second = out.find("HTTP/1.1 200", 1);
+  ASSERT_NE(second, std::string::npos) << out;
+  EXPECT_NE(out.substr(0, second).find("connection: keep-alive"), std::string::npos) << out;
+  EXPECT_NE(out.substr(second).find("connection: close"), std::string::npos) << out;
+  EXPECT_TRUE(closed);
+  // ApacheBench speaks HTTP/1.0 with keep-alive: it must not stall.
+  auto ab = run("timeout 20 ab -k -n 2000 -c 4 " + http());
+  EXPECT_NE(ab.out.find("Complete requests:      2000"), std::string::npos) << ab.out;
+  EXPECT_NE(ab.out.find("Keep-Alive requests:    2000"), std::string::npos) << ab.out;
+}
+
 TEST_F(HttpServerTest, HeaderTimeoutGives408AndIdleTimeoutCloses) {
   Limits l;
   l.headerTimeout = 200ms;

@@ -64,7 +64,7 @@ class Http1Connection : public ServerConnection {
     bool head = request_.method == "HEAD";
     bool noBody = r.status == 204 || r.status == 304 || (r.status >= 100 && r.status < 200);
     appendResponseHead(output(), r.status, r.headers, noBody ? BodyFraming::kNone : BodyFraming::kContentLength,
-                       r.body.size(), keepAlive);
+                       r.body.size(), keepAlive, request_.version == Version::kHttp10);
     if (!head && !noBody) output().append(r.body);
     finishExchange(keepAlive);
   }
@@ -119,8 +119,22 @@ class Http1Connection : public ServerConnection {
       processPending();
       return;
     }
-    size_t used = parseFrom(data, n);
-    if (used < n && !closed()) pendingInput_.append(data + used, n - used);
+    // Parse in place; a handler that answered at once leaves us ready for the
+    // next pipelined request, one still busy gets the rest stashed.
+    size_t off = 0;
+    while (off < n && !closed()) {
+      if (busy_) {
+        pendingInput_.append(data + off, n - off);
+        if (pendingInput_.size() > kMaxBufferedWhileBusy) pauseReading();
+        return;
+      }
+      size_t used = parseFrom(data + off, n - off);
+      if (used == 0) {  // cannot happen with the parser's contract; never spin
+        pendingInput_.append(data + off, n - off);
+        return;
+      }
+      off += used;
+    }
   }
 
   void onDeadline() override {
