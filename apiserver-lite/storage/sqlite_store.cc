@@ -141,6 +141,8 @@ struct SqliteStore::Impl {
   std::deque<Pending> queue;
   bool stopping = false;
   std::thread committer;
+  // Held while the listener runs: replacing it waits for a call in flight.
+  std::mutex listenerMu;
   CommitListener listener;
 
   // Touched only by the commit thread (and open()).
@@ -275,7 +277,10 @@ struct SqliteStore::Impl {
       else index.erase(key);
     }
     revision.store(rev);
-    if (listener && !events.empty()) listener(events);
+    if (!events.empty()) {
+      std::lock_guard lg(listenerMu);
+      if (listener) listener(events);
+    }
     for (size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move(results[i]));
   }
 
@@ -440,7 +445,7 @@ base::Status SqliteStore::compact(Revision upTo) {
 }
 
 void SqliteStore::setListener(CommitListener listener) {
-  std::lock_guard g(impl_->mu);
+  std::lock_guard g(impl_->listenerMu);
   impl_->listener = std::move(listener);
 }
 

@@ -71,8 +71,9 @@ class Store {
   virtual Revision compactedRevision() = 0;
   // Drops history at and below `upTo` that no revision after it needs.
   virtual base::Status compact(Revision upTo) = 0;
-  // Called on the commit thread after each commit, events in revision order.
-  // Set once, before the first write.
+  // Called on the commit thread after each commit, events in revision order,
+  // before the writers' callbacks. Replacing it (or clearing it with nullptr)
+  // waits for a call in progress to return.
   virtual void setListener(CommitListener listener) = 0;
 };
 
