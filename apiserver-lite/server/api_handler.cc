@@ -1,0 +1,595 @@
+#include "apiserver-lite/server/api_handler.h"
+
+#include <charconv>
+#include <future>
+#include <map>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <fmt/format.h>
+
+#include "apiserver-lite/registry/object.h"
+#include "common/base/log.h"
+
+namespace trellis::apiserver {
+
+using namespace registry;
+using storage::Event;
+using storage::KeyValue;
+using storage::Revision;
+using storage::Write;
+
+namespace {
+
+const base::Logger& log() {
+  static base::Logger l("apiserver");
+  return l;
+}
+
+std::string urlDecode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else if (s[i] == '+') {
+      out += ' ';
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+std::map<std::string, std::string> parseQuery(std::string_view q) {
+  std::map<std::string, std::string> out;
+  while (!q.empty()) {
+    size_t amp = q.find('&');
+    std::string_view kv = q.substr(0, amp);
+    size_t eq = kv.find('=');
+    out[urlDecode(kv.substr(0, eq))] = eq == std::string_view::npos ? "" : urlDecode(kv.substr(eq + 1));
+    if (amp == std::string_view::npos) break;
+    q.remove_prefix(amp + 1);
+  }
+  return out;
+}
+
+std::vector<std::string_view> splitPath(std::string_view path) {
+  std::vector<std::string_view> out;
+  while (!path.empty()) {
+    if (path.front() == '/') {
+      path.remove_prefix(1);
+      continue;
+    }
+    size_t slash = path.find('/');
+    out.push_back(path.substr(0, slash));
+    if (slash == std::string_view::npos) break;
+    path.remove_prefix(slash);
+  }
+  return out;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+  while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
+  return s;
+}
+
+// A label selector: equality- and set-based requirements, ANDed.
+struct LabelSelector {
+  struct Req {
+    enum class Op { kEq, kNe, kIn, kNotIn, kExists, kNotExists } op;
+    std::string key;
+    std::set<std::string> values;
+  };
+  std::vector<Req> reqs;
+
+  static base::Result<LabelSelector> parse(std::string_view text) {
+    LabelSelector sel;
+    // Split on commas outside parentheses.
+    std::vector<std::string_view> parts;
+    int depth = 0;
+    size_t start = 0;
+    for (size_t i = 0; i <= text.size(); ++i) {
+      if (i == text.size() || (text[i] == ',' && depth == 0)) {
+        parts.push_back(trim(text.substr(start, i - start)));
+        start = i + 1;
+      } else if (text[i] == '(') {
+        ++depth;
+      } else if (text[i] == ')') {
+        --depth;
+      }
+    }
+    auto bad = [&](std::string_view part) {
+      return base::makeError(base::ErrorCode::kInvalidArgument, "unable to parse requirement: {}", part);
+    };
+    for (std::string_view p : parts) {
+      if (p.empty()) {
+        if (parts.size() == 1) break;
+        return bad(p);
+      }
+      Req r;
+      size_t sp;
+      if (p.front() == '!') {
+        r.op = Req::Op::kNotExists;
+        r.key = std::string(trim(p.substr(1)));
+      } else if ((sp = p.find(" notin ")) != std::string_view::npos || (sp = p.find(" in ")) != std::string_view::npos) {
+        bool notin = p.find(" notin ") != std::string_view::npos;
+        r.op = notin ? Req::Op::kNotIn : Req::Op::kIn;
+        r.key = std::string(trim(p.substr(0, sp)));
+        std::string_view rest = trim(p.substr(sp + (notin ? 7 : 4)));
+        if (rest.size() < 2 || rest.front() != '(' || rest.back() != ')') return bad(p);
+        rest = rest.substr(1, rest.size() - 2);
+        while (true) {
+          size_t comma = rest.find(',');
+          std::string_view v = trim(rest.substr(0, comma));
+          if (!isValidLabelValue(v).empty()) return bad(p);
+          r.values.insert(std::string(v));
+          if (comma == std::string_view::npos) break;
+          rest.remove_prefix(comma + 1);
+        }
+      } else if ((sp = p.find("!=")) != std::string_view::npos) {
+        r.op = Req::Op::kNe;
+        r.key = std::string(trim(p.substr(0, sp)));
+        r.values.insert(std::string(trim(p.substr(sp + 2))));
+      } else if ((sp = p.find('=')) != std::string_view::npos) {
+        r.op = Req::Op::kEq;
+        r.key = std::string(trim(p.substr(0, sp)));
+        size_t skip = sp + 1 < p.size() && p[sp + 1] == '=' ? 2 : 1;
+        r.values.insert(std::string(trim(p.substr(sp + skip))));
+      } else {
+        r.op = Req::Op::kExists;
+        r.key = std::string(p);
+      }
+      if (!isQualifiedName(r.key).empty()) return bad(p);
+      for (const std::string& v : r.values) {
+        if (!isValidLabelValue(v).empty()) return bad(p);
+      }
+      sel.reqs.push_back(std::move(r));
+    }
+    return sel;
+  }
+
+  bool matches(const json::object& obj) const {
+    const json::object* labels = nullptr;
+    if (auto m = obj.find("metadata"); m != obj.end() && m->value().is_object()) {
+      if (auto l = m->value().as_object().find("labels"); l != m->value().as_object().end() && l->value().is_object()) {
+        labels = &l->value().as_object();
+      }
+    }
+    for (const Req& r : reqs) {
+      std::optional<std::string_view> v;
+      if (labels) {
+        if (auto it = labels->find(r.key); it != labels->end() && it->value().is_string()) v = it->value().as_string();
+      }
+      switch (r.op) {
+        case Req::Op::kExists: if (!v) return false; break;
+        case Req::Op::kNotExists: if (v) return false; break;
+        case Req::Op::kEq:
+        case Req::Op::kIn: if (!v || !r.values.count(std::string(*v))) return false; break;
+        case Req::Op::kNe:
+        case Req::Op::kNotIn: if (v && r.values.count(std::string(*v))) return false; break;
+      }
+    }
+    return true;
+  }
+};
+
+struct FieldSelector {
+  struct Req {
+    std::string field;
+    std::string value;
+    bool negate;
+  };
+  std::vector<Req> reqs;
+
+  static base::Result<FieldSelector> parse(std::string_view text) {
+    FieldSelector sel;
+    while (!text.empty()) {
+      size_t comma = text.find(',');
+      std::string_view p = trim(text.substr(0, comma));
+      Req r;
+      size_t ne = p.find("!="), eq = p.find('=');
+      if (ne != std::string_view::npos) {
+        r = Req{std::string(trim(p.substr(0, ne))), std::string(trim(p.substr(ne + 2))), true};
+      } else if (eq != std::string_view::npos) {
+        size_t skip = eq + 1 < p.size() && p[eq + 1] == '=' ? 2 : 1;
+        r = Req{std::string(trim(p.substr(0, eq))), std::string(trim(p.substr(eq + skip))), false};
+      } else {
+        return base::makeError(base::ErrorCode::kInvalidArgument, "invalid selector: '{}'; can't understand '{}'", text, p);
+      }
+      if (r.field != "metadata.name" && r.field != "metadata.namespace") {
+        return base::makeError(base::ErrorCode::kInvalidArgument, "field label not supported: {}", r.field);
+      }
+      sel.reqs.push_back(std::move(r));
+      if (comma == std::string_view::npos) break;
+      text.remove_prefix(comma + 1);
+    }
+    return sel;
+  }
+
+  bool matches(const json::object& obj) const {
+    for (const Req& r : reqs) {
+      std::string_view v = r.field == "metadata.name" ? objectName(obj) : objectNamespace(obj);
+      if ((v == r.value) == r.negate) return false;
+    }
+    return true;
+  }
+};
+
+void sendJson(const std::shared_ptr<http::ResponseWriter>& w, int status, const json::value& body) {
+  http::Response r;
+  r.status = status;
+  r.headers.add("content-type", "application/json");
+  r.headers.add("cache-control", "no-cache, private");
+  r.body = json::serialize(body);
+  r.body += '\n';
+  w->respond(std::move(r));
+}
+
+void sendError(const std::shared_ptr<http::ResponseWriter>& w, const ApiError& e) { sendJson(w, e.code, statusObject(e)); }
+
+// The object stored under a key, parsed, with its resourceVersion set.
+std::optional<json::object> decode(const KeyValue& kv) {
+  boost::system::error_code ec;
+  json::value v = json::parse(kv.value, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  json::object obj = std::move(v.as_object());
+  setResourceVersion(obj, kv.modRevision);
+  return obj;
+}
+
+ApiError fromStoreError(const base::Error& e, const ResourceInfo& r, std::string_view name) {
+  switch (e.code()) {
+    case base::ErrorCode::kNotFound: return ApiError::notFound(r, name);
+    case base::ErrorCode::kAlreadyExists: return ApiError::alreadyExists(r, name);
+    case base::ErrorCode::kConflict:
+      return ApiError::conflict(r, name, "the object has been modified; please apply your changes to the latest version and try again");
+    case base::ErrorCode::kOutOfRange: return ApiError::gone(e.message());
+    default: return ApiError::internal(e.message());
+  }
+}
+
+}  // namespace
+
+struct ApiHandler::Impl {
+  storage::Store& store;
+  storage::WatchCache& cache;
+  ApiOptions options;
+
+  void write(Write w, std::function<void(base::Result<KeyValue>)> done) { store.write(std::move(w), std::move(done)); }
+
+  void handle(http::Request& req, std::shared_ptr<http::ResponseWriter> w);
+  void discovery(const std::vector<std::string_view>& segs, const std::shared_ptr<http::ResponseWriter>& w);
+  void list(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
+            const std::shared_ptr<http::ResponseWriter>& w);
+  void watch(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
+             const std::shared_ptr<http::ResponseWriter>& w);
+  void create(const ResourceInfo& r, std::string_view ns, http::Request& req, const std::shared_ptr<http::ResponseWriter>& w);
+  void update(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req,
+              const std::shared_ptr<http::ResponseWriter>& w);
+  void remove(const ResourceInfo& r, std::string_view ns, std::string_view name, const std::shared_ptr<http::ResponseWriter>& w);
+  std::optional<ApiError> checkNamespace(std::string_view ns);
+};
+
+ApiHandler::ApiHandler(storage::Store& store, storage::WatchCache& cache, ApiOptions options)
+    : impl_(std::make_unique<Impl>(Impl{store, cache, std::move(options)})) {}
+
+ApiHandler::~ApiHandler() = default;
+
+void ApiHandler::handle(http::Request& req, std::shared_ptr<http::ResponseWriter> w) { impl_->handle(req, std::move(w)); }
+
+base::Status ApiHandler::ensureSystemNamespaces() {
+  const ResourceInfo& nsr = *findResource("", "v1", "namespaces");
+  for (const char* name : {"default", "kube-system", "kube-public", "kube-node-lease"}) {
+    if (impl_->cache.get(nsr.key("", name)).ok()) continue;
+    json::object obj;
+    obj["metadata"] = json::object{{"name", name}};
+    obj["spec"] = json::object{{"finalizers", json::array{"kubernetes"}}};
+    obj["status"] = json::object{{"phase", "Active"}};
+    if (auto e = prepareCreate(obj, nsr, "", rfc3339Now(), newUid(), "")) return base::makeError(base::ErrorCode::kInternal, "{}", e->message);
+    std::promise<base::Result<KeyValue>> p;
+    impl_->store.write(Write{Write::Op::kCreate, nsr.key("", name), json::serialize(obj), 0},
+                       [&p](base::Result<KeyValue> r) { p.set_value(std::move(r)); });
+    auto r = p.get_future().get();
+    if (!r && r.error().code() != base::ErrorCode::kAlreadyExists) return std::move(r).error();
+  }
+  return {};
+}
+
+void ApiHandler::Impl::handle(http::Request& req, std::shared_ptr<http::ResponseWriter> w) {
+  std::string_view path = req.path();
+  if (path == "/healthz" || path == "/livez" || path == "/readyz") {
+    http::Response r;
+    r.headers.add("content-type", "text/plain; charset=utf-8");
+    r.body = "ok";
+    w->respond(std::move(r));
+    return;
+  }
+  if (path == "/version") {
+    json::object v{{"major", "1"}, {"minor", "32"}, {"gitVersion", options.gitVersion}, {"gitCommit", ""},
+                   {"gitTreeState", "clean"}, {"buildDate", ""}, {"goVersion", ""}, {"compiler", "gc"},
+                   {"platform", "linux/amd64"}};
+    sendJson(w, 200, v);
+    return;
+  }
+  std::vector<std::string_view> segs = splitPath(path);
+  std::string_view group, version;
+  size_t rest;
+  if (!segs.empty() && segs[0] == "api") {
+    if (segs.size() < 2) return discovery(segs, w);
+    version = segs[1];
+    rest = 2;
+  } else if (!segs.empty() && segs[0] == "apis") {
+    if (segs.size() < 3) return discovery(segs, w);
+    group = segs[1];
+    version = segs[2];
+    rest = 3;
+  } else {
+    return sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
+  }
+  std::vector<std::string_view> r(segs.begin() + static_cast<long>(rest), segs.end());
+  if (r.empty()) return discovery(segs, w);
+  std::string_view ns, plural, name, sub;
+  if (r[0] == "namespaces" && r.size() >= 3 && !(r.size() == 3 && (r[2] == "status" || r[2] == "finalize"))) {
+    ns = r[1];
+    plural = r[2];
+    if (r.size() > 3) name = r[3];
+    if (r.size() > 4) sub = r[4];
+    if (r.size() > 5) return sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
+  } else {
+    plural = r[0];
+    if (r.size() > 1) name = r[1];
+    if (r.size() > 2) sub = r[2];
+    if (r.size() > 3) return sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
+  }
+  const ResourceInfo* res = findResource(group, version, plural);
+  if (!res) return sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
+  if (!ns.empty() && !res->namespaced) {
+    return sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
+  }
+  if (!sub.empty()) {
+    return sendError(w, ApiError::methodNotAllowed(fmt::format("subresource {} is not served yet", sub)));
+  }
+  auto q = parseQuery(req.query());
+  const std::string& m = req.method;
+  if (name.empty()) {
+    if (m == "GET") {
+      if (q.count("watch") && (q["watch"] == "true" || q["watch"] == "1")) return watch(*res, ns, q, w);
+      return list(*res, ns, q, w);
+    }
+    if (m == "POST") {
+      if (res->namespaced && ns.empty()) {
+        return sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
+      }
+      return create(*res, ns, req, w);
+    }
+    return sendError(w, ApiError::methodNotAllowed(fmt::format("the server does not allow this method on the requested resource")));
+  }
+  if (res->namespaced && ns.empty()) {
+    return sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
+  }
+  if (m == "GET") {
+    auto kv = cache.get(res->key(ns, name));
+    if (!kv) return sendError(w, ApiError::notFound(*res, name));
+    auto obj = decode(*kv);
+    if (!obj) return sendError(w, ApiError::internal("stored object is not valid JSON"));
+    return sendJson(w, 200, *obj);
+  }
+  if (m == "PUT") return update(*res, ns, name, req, w);
+  if (m == "DELETE") return remove(*res, ns, name, w);
+  if (m == "PATCH") return sendError(w, ApiError::unsupportedMediaType("patch is not supported yet"));
+  sendError(w, ApiError::methodNotAllowed("the server does not allow this method on the requested resource"));
+}
+
+void ApiHandler::Impl::discovery(const std::vector<std::string_view>& segs, const std::shared_ptr<http::ResponseWriter>& w) {
+  if (segs.size() == 1 && segs[0] == "api") {
+    json::object v{{"kind", "APIVersions"}, {"versions", json::array{"v1"}},
+                   {"serverAddressByClientCIDRs", json::array{json::object{{"clientCIDR", "0.0.0.0/0"}, {"serverAddress", ""}}}}};
+    return sendJson(w, 200, v);
+  }
+  if (segs.size() == 1 && segs[0] == "apis") {
+    json::array groups;
+    for (const GroupVersion& gv : servedGroupVersions()) {
+      if (gv.group.empty()) continue;
+      json::object ver{{"groupVersion", gv.group + "/" + gv.version}, {"version", gv.version}};
+      groups.push_back(json::object{{"name", gv.group}, {"versions", json::array{ver}}, {"preferredVersion", ver}});
+    }
+    return sendJson(w, 200, json::object{{"kind", "APIGroupList"}, {"apiVersion", "v1"}, {"groups", std::move(groups)}});
+  }
+  std::string_view group = segs[0] == "apis" && segs.size() > 1 ? segs[1] : "";
+  if (segs[0] == "apis" && segs.size() == 2) {
+    for (const GroupVersion& gv : servedGroupVersions()) {
+      if (gv.group != group) continue;
+      json::object ver{{"groupVersion", gv.group + "/" + gv.version}, {"version", gv.version}};
+      return sendJson(w, 200, json::object{{"kind", "APIGroup"}, {"apiVersion", "v1"}, {"name", gv.group},
+                                           {"versions", json::array{ver}}, {"preferredVersion", ver}});
+    }
+    return sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
+  }
+  std::string_view version = segs[0] == "api" ? segs[1] : segs[2];
+  json::array resources;
+  for (const ResourceInfo& r : servedResources()) {
+    if (r.group != group || r.version != version) continue;
+    json::array verbs{"create", "delete", "get", "list", "update", "watch"};
+    json::object o{{"name", r.plural}, {"singularName", r.singular}, {"namespaced", r.namespaced}, {"kind", r.kind},
+                   {"verbs", verbs}};
+    if (!r.shortNames.empty()) {
+      json::array sn;
+      for (const std::string& s : r.shortNames) sn.push_back(json::value(s));
+      o["shortNames"] = std::move(sn);
+    }
+    if (!r.categories.empty()) {
+      json::array c;
+      for (const std::string& s : r.categories) c.push_back(json::value(s));
+      o["categories"] = std::move(c);
+    }
+    resources.push_back(std::move(o));
+  }
+  if (resources.empty()) return sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
+  std::string gv = group.empty() ? std::string(version) : std::string(group) + "/" + std::string(version);
+  sendJson(w, 200, json::object{{"kind", "APIResourceList"}, {"apiVersion", "v1"}, {"groupVersion", gv},
+                                {"resources", std::move(resources)}});
+}
+
+void ApiHandler::Impl::list(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
+                            const std::shared_ptr<http::ResponseWriter>& w) {
+  LabelSelector labels;
+  FieldSelector fields;
+  if (auto it = q.find("labelSelector"); it != q.end()) {
+    auto s = LabelSelector::parse(it->second);
+    if (!s) return sendError(w, ApiError::badRequest(s.error().message()));
+    labels = std::move(*s);
+  }
+  if (auto it = q.find("fieldSelector"); it != q.end()) {
+    auto s = FieldSelector::parse(it->second);
+    if (!s) return sendError(w, ApiError::badRequest(s.error().message()));
+    fields = std::move(*s);
+  }
+  std::string prefix = r.keyPrefix();
+  if (r.namespaced && !ns.empty()) prefix += std::string(ns) + "/";
+  storage::Snapshot snap = cache.list(prefix);
+  json::array items;
+  for (const KeyValue& kv : snap.items) {
+    auto obj = decode(kv);
+    if (!obj || !labels.matches(*obj) || !fields.matches(*obj)) continue;
+    items.push_back(std::move(*obj));
+  }
+  json::object out{{"kind", r.listKind()}, {"apiVersion", r.apiVersion()},
+                   {"metadata", json::object{{"resourceVersion", std::to_string(snap.revision)}}},
+                   {"items", std::move(items)}};
+  sendJson(w, 200, out);
+}
+
+void ApiHandler::Impl::watch(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
+                             const std::shared_ptr<http::ResponseWriter>& w) {
+  LabelSelector labels;
+  FieldSelector fields;
+  if (auto it = q.find("labelSelector"); it != q.end()) {
+    auto s = LabelSelector::parse(it->second);
+    if (!s) return sendError(w, ApiError::badRequest(s.error().message()));
+    labels = std::move(*s);
+  }
+  if (auto it = q.find("fieldSelector"); it != q.end()) {
+    auto s = FieldSelector::parse(it->second);
+    if (!s) return sendError(w, ApiError::badRequest(s.error().message()));
+    fields = std::move(*s);
+  }
+  Revision from = 0;
+  if (auto it = q.find("resourceVersion"); it != q.end() && !it->second.empty()) {
+    auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), from);
+    if (ec != std::errc() || p != it->second.data() + it->second.size() || from < 0) {
+      return sendError(w, ApiError::badRequest(fmt::format("invalid resourceVersion {:?}", it->second)));
+    }
+  }
+  std::string prefix = r.keyPrefix();
+  if (r.namespaced && !ns.empty()) prefix += std::string(ns) + "/";
+  http::Headers h;
+  h.add("content-type", "application/json");
+  h.add("cache-control", "no-cache, private");
+  w->begin(200, std::move(h));
+  auto emit = [w, labels, fields](std::string_view type, const json::object& obj) {
+    if (!labels.matches(obj) || !fields.matches(obj)) return;
+    w->write(json::serialize(json::object{{"type", type}, {"object", obj}}) + "\n");
+  };
+  // resourceVersion unset or "0": synthetic ADDED events for what exists, then changes.
+  if (from == 0) {
+    storage::Snapshot snap = cache.list(prefix);
+    for (const KeyValue& kv : snap.items) {
+      if (auto obj = decode(kv)) emit("ADDED", *obj);
+    }
+    from = snap.revision;
+  }
+  auto id = cache.watch(prefix, from, [emit](const std::vector<Event>& events) {
+    for (const Event& e : events) {
+      auto obj = decode(e.kv);
+      if (!obj) continue;
+      emit(e.type == Event::Type::kDelete ? "DELETED" : e.created ? "ADDED" : "MODIFIED", *obj);
+    }
+  });
+  if (!id) {
+    ApiError gone = ApiError::gone(fmt::format("too old resource version: {} ({})", from, cache.revision()));
+    w->write(json::serialize(json::object{{"type", "ERROR"}, {"object", statusObject(gone)}}) + "\n");
+    w->finish();
+    return;
+  }
+  storage::WatchCache* c = &cache;
+  storage::WatchCache::WatchId wid = *id;
+  w->onClose([c, wid] { c->unwatch(wid); });
+  int timeout = 0;
+  if (auto it = q.find("timeoutSeconds"); it != q.end()) timeout = std::atoi(it->second.c_str());
+  if (timeout > 0) {
+    std::thread([c, wid, w, timeout] {
+      auto until = std::chrono::steady_clock::now() + std::chrono::seconds(timeout);
+      while (!w->closed() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      c->unwatch(wid);
+      w->finish();
+    }).detach();
+  }
+}
+
+std::optional<ApiError> ApiHandler::Impl::checkNamespace(std::string_view ns) {
+  const ResourceInfo& nsr = *findResource("", "v1", "namespaces");
+  if (cache.get(nsr.key("", ns)).ok()) return std::nullopt;
+  return ApiError::notFound(nsr, ns);
+}
+
+void ApiHandler::Impl::create(const ResourceInfo& r, std::string_view ns, http::Request& req,
+                              const std::shared_ptr<http::ResponseWriter>& w) {
+  auto obj = parseObject(req.body);
+  if (!obj) return sendError(w, ApiError::badRequest(obj.error().message()));
+  if (r.namespaced) {
+    if (auto e = checkNamespace(ns)) return sendError(w, *e);
+  }
+  if (auto e = prepareCreate(*obj, r, ns, rfc3339Now(), newUid(), randomNameSuffix())) return sendError(w, *e);
+  std::string name(objectName(*obj));
+  std::string body = json::serialize(*obj);
+  write(Write{Write::Op::kCreate, r.key(ns, name), std::move(body), 0},
+        [w, &r, name](base::Result<KeyValue> kv) {
+          if (!kv) return sendError(w, fromStoreError(kv.error(), r, name));
+          auto out = decode(*kv);
+          sendJson(w, 201, *out);
+        });
+}
+
+void ApiHandler::Impl::update(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req,
+                              const std::shared_ptr<http::ResponseWriter>& w) {
+  auto obj = parseObject(req.body);
+  if (!obj) return sendError(w, ApiError::badRequest(obj.error().message()));
+  std::string key = r.key(ns, name);
+  auto current = cache.get(key);
+  if (!current) return sendError(w, ApiError::notFound(r, name));
+  auto old = decode(*current);
+  if (!old) return sendError(w, ApiError::internal("stored object is not valid JSON"));
+  int64_t rv = objectResourceVersion(*obj);
+  if (rv < 0) return sendError(w, ApiError::badRequest("metadata.resourceVersion: Invalid value: must be a number"));
+  if (auto e = prepareUpdate(*obj, *old, r, ns, name)) return sendError(w, *e);
+  // The revision the client saw; without one, the update is unconditional.
+  Revision expected = rv > 0 ? rv : 0;
+  if (expected != 0 && expected != current->modRevision) {
+    return sendError(w, fromStoreError(base::Error(base::ErrorCode::kConflict, ""), r, name));
+  }
+  obj->at("metadata").as_object().erase("resourceVersion");
+  std::string n(name);
+  write(Write{Write::Op::kUpdate, key, json::serialize(*obj), expected ? expected : current->modRevision},
+        [w, &r, n](base::Result<KeyValue> kv) {
+          if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
+          sendJson(w, 200, *decode(*kv));
+        });
+}
+
+void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::string_view name,
+                              const std::shared_ptr<http::ResponseWriter>& w) {
+  std::string n(name);
+  write(Write{Write::Op::kDelete, r.key(ns, name), "", 0}, [w, &r, n](base::Result<KeyValue> kv) {
+    if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
+    auto obj = decode(*kv);
+    sendJson(w, 200, *obj);
+  });
+}
+
+}  // namespace trellis::apiserver

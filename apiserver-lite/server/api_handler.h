@@ -1,0 +1,44 @@
+// The Kubernetes REST API over the registry and storage: discovery, and the
+// standard verbs on every served resource. Plugs into common/http as a
+// Handler; answers asynchronously (a write is answered once it is durable).
+//
+// Served so far: /version, /healthz, /livez, /readyz; discovery (/api,
+// /apis, /api/v1, /apis/<group>/<version>, legacy form); get, list (label
+// selectors with =, ==, !=, exists, !exists; metadata.name and
+// metadata.namespace field selectors), watch (resourceVersion replay, 410
+// when compacted, timeoutSeconds), create (generateName), update (optimistic
+// concurrency), delete. Not yet: patch, subresources, finalizers,
+// pagination, tables, authorization.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "apiserver-lite/storage/store.h"
+#include "apiserver-lite/storage/watch_cache.h"
+#include "common/http/handler.h"
+
+namespace trellis::apiserver {
+
+struct ApiOptions {
+  std::string gitVersion = "v1.32.0-trellis";
+};
+
+class ApiHandler {
+ public:
+  ApiHandler(storage::Store& store, storage::WatchCache& cache, ApiOptions options = {});
+  ~ApiHandler();
+
+  void handle(http::Request& req, std::shared_ptr<http::ResponseWriter> w);
+
+  // Creates the namespaces every cluster has (default, kube-system,
+  // kube-public, kube-node-lease) if missing; blocks until stored.
+  base::Status ensureSystemNamespaces();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace trellis::apiserver
