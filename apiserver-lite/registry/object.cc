@@ -233,7 +233,8 @@ std::optional<ApiError> prepareCreate(json::object& obj, const ResourceInfo& r, 
   if (!errs.empty()) return ApiError::invalid(r, name, std::move(errs));
   meta["uid"] = uid;
   meta["creationTimestamp"] = nowRfc3339;
-  meta["generation"] = 1;
+  if (obj.contains("spec")) meta["generation"] = 1;  // kinds without a spec have no generation
+  else meta.erase("generation");
   meta.erase("resourceVersion");
   meta.erase("deletionTimestamp");
   meta.erase("deletionGracePeriodSeconds");

@@ -221,6 +221,12 @@ struct FieldSelector {
   }
 };
 
+// application/json, with or without parameters (charset=utf-8).
+bool isJson(std::string_view contentType) {
+  std::string_view type = trim(contentType.substr(0, contentType.find(';')));
+  return http::equalsIgnoreCase(type, "application/json");
+}
+
 void sendJson(const std::shared_ptr<http::ResponseWriter>& w, int status, const json::value& body) {
   http::Response r;
   r.status = status;
@@ -357,6 +363,11 @@ void ApiHandler::Impl::handle(http::Request& req, std::shared_ptr<http::Response
   }
   auto q = parseQuery(req.query());
   const std::string& m = req.method;
+  if ((m == "POST" || m == "PUT") && !isJson(req.headers.get("content-type").value_or("application/json"))) {
+    return sendError(w, ApiError::unsupportedMediaType(
+                            "the body of the request was in an unknown format - accepted media types include: "
+                            "application/json"));
+  }
   if (name.empty()) {
     if (m == "GET") {
       if (q.count("watch") && (q["watch"] == "true" || q["watch"] == "1")) return watch(*res, ns, q, w);

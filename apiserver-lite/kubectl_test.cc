@@ -1,0 +1,213 @@
+// trellis-apiserver driven by the real kubectl (v1.32): what kubectl prints
+// is checked, not only its exit code.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include "common/testing/testing.h"
+
+namespace trellis::apiserver {
+namespace {
+
+using namespace std::chrono_literals;
+
+class KubectlTest : public ::testing::Test {
+ protected:
+  void SetUp() override { start(); }
+  void TearDown() override { stop(SIGTERM); }
+
+  void start() {
+    kubeconfig_ = dir_.file("kubeconfig");
+    unlink(kubeconfig_.c_str());
+    pid_ = fork();
+    if (pid_ == 0) {
+      std::string log = dir_.file("apiserver.log");
+      freopen(log.c_str(), "a", stderr);
+      execl(TRELLIS_APISERVER_BIN, "trellis-apiserver", "--data-dir", dir_.file("data").c_str(), "--secure-port", "0",
+            "--write-kubeconfig", kubeconfig_.c_str(), nullptr);
+      _exit(127);
+    }
+    ASSERT_TRUE(testing::waitFor([&] { return access(kubeconfig_.c_str(), R_OK) == 0; }, 10s))
+        << testing::readFile(dir_.file("apiserver.log"));
+  }
+
+  void stop(int sig) {
+    if (pid_ <= 0) return;
+    kill(pid_, sig);
+    int st;
+    waitpid(pid_, &st, 0);
+    pid_ = -1;
+  }
+
+  testing::CommandResult kubectl(const std::string& args) {
+    return testing::run("kubectl --kubeconfig " + kubeconfig_ + " " + args);
+  }
+
+  testing::TempDir dir_;
+  std::string kubeconfig_;
+  pid_t pid_ = -1;
+};
+
+TEST_F(KubectlTest, DiscoveryAndHealth) {
+  auto ns = kubectl("get ns");
+  EXPECT_EQ(ns.exitCode, 0) << ns.out;
+  for (const char* n : {"default", "kube-system", "kube-public", "kube-node-lease"}) {
+    EXPECT_NE(ns.out.find(n), std::string::npos) << ns.out;
+  }
+  auto ready = kubectl("get --raw /readyz");
+  EXPECT_EQ(ready.out, "ok");
+  auto res = kubectl("api-resources");
+  bool sawConfigMaps = false;
+  for (size_t pos = 0, nl; (nl = res.out.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+    std::string line = res.out.substr(pos, nl - pos);
+    if (line.rfind("configmaps ", 0) == 0) {
+      sawConfigMaps = line.find(" cm ") != std::string::npos && line.find(" v1 ") != std::string::npos &&
+                      line.find(" true ") != std::string::npos && line.find("ConfigMap") != std::string::npos;
+    }
+  }
+  EXPECT_TRUE(sawConfigMaps) << res.out;
+  EXPECT_NE(res.out.find("ingresses"), std::string::npos);
+  EXPECT_NE(res.out.find("networking.k8s.io/v1"), std::string::npos);
+  auto version = kubectl("version -o json");
+  EXPECT_NE(version.out.find("\"gitVersion\": \"v1.32.0-trellis\""), std::string::npos) << version.out;
+}
+
+TEST_F(KubectlTest, ApplyGetSelectDelete) {
+  testing::writeFile(dir_.file("m.yaml"), R"(apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+  labels: {tier: web}
+data:
+  color: blue
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: db-config
+  labels: {tier: db}
+data:
+  size: large
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: team-a
+)");
+  auto apply = kubectl("apply --validate=false -f " + dir_.file("m.yaml"));
+  EXPECT_EQ(apply.out, "configmap/web-config created\nconfigmap/db-config created\nnamespace/team-a created\n");
+  auto again = kubectl("create --validate=false -f " + dir_.file("m.yaml"));
+  EXPECT_NE(again.exitCode, 0);
+  EXPECT_NE(again.out.find("Error from server (AlreadyExists): error when creating \"" + dir_.file("m.yaml") +
+                           "\": configmaps \"web-config\" already exists"),
+            std::string::npos)
+      << again.out;
+  EXPECT_EQ(kubectl("get cm web-config -o jsonpath={.data.color}").out, "blue");
+  auto byLabel = kubectl("get cm -l 'tier in (web)' -o name");
+  EXPECT_EQ(byLabel.out, "configmap/web-config\n");
+  auto notDb = kubectl("get cm -l tier!=db -o name");
+  EXPECT_EQ(notDb.out, "configmap/web-config\n");
+  auto byField = kubectl("get cm --field-selector metadata.name=db-config -o name");
+  EXPECT_EQ(byField.out, "configmap/db-config\n");
+  auto all = kubectl("get cm -A -o name");
+  EXPECT_EQ(all.out, "configmap/db-config\nconfigmap/web-config\n");
+  auto yaml = kubectl("get ns team-a -o yaml");
+  EXPECT_NE(yaml.out.find("uid: "), std::string::npos);
+  EXPECT_NE(yaml.out.find("creationTimestamp: \""), std::string::npos);
+  auto json = kubectl("get cm db-config -o json");
+  EXPECT_NE(json.out.find("\"resourceVersion\": \""), std::string::npos) << json.out;
+  auto del = kubectl("delete -f " + dir_.file("m.yaml"));
+  EXPECT_EQ(del.out, "configmap \"web-config\" deleted\nconfigmap \"db-config\" deleted\nnamespace \"team-a\" deleted\n");
+  EXPECT_EQ(kubectl("get cm -o name").out, "");
+}
+
+TEST_F(KubectlTest, ErrorsReadLikeKubeApiserver) {
+  testing::writeFile(dir_.file("bad.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n");
+  auto bad = kubectl("create --validate=false -f " + dir_.file("bad.yaml"));
+  EXPECT_NE(bad.exitCode, 0);
+  EXPECT_NE(bad.out.find("The ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase "
+                         "RFC 1123 subdomain must consist of"),
+            std::string::npos)
+      << bad.out;
+  auto missing = kubectl("get cm nope");
+  EXPECT_EQ(missing.out, "Error from server (NotFound): configmaps \"nope\" not found\n");
+  testing::writeFile(dir_.file("orphan.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: no-such-ns\n");
+  auto orphan = kubectl("create --validate=false -f " + dir_.file("orphan.yaml"));
+  EXPECT_NE(orphan.out.find("namespaces \"no-such-ns\" not found"), std::string::npos) << orphan.out;
+  // Nothing was stored by the failures.
+  EXPECT_EQ(kubectl("get cm -A -o name").out, "");
+}
+
+TEST_F(KubectlTest, UnauthenticatedRequestsGet401) {
+  auto anon = testing::run("curl -sk -o /dev/null -w '%{http_code}' " +
+                           testing::run("kubectl --kubeconfig " + kubeconfig_ +
+                                        " config view -o jsonpath='{.clusters[0].cluster.server}'").out +
+                           "/api/v1/namespaces");
+  EXPECT_EQ(anon.out, "401");
+  auto health = testing::run("curl -sk " + testing::run("kubectl --kubeconfig " + kubeconfig_ +
+                                                        " config view -o jsonpath='{.clusters[0].cluster.server}'").out +
+                             "/healthz");
+  EXPECT_EQ(health.out, "ok");
+}
+
+TEST_F(KubectlTest, WatchSeesChangesInOrder) {
+  std::vector<std::string> lines;
+  std::mutex mu;
+  std::thread watcher([&] {
+    testing::runStreaming("timeout 5 kubectl --kubeconfig " + kubeconfig_ + " get cm -w --output-watch-events -o name",
+                          [&](const std::string& l) {
+                            std::lock_guard g(mu);
+                            lines.push_back(l);
+                          });
+  });
+  std::this_thread::sleep_for(1s);
+  testing::writeFile(dir_.file("w.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\n");
+  kubectl("create --validate=false -f " + dir_.file("w.yaml"));
+  kubectl("delete cm watched");
+  watcher.join();
+  std::lock_guard g(mu);
+  EXPECT_EQ(std::count(lines.begin(), lines.end(), "configmap/watched"), 2) << ::testing::PrintToString(lines);
+}
+
+TEST_F(KubectlTest, WatchFromAResourceVersionReplaysEventTypes) {
+  std::string list = kubectl("get --raw /api/v1/namespaces/default/configmaps").out;
+  size_t at = list.find("\"resourceVersion\":\"");
+  ASSERT_NE(at, std::string::npos) << list;
+  at += 19;
+  std::string rv = list.substr(at, list.find('"', at) - at);
+  ASSERT_FALSE(rv.empty());
+  testing::writeFile(dir_.file("w.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: replayed\n");
+  kubectl("create --validate=false -f " + dir_.file("w.yaml"));
+  kubectl("label --overwrite=true cm replayed x=y");  // PATCH: not served yet, so no MODIFIED event
+  kubectl("delete cm replayed");
+  auto raw = kubectl("get --raw '/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1&resourceVersion=" + rv + "'");
+  size_t added = raw.out.find("{\"type\":\"ADDED\"");
+  size_t deleted = raw.out.find("{\"type\":\"DELETED\"");
+  ASSERT_NE(added, std::string::npos) << raw.out;
+  ASSERT_NE(deleted, std::string::npos) << raw.out;
+  EXPECT_LT(added, deleted);
+  EXPECT_NE(raw.out.find("\"name\":\"replayed\""), std::string::npos);
+  // A resourceVersion from the future is refused.
+  auto future = kubectl("get --raw '/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1&resourceVersion=99999'");
+  EXPECT_NE(future.out.find("\"type\":\"ERROR\""), std::string::npos) << future.out;
+}
+
+TEST_F(KubectlTest, KillNineThenRestartKeepsObjects) {
+  std::string manifest;
+  for (int i = 0; i < 20; ++i) {
+    manifest += "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c" + std::to_string(i) + "\n---\n";
+  }
+  testing::writeFile(dir_.file("many.yaml"), manifest);
+  ASSERT_EQ(kubectl("create --validate=false -f " + dir_.file("many.yaml")).exitCode, 0);
+  stop(SIGKILL);
+  start();
+  auto names = kubectl("get cm -o name");
+  EXPECT_EQ(std::count(names.out.begin(), names.out.end(), '\n'), 20) << names.out;
+}
+
+}  // namespace
+}  // namespace trellis::apiserver

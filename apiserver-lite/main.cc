@@ -1,0 +1,231 @@
+// trellis-apiserver: the Kubernetes-compatible API server of Trellis, on an
+// embedded SQLite store. See docs/apiserver.md.
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <boost/json/serialize.hpp>
+
+#include "apiserver-lite/registry/object.h"
+#include "apiserver-lite/server/api_handler.h"
+#include "apiserver-lite/server/authn.h"
+#include "apiserver-lite/storage/sqlite_store.h"
+#include "apiserver-lite/storage/watch_cache.h"
+#include "common/base/flags.h"
+#include "common/base/log.h"
+#include "common/base/signals.h"
+#include "common/http/certgen.h"
+#include "common/http/server.h"
+
+using namespace trellis;
+namespace fs = std::filesystem;
+
+namespace {
+
+base::Status writeFileAtomic(const std::string& path, const std::string& data, mode_t mode) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return base::Error::fromErrno(errno, "writing " + tmp);
+    out << data;
+    out.flush();
+    if (!out) return base::Error::fromErrno(errno, "writing " + tmp);
+  }
+  chmod(tmp.c_str(), mode);
+  if (rename(tmp.c_str(), path.c_str()) != 0) return base::Error::fromErrno(errno, "renaming " + tmp);
+  return {};
+}
+
+std::string randomToken() {
+  unsigned char b[24];
+  if (getrandom(b, sizeof b, 0) != sizeof b) throw std::runtime_error("getrandom failed");
+  std::string out;
+  for (unsigned char c : b) out += fmt::format("{:02x}", c);
+  return out;
+}
+
+std::string readAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The CA and serving certificate under <data-dir>/pki, made on first start.
+base::Result<http::PemPair> ensurePki(const std::string& dir, const std::string& bindAddress, http::PemPair& ca) {
+  fs::create_directories(dir);
+  std::string caCrt = dir + "/ca.crt", caKey = dir + "/ca.key", crt = dir + "/apiserver.crt", key = dir + "/apiserver.key";
+  if (!fs::exists(caCrt) || !fs::exists(caKey)) {
+    auto gen = http::generateCa("trellis-ca");
+    if (!gen) return std::move(gen).error();
+    if (auto st = writeFileAtomic(caKey, gen->keyPem, 0600); !st) return std::move(st).error();
+    if (auto st = writeFileAtomic(caCrt, gen->certPem, 0644); !st) return std::move(st).error();
+    fs::remove(crt);
+  }
+  ca = {readAll(caCrt), readAll(caKey)};
+  if (!fs::exists(crt) || !fs::exists(key)) {
+    std::vector<std::string> ips = {"127.0.0.1", "::1"};
+    if (bindAddress != "0.0.0.0" && bindAddress != "::" && bindAddress != "127.0.0.1") ips.push_back(bindAddress);
+    auto leaf = http::generateSigned(ca, {.commonName = "trellis-apiserver",
+                                          .dnsNames = {"localhost", "kubernetes", "kubernetes.default",
+                                                       "kubernetes.default.svc"},
+                                          .ipAddresses = ips});
+    if (!leaf) return std::move(leaf).error();
+    if (auto st = writeFileAtomic(key, leaf->keyPem, 0600); !st) return std::move(st).error();
+    if (auto st = writeFileAtomic(crt, leaf->certPem, 0644); !st) return std::move(st).error();
+  }
+  return http::PemPair{readAll(crt), readAll(key)};
+}
+
+std::string kubeconfig(const std::string& server, const std::string& caPem, const std::string& token) {
+  return fmt::format(R"(apiVersion: v1
+kind: Config
+clusters:
+- name: trellis
+  cluster:
+    server: {}
+    certificate-authority-data: {}
+users:
+- name: admin
+  user:
+    token: {}
+contexts:
+- name: trellis
+  context:
+    cluster: trellis
+    user: admin
+current-context: trellis
+)",
+                     server, http::base64Encode(caPem), token);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  base::blockShutdownSignals();
+  CLI::App app{"trellis-apiserver: a Kubernetes-compatible API server on an embedded SQLite store"};
+  base::CommonFlags common;
+  base::addCommonFlags(app, common);
+  std::string dataDir, bindAddress = "127.0.0.1", kubeconfigPath, tokensFile, storageKind = "sqlite";
+  std::string tlsCert, tlsKey, serviceRange = "10.96.0.0/12";
+  int port = 6443, threads = 2;
+  size_t maxRequestBytes = 3 * 1024 * 1024;
+  app.add_option("--data-dir", dataDir, "Directory for the store, certificates and the admin token")->required();
+  app.add_option("--bind-address", bindAddress, "Address to serve HTTPS on")->capture_default_str();
+  app.add_option("--secure-port", port, "HTTPS port (0 picks a free one)")->capture_default_str()->check(CLI::Range(0, 65535));
+  app.add_option("--write-kubeconfig", kubeconfigPath, "Write an admin kubeconfig here once ready");
+  app.add_option("--tokens-file", tokensFile, "Bearer tokens: token,user,uid[,\"group1,group2\"] per line");
+  app.add_option("--tls-cert-file", tlsCert, "Serving certificate (default: generated under <data-dir>/pki)");
+  app.add_option("--tls-private-key-file", tlsKey, "Serving key (with --tls-cert-file)");
+  app.add_option("--storage", storageKind, "Storage backend (sqlite)")->capture_default_str()->check(CLI::IsMember({"sqlite"}));
+  app.add_option("--service-cluster-ip-range", serviceRange, "Service ClusterIP range (not used yet)")->capture_default_str();
+  app.add_option("--max-request-bytes", maxRequestBytes, "Largest request body accepted")->capture_default_str();
+  app.add_option("--threads", threads, "HTTP event-loop threads")->capture_default_str()->check(CLI::Range(1, 64));
+  CLI11_PARSE(app, argc, argv);
+  base::applyCommonFlags(common);
+  base::Logger log("apiserver");
+
+  std::error_code ec;
+  fs::create_directories(dataDir, ec);
+  if (ec) {
+    log.error("creating data dir", {{"dir", dataDir}, {"error", ec.message()}});
+    return 1;
+  }
+  auto store = apiserver::storage::SqliteStore::open(dataDir + "/store.db");
+  if (!store) {
+    log.error("opening store", {{"error", store.error().message()}});
+    return 1;
+  }
+  apiserver::storage::WatchCache cache(**store);
+  if (auto st = cache.start(); !st) {
+    log.error("starting watch cache", {{"error", st.error().message()}});
+    return 1;
+  }
+  apiserver::ApiHandler api(**store, cache);
+  if (auto st = api.ensureSystemNamespaces(); !st) {
+    log.error("creating system namespaces", {{"error", st.error().message()}});
+    return 1;
+  }
+
+  http::PemPair ca;
+  std::shared_ptr<http::TlsServerConfig> tls;
+  if (!tlsCert.empty()) {
+    auto cfg = http::TlsServerConfig::fromFiles(tlsCert, tlsKey);
+    if (!cfg) {
+      log.error("loading TLS certificate", {{"error", cfg.error().message()}});
+      return 1;
+    }
+    tls = *cfg;
+  } else {
+    auto pki = ensurePki(dataDir + "/pki", bindAddress, ca);
+    if (!pki) {
+      log.error("creating certificates", {{"error", pki.error().message()}});
+      return 1;
+    }
+    auto cert = http::ServerCertificate::fromPem(pki->certPem, pki->keyPem);
+    if (!cert) {
+      log.error("loading generated certificate", {{"error", cert.error().message()}});
+      return 1;
+    }
+    tls = std::make_shared<http::TlsServerConfig>(*cert);
+  }
+
+  apiserver::TokenAuthenticator authn;
+  if (!tokensFile.empty()) {
+    if (auto st = authn.loadFile(tokensFile); !st) {
+      log.error("loading tokens", {{"error", st.error().message()}});
+      return 1;
+    }
+  }
+  std::string adminTokenPath = dataDir + "/admin.token";
+  std::string adminToken = readAll(adminTokenPath);
+  if (adminToken.empty()) {
+    adminToken = randomToken();
+    if (auto st = writeFileAtomic(adminTokenPath, adminToken, 0600); !st) {
+      log.error("writing admin token", {{"error", st.error().message()}});
+      return 1;
+    }
+  }
+  authn.add(adminToken, {"admin", "admin", {"system:masters"}});
+
+  http::ServerOptions opts;
+  opts.address = bindAddress;
+  opts.port = static_cast<uint16_t>(port);
+  opts.threads = threads;
+  opts.tls = tls;
+  opts.name = "apiserver";
+  opts.limits.maxBodyBytes = maxRequestBytes;
+  opts.limits.maxConcurrentStreams = 1000;  // watches multiplexed over one connection
+  http::Server server(opts, [&](http::Request& req, std::shared_ptr<http::ResponseWriter> w) {
+    if (!apiserver::isAnonymousPath(req.path()) &&
+        !authn.authenticate(req.headers.get("authorization").value_or(""))) {
+      apiserver::registry::ApiError e{401, "Unauthorized", "Unauthorized"};
+      http::Response r;
+      r.status = 401;
+      r.headers.add("content-type", "application/json");
+      r.body = boost::json::serialize(apiserver::registry::statusObject(e));
+      w->respond(std::move(r));
+      return;
+    }
+    api.handle(req, std::move(w));
+  });
+  if (auto st = server.start(); !st) {
+    log.error("starting server", {{"error", st.error().message()}});
+    return 1;
+  }
+  std::string host = bindAddress == "0.0.0.0" || bindAddress == "::" ? "127.0.0.1" : bindAddress;
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  std::string url = fmt::format("https://{}:{}", host, server.port());
+  if (!kubeconfigPath.empty()) {
+    std::string caPem = ca.certPem.empty() ? readAll(tlsCert) : ca.certPem;
+    if (auto st = writeFileAtomic(kubeconfigPath, kubeconfig(url, caPem, adminToken), 0600); !st) {
+      log.error("writing kubeconfig", {{"error", st.error().message()}});
+      return 1;
+    }
+  }
+  log.info("ready", {{"url", url}, {"revision", cache.revision()}, {"kubeconfig", kubeconfigPath}});
+  base::SignalWatcher signals([&] { std::thread([&] { server.stop(std::chrono::seconds(5)); }).detach(); });
+  server.wait();
+  return 0;
+}
