@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Sets up, builds and runs the main job. Today that is the HTTP core's example
-# server (TLS with h2 and http/1.1); it grows into `trellis up`, the local
-# multi-node cluster, as components land.
-#   TRELLIS_RUN_ONCE=1   start, show it working, stop (no waiting for Ctrl-C)
-#   TRELLIS_PORT=N       listen port (default 8443)
+# Sets up, builds and runs the main job. Today: trellis-apiserver (the
+# Kubernetes API on SQLite, driven with kubectl) and the HTTP core's example
+# server; it grows into `trellis up`, the local multi-node cluster, as
+# components land.
+#   TRELLIS_RUN_ONCE=1        start, show it working, stop (no waiting for Ctrl-C)
+#   TRELLIS_PORT=N            example server port (default 8443)
+#   TRELLIS_APISERVER_PORT=N  API server port (default 6443)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +25,14 @@ fi
 build/default/common/http/examples/trellis-http-example --listen "127.0.0.1:$port" \
     --cert "$state/serving.crt" --key "$state/serving.key" &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
+apiport=${TRELLIS_APISERVER_PORT:-6443}
+rm -f "$state/kubeconfig"
+build/default/apiserver-lite/trellis-apiserver --data-dir "$state/apiserver" --secure-port "$apiport" \
+    --write-kubeconfig "$state/kubeconfig" 2>"$state/apiserver.log" &
+apipid=$!
+trap 'kill $pid $apipid 2>/dev/null; wait $pid $apipid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [[ -f $state/kubeconfig ]] && break; sleep 0.05; done
+[[ -f $state/kubeconfig ]] || { cat "$state/apiserver.log"; echo "trellis-apiserver did not start" >&2; exit 1; }
 for _ in $(seq 100); do
     curl -sf --cacert "$state/serving.crt" "https://localhost:$port/healthz" >/dev/null 2>&1 && break
     sleep 0.05
@@ -39,10 +48,16 @@ for proto in --http2 --http1.1; do
 done
 echo "  streaming:  curl -N --cacert $state/serving.crt 'https://localhost:$port/stream?n=5&interval_ms=200'"
 echo "  metrics:    curl --cacert $state/serving.crt https://localhost:$port/metrics"
-echo "Not yet running (later issues): apiserver-lite, controllers, CSI, CNI, servicelb, ingress."
+echo
+echo "Started: trellis-apiserver (pid $apipid) on https://127.0.0.1:$apiport, data in $state/apiserver"
+echo "  export KUBECONFIG=$state/kubeconfig"
+echo "  kubectl get namespaces ->"
+kubectl --kubeconfig "$state/kubeconfig" get namespaces | sed 's/^/    /'
+echo "  kubectl apply --validate=false -f <manifest>   (create; patch, tables and OpenAPI come next)"
+echo "Not yet running (later issues): controllers, CSI, CNI, servicelb, ingress, trellis up."
 
 if [[ ${TRELLIS_RUN_ONCE:-0} == 1 ]]; then
     exit 0
 fi
 echo "Press Ctrl-C to stop."
-wait $pid
+wait $pid $apipid
