@@ -29,7 +29,7 @@ class ClientAgainstNginx : public ::testing::Test {
     std::string conf = R"(worker_processes 1;
 daemon off;
 pid @D@/nginx.pid;
-error_log @D@/error.log warn;
+error_log @D@/error.log info;
 events { worker_connections 256; }
 http {
   access_log off;
@@ -146,7 +146,8 @@ TEST_F(ClientAgainstNginx, ManyConcurrentRequestsOverOneHttp2Connection) {
                                                                       done++;
                                                                     }});
   }
-  ASSERT_TRUE(testing::waitFor([&] { return done == 300; }, 10s));
+  ASSERT_TRUE(testing::waitFor([&] { return done == 300; }, 10s)) << "completed " << done << " of 300, " << ok << " ok; nginx log:\n"
+      << testing::readFile(dir_.file("error.log"));
   EXPECT_EQ(ok, 300);
   EXPECT_EQ(c.openConnections(), 1u);
 }

@@ -489,6 +489,24 @@ TEST_F(HttpServerTest, ClientMultiplexesOnOneHttp2Connection) {
   EXPECT_EQ(c.openConnections(), 1u);
 }
 
+TEST_F(HttpServerTest, ClientQueuesBeyondThePeersStreamLimit) {
+  Limits l;
+  l.maxConcurrentStreams = 8;  // far fewer than the requests in flight
+  startServer(true, l);
+  Client c({.tls = *TlsClientConfig::create({.caFile = dir_.file("a.crt")})});
+  std::atomic<int> ok{0}, done{0};
+  for (int i = 0; i < 300; ++i) {
+    c.start(*Origin::parse(https()), Request{.method = "GET", .target = "/"},
+            {.onComplete = [&](base::Result<Response> r) {
+               if (r.ok() && r->status == 200) ok++;
+               done++;
+             }});
+  }
+  ASSERT_TRUE(testing::waitFor([&] { return done == 300; }, 10s)) << "completed " << done << " of 300";
+  EXPECT_EQ(ok, 300);
+  EXPECT_EQ(c.openConnections(), 1u);
+}
+
 TEST_F(HttpServerTest, ClientStreamsAndCancels) {
   startServer(true);
   Client c({.tls = *TlsClientConfig::create({.caFile = dir_.file("a.crt")})});

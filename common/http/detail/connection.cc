@@ -118,6 +118,11 @@ void Transport::releaseFromAsio() {
   released_ = !ec;
 }
 
+void Transport::resetDrained() {
+  shortRead_ = false;
+  if (bio_) bio_->shortRead = false;
+}
+
 bool Transport::drained() const {
   if (ssl_) return bio_->shortRead && SSL_has_pending(ssl_) == 0;
   return shortRead_;
@@ -302,6 +307,7 @@ void Connection::doRead() {
   char* buf = threadReadBuffer();
   inRead_ = true;
   readReady_ = false;
+  transport_.resetDrained();
   bool again = false;
   for (int i = 0; !closed_ && !paused_; ++i) {
     if (i == kMaxReadsPerTurn) {

@@ -55,6 +55,9 @@ class Transport {
   // for TLS, nothing left buffered in OpenSSL): waiting is then safe without
   // another read that would only return EAGAIN.
   bool drained() const;
+  // Forgets the last recv's shortness: a read turn that starts after a new
+  // readiness edge may only trust recvs it did itself.
+  void resetDrained();
   bool tls() const { return ssl_ != nullptr; }
   ssl_st* ssl() const { return ssl_; }
   // The Asio socket, for waits during connect and handshake (before releaseFromAsio()).
