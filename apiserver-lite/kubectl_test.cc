@@ -125,6 +125,29 @@ metadata:
   EXPECT_EQ(kubectl("get cm -o name").out, "");
 }
 
+TEST_F(KubectlTest, ApplyUpdatesAndAllThreePatchTypes) {
+  testing::writeFile(dir_.file("v1.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: \"1\"\n  b: \"2\"\n");
+  testing::writeFile(dir_.file("v2.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: \"10\"\n");
+  EXPECT_EQ(kubectl("apply --validate=false -f " + dir_.file("v1.yaml")).out, "configmap/app created\n");
+  EXPECT_EQ(kubectl("apply --validate=false -f " + dir_.file("v1.yaml")).out, "configmap/app unchanged\n");
+  auto changed = kubectl("apply --validate=false -f " + dir_.file("v2.yaml"));
+  EXPECT_EQ(changed.out, "configmap/app configured\n");
+  // b was in the last applied configuration and is gone from v2: apply removes it.
+  EXPECT_EQ(kubectl("get cm app -o jsonpath={.data}").out, "{\"a\":\"10\"}");
+  EXPECT_EQ(kubectl("label cm app tier=web").out, "configmap/app labeled\n");
+  EXPECT_EQ(kubectl("annotate cm app note=hello").out, "configmap/app annotated\n");
+  EXPECT_EQ(kubectl("get cm -l tier=web -o name").out, "configmap/app\n");
+  EXPECT_EQ(kubectl("patch cm app --type=merge -p '{\"data\":{\"m\":\"merge\"}}'").out, "configmap/app patched\n");
+  EXPECT_EQ(kubectl("patch cm app --type=json -p '[{\"op\":\"add\",\"path\":\"/data/j\",\"value\":\"json\"}]'").out,
+            "configmap/app patched\n");
+  EXPECT_EQ(kubectl("patch cm app --type=strategic -p '{\"data\":{\"s\":\"smp\"}}'").out, "configmap/app patched\n");
+  EXPECT_EQ(kubectl("get cm app -o jsonpath='{.data.m}/{.data.j}/{.data.s}/{.metadata.annotations.note}'").out,
+            "merge/json/smp/hello");
+  auto badTest = kubectl("patch cm app --type=json -p '[{\"op\":\"test\",\"path\":\"/data/a\",\"value\":\"nope\"}]'");
+  EXPECT_NE(badTest.exitCode, 0);
+  EXPECT_EQ(kubectl("get cm app -o jsonpath={.data.a}").out, "10") << "a failed patch changed the object";
+}
+
 TEST_F(KubectlTest, ErrorsReadLikeKubeApiserver) {
   testing::writeFile(dir_.file("bad.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n");
   auto bad = kubectl("create --validate=false -f " + dir_.file("bad.yaml"));

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "apiserver-lite/registry/object.h"
+#include "apiserver-lite/registry/patch.h"
 #include "common/base/log.h"
 
 namespace trellis::apiserver {
@@ -279,6 +280,8 @@ struct ApiHandler::Impl {
   void update(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req,
               const std::shared_ptr<http::ResponseWriter>& w);
   void remove(const ResourceInfo& r, std::string_view ns, std::string_view name, const std::shared_ptr<http::ResponseWriter>& w);
+  void patch(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req,
+             const std::shared_ptr<http::ResponseWriter>& w);
   std::optional<ApiError> checkNamespace(std::string_view ns);
 };
 
@@ -393,7 +396,7 @@ void ApiHandler::Impl::handle(http::Request& req, std::shared_ptr<http::Response
   }
   if (m == "PUT") return update(*res, ns, name, req, w);
   if (m == "DELETE") return remove(*res, ns, name, w);
-  if (m == "PATCH") return sendError(w, ApiError::unsupportedMediaType("patch is not supported yet"));
+  if (m == "PATCH") return patch(*res, ns, name, req, w);
   sendError(w, ApiError::methodNotAllowed("the server does not allow this method on the requested resource"));
 }
 
@@ -426,7 +429,7 @@ void ApiHandler::Impl::discovery(const std::vector<std::string_view>& segs, cons
   json::array resources;
   for (const ResourceInfo& r : servedResources()) {
     if (r.group != group || r.version != version) continue;
-    json::array verbs{"create", "delete", "get", "list", "update", "watch"};
+    json::array verbs{"create", "delete", "get", "list", "patch", "update", "watch"};
     json::object o{{"name", r.plural}, {"singularName", r.singular}, {"namespaced", r.namespaced}, {"kind", r.kind},
                    {"verbs", verbs}};
     if (!r.shortNames.empty()) {
@@ -591,6 +594,84 @@ void ApiHandler::Impl::update(const ResourceInfo& r, std::string_view ns, std::s
           if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
           sendJson(w, 200, *decode(*kv));
         });
+}
+
+namespace {
+
+enum class PatchType { kMerge, kJson, kStrategic };
+
+std::optional<PatchType> patchType(std::string_view contentType) {
+  std::string_view type = trim(contentType.substr(0, contentType.find(';')));
+  if (http::equalsIgnoreCase(type, "application/merge-patch+json")) return PatchType::kMerge;
+  if (http::equalsIgnoreCase(type, "application/json-patch+json")) return PatchType::kJson;
+  if (http::equalsIgnoreCase(type, "application/strategic-merge-patch+json")) return PatchType::kStrategic;
+  return std::nullopt;
+}
+
+}  // namespace
+
+// Applies the patch to the current object and stores the result; when the
+// patch names no resourceVersion, a concurrent change is not the caller's
+// conflict: read again and re-apply (kube-apiserver's GuaranteedUpdate).
+void ApiHandler::Impl::patch(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req,
+                             const std::shared_ptr<http::ResponseWriter>& w) {
+  auto type = patchType(req.headers.get("content-type").value_or(""));
+  if (!type) {
+    return sendError(w, ApiError::unsupportedMediaType(
+                            "the body of the request was in an unknown format - accepted media types include: "
+                            "application/json-patch+json, application/merge-patch+json, "
+                            "application/strategic-merge-patch+json"));
+  }
+  boost::system::error_code ec;
+  json::value doc = json::parse(req.body, ec);
+  if (ec) return sendError(w, ApiError::badRequest("error decoding patch: " + ec.message()));
+  struct Attempt : std::enable_shared_from_this<Attempt> {
+    Impl* impl;
+    const ResourceInfo* r;
+    std::string ns, name, key;
+    PatchType type;
+    json::value doc;
+    std::shared_ptr<http::ResponseWriter> w;
+    int tries = 0;
+
+    void run() {
+      auto current = impl->cache.get(key);
+      if (!current) return sendError(w, ApiError::notFound(*r, name));
+      auto old = decode(*current);
+      if (!old) return sendError(w, ApiError::internal("stored object is not valid JSON"));
+      base::Result<json::value> patched = type == PatchType::kMerge  ? applyMergePatch(*old, doc)
+                                          : type == PatchType::kJson ? applyJsonPatch(*old, doc)
+                                                                     : applyStrategicMergePatch(*old, doc, *r);
+      if (!patched) return sendError(w, ApiError{422, "Invalid", patched.error().message(), name, r->group, r->kind});
+      if (!patched->is_object()) return sendError(w, ApiError::badRequest("the patched object is not a JSON object"));
+      json::object obj = std::move(patched->as_object());
+      int64_t rv = objectResourceVersion(obj);
+      if (rv < 0) return sendError(w, ApiError::badRequest("metadata.resourceVersion: Invalid value: must be a number"));
+      bool precondition = rv != 0 && rv != current->modRevision;
+      if (precondition) {
+        return sendError(w, fromStoreError(base::Error(base::ErrorCode::kConflict, ""), *r, name));
+      }
+      if (auto e = prepareUpdate(obj, *old, *r, ns, name)) return sendError(w, *e);
+      obj["metadata"].as_object().erase("resourceVersion");
+      auto self = shared_from_this();
+      impl->write(Write{Write::Op::kUpdate, key, json::serialize(obj), current->modRevision},
+                  [self](base::Result<KeyValue> kv) {
+                    if (!kv && kv.error().code() == base::ErrorCode::kConflict && ++self->tries < 8) return self->run();
+                    if (!kv) return sendError(self->w, fromStoreError(kv.error(), *self->r, self->name));
+                    sendJson(self->w, 200, *decode(*kv));
+                  });
+    }
+  };
+  auto a = std::make_shared<Attempt>();
+  a->impl = this;
+  a->r = &r;
+  a->ns = std::string(ns);
+  a->name = std::string(name);
+  a->key = r.key(ns, name);
+  a->type = *type;
+  a->doc = std::move(doc);
+  a->w = w;
+  a->run();
 }
 
 void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::string_view name,
