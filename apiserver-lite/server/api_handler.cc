@@ -257,7 +257,9 @@ ApiError fromStoreError(const base::Error& e, const ResourceInfo& r, std::string
     case base::ErrorCode::kConflict:
       return ApiError::conflict(r, name, "the object has been modified; please apply your changes to the latest version and try again");
     case base::ErrorCode::kOutOfRange: return ApiError::gone(e.message());
-    default: return ApiError::internal(e.message());
+    default:
+      log().error("storage failed", {{"resource", r.plural}, {"name", name}, {"error", e.message()}});
+      return ApiError::internal(e.message());
   }
 }
 

@@ -267,7 +267,7 @@ struct SqliteStore::Impl {
       }
     }
     if (failed) {
-      exec(wdb, "ROLLBACK");
+      static_cast<void>(exec(wdb, "ROLLBACK"));  // already failing; nothing more to report
       for (Pending& p : batch) p.done(failure);
       return;
     }
@@ -364,11 +364,11 @@ base::Result<Snapshot> SqliteStore::list(const std::string& prefix, Revision at)
   snap.revision = rev.i64(0);
   Revision compacted = impl_->compacted.load();
   if (at != 0 && at <= compacted) {
-    exec(impl_->rdb, "COMMIT");
+    static_cast<void>(exec(impl_->rdb, "COMMIT"));  // read-only: nothing to lose
     return makeError(ErrorCode::kOutOfRange, "revision {} is compacted (oldest kept: {})", at, compacted + 1);
   }
   if (at != 0 && at > snap.revision) {
-    exec(impl_->rdb, "COMMIT");
+    static_cast<void>(exec(impl_->rdb, "COMMIT"));  // read-only: nothing to lose
     return makeError(ErrorCode::kOutOfRange, "revision {} is in the future (current: {})", at, snap.revision);
   }
   std::string end = prefixEnd(prefix);
@@ -388,8 +388,9 @@ base::Result<Snapshot> SqliteStore::list(const std::string& prefix, Revision at)
   }
   int rc;
   while ((rc = s.step()) == SQLITE_ROW) snap.items.push_back(KeyValue{s.text(0), s.text(1), s.i64(2), s.i64(3)});
-  exec(impl_->rdb, "COMMIT");
+  base::Status ended = exec(impl_->rdb, "COMMIT");
   if (rc != SQLITE_DONE) return sqliteError(impl_->rdb, "listing " + prefix);
+  if (!ended) return std::move(ended).error();
   return snap;
 }
 
@@ -436,7 +437,7 @@ base::Status SqliteStore::compact(Revision upTo) {
   meta.bind(1, upTo);
   if (del.step() != SQLITE_DONE || meta.step() != SQLITE_DONE) {
     base::Error e = sqliteError(db, "compacting");
-    exec(db, "ROLLBACK");
+    static_cast<void>(exec(db, "ROLLBACK"));  // already failing; nothing more to report
     return e;
   }
   if (auto st = exec(db, "COMMIT"); !st) return st;

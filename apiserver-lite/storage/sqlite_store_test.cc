@@ -102,11 +102,11 @@ TEST_F(SqliteStoreTest, ConcurrentWritersShareCommitsAndGetDistinctRevisions) {
 
 TEST_F(SqliteStoreTest, ListIsPrefixScopedAndAtARevision) {
   auto s = openStore();
-  apply(*s, create("/a/1", "one"));      // rev 1
-  apply(*s, create("/a/2", "two"));      // rev 2
-  apply(*s, create("/ab/1", "other"));   // rev 3: not under "/a/"
-  apply(*s, update("/a/1", "ONE"));      // rev 4
-  apply(*s, remove("/a/2"));             // rev 5
+  EXPECT_TRUE(apply(*s, create("/a/1", "one")).ok());      // rev 1
+  EXPECT_TRUE(apply(*s, create("/a/2", "two")).ok());      // rev 2
+  EXPECT_TRUE(apply(*s, create("/ab/1", "other")).ok());   // rev 3: not under "/a/"
+  EXPECT_TRUE(apply(*s, update("/a/1", "ONE")).ok());      // rev 4
+  EXPECT_TRUE(apply(*s, remove("/a/2")).ok());             // rev 5
   auto now = s->list("/a/");
   ASSERT_TRUE(now.ok());
   ASSERT_EQ(now->items.size(), 1u);
@@ -128,10 +128,10 @@ TEST_F(SqliteStoreTest, HistoryReplaysEveryEventInOrderThenCompactionSaysGone) {
     std::lock_guard g(mu);
     live.insert(live.end(), evs.begin(), evs.end());
   });
-  apply(*s, create("/k", "a"));  // 1
-  apply(*s, update("/k", "b"));  // 2
-  apply(*s, remove("/k"));       // 3
-  apply(*s, create("/j", "c"));  // 4
+  EXPECT_TRUE(apply(*s, create("/k", "a")).ok());  // 1
+  EXPECT_TRUE(apply(*s, update("/k", "b")).ok());  // 2
+  EXPECT_TRUE(apply(*s, remove("/k")).ok());       // 3
+  EXPECT_TRUE(apply(*s, create("/j", "c")).ok());  // 4
   auto h = s->eventsSince(0, 100);
   ASSERT_TRUE(h.ok());
   ASSERT_EQ(h->size(), 4u);
@@ -159,9 +159,9 @@ TEST_F(SqliteStoreTest, HistoryReplaysEveryEventInOrderThenCompactionSaysGone) {
 
 TEST_F(SqliteStoreTest, CompactionKeepsWhatLaterRevisionsNeed) {
   auto s = openStore();
-  apply(*s, create("/x", "1"));  // 1
-  apply(*s, create("/y", "1"));  // 2
-  apply(*s, update("/x", "2"));  // 3
+  EXPECT_TRUE(apply(*s, create("/x", "1")).ok());  // 1
+  EXPECT_TRUE(apply(*s, create("/y", "1")).ok());  // 2
+  EXPECT_TRUE(apply(*s, update("/x", "2")).ok());  // 3
   ASSERT_TRUE(s->compact(2).ok());
   // At revision 2 and later, /y's row from revision 2 is still needed.
   auto at2 = s->list("/", 3);
@@ -174,9 +174,9 @@ TEST_F(SqliteStoreTest, CompactionKeepsWhatLaterRevisionsNeed) {
 TEST_F(SqliteStoreTest, ReopenRestoresStateAndRevision) {
   {
     auto s = openStore();
-    apply(*s, create("/a", "1"));
-    apply(*s, create("/b", "2"));
-    apply(*s, remove("/a"));
+    EXPECT_TRUE(apply(*s, create("/a", "1")).ok());
+    EXPECT_TRUE(apply(*s, create("/b", "2")).ok());
+    EXPECT_TRUE(apply(*s, remove("/a")).ok());
     ASSERT_TRUE(s->compact(2).ok());
   }
   auto s = openStore();

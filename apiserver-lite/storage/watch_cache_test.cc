@@ -31,18 +31,18 @@ class WatchCacheTest : public ::testing::Test {
 };
 
 TEST_F(WatchCacheTest, ListsAndGetsFollowCommits) {
-  apply(*store_, Write::Op::kCreate, "/cm/a", "1");
+  EXPECT_TRUE(apply(*store_, Write::Op::kCreate, "/cm/a", "1").ok());
   WatchCache cache(*store_);
   ASSERT_TRUE(cache.start().ok());
   EXPECT_EQ(cache.list("/cm/").items.size(), 1u);
-  apply(*store_, Write::Op::kCreate, "/cm/b", "2");
-  apply(*store_, Write::Op::kUpdate, "/cm/a", "1b");
-  apply(*store_, Write::Op::kCreate, "/cmx/c", "3");  // not under "/cm/"
+  EXPECT_TRUE(apply(*store_, Write::Op::kCreate, "/cm/b", "2").ok());
+  EXPECT_TRUE(apply(*store_, Write::Op::kUpdate, "/cm/a", "1b").ok());
+  EXPECT_TRUE(apply(*store_, Write::Op::kCreate, "/cmx/c", "3").ok());  // not under "/cm/"
   Snapshot s = cache.list("/cm/");
   ASSERT_EQ(s.items.size(), 2u);
   EXPECT_EQ(s.items[0].value, "1b");
   EXPECT_EQ(s.revision, 4);
-  apply(*store_, Write::Op::kDelete, "/cm/a");
+  EXPECT_TRUE(apply(*store_, Write::Op::kDelete, "/cm/a").ok());
   EXPECT_EQ(cache.get("/cm/a").error().code(), base::ErrorCode::kNotFound);
   EXPECT_EQ(cache.get("/cm/b")->value, "2");
 }
@@ -50,7 +50,7 @@ TEST_F(WatchCacheTest, ListsAndGetsFollowCommits) {
 TEST_F(WatchCacheTest, WatchReplaysThenStreamsWithoutGapOrRepeat) {
   WatchCache cache(*store_, 1000);
   ASSERT_TRUE(cache.start().ok());
-  for (int i = 0; i < 10; ++i) apply(*store_, Write::Op::kCreate, "/p/" + std::to_string(i));
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(apply(*store_, Write::Op::kCreate, "/p/" + std::to_string(i)).ok());
   // Writers are committing while the watch registers: the replay/live handoff
   // must neither drop nor repeat an event.
   std::atomic<bool> go{false};
@@ -58,7 +58,7 @@ TEST_F(WatchCacheTest, WatchReplaysThenStreamsWithoutGapOrRepeat) {
   for (int t = 0; t < 4; ++t) {
     writers.emplace_back([&, t] {
       while (!go) std::this_thread::yield();
-      for (int i = 0; i < 100; ++i) apply(*store_, Write::Op::kCreate, "/p/w" + std::to_string(t) + "-" + std::to_string(i));
+      for (int i = 0; i < 100; ++i) EXPECT_TRUE(apply(*store_, Write::Op::kCreate, "/p/w" + std::to_string(t) + "-" + std::to_string(i)).ok());
     });
   }
   go = true;
@@ -82,7 +82,7 @@ TEST_F(WatchCacheTest, WatchReplaysThenStreamsWithoutGapOrRepeat) {
 TEST_F(WatchCacheTest, OlderThanTheRingReplaysFromTheStoreAndCompactedIsGone) {
   WatchCache cache(*store_, 3);  // a tiny ring
   ASSERT_TRUE(cache.start().ok());
-  for (int i = 0; i < 10; ++i) apply(*store_, Write::Op::kCreate, "/k/" + std::to_string(i));
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(apply(*store_, Write::Op::kCreate, "/k/" + std::to_string(i)).ok());
   std::vector<Revision> seen;
   auto id = cache.watch("/k/", 2, [&](const std::vector<Event>& evs) {
     for (const Event& e : evs) seen.push_back(e.kv.modRevision);
@@ -110,7 +110,7 @@ TEST_F(WatchCacheTest, CacheEqualsStoreAfterRandomWrites) {
       for (int i = 0; i < 500; ++i) {
         std::string key = "/r/" + std::to_string(rng() % 50);
         auto op = static_cast<Write::Op>(rng() % 3);
-        apply(*store_, op, key, std::to_string(i));  // conflicts and not-founds are fine
+        static_cast<void>(apply(*store_, op, key, std::to_string(i)));  // conflicts and not-founds are fine
       }
     });
   }
