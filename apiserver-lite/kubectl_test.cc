@@ -98,9 +98,9 @@ kind: Namespace
 metadata:
   name: team-a
 )");
-  auto apply = kubectl("apply --validate=false -f " + dir_.file("m.yaml"));
+  auto apply = kubectl("apply -f " + dir_.file("m.yaml"));
   EXPECT_EQ(apply.out, "configmap/web-config created\nconfigmap/db-config created\nnamespace/team-a created\n");
-  auto again = kubectl("create --validate=false -f " + dir_.file("m.yaml"));
+  auto again = kubectl("create -f " + dir_.file("m.yaml"));
   EXPECT_NE(again.exitCode, 0);
   EXPECT_NE(again.out.find("Error from server (AlreadyExists): error when creating \"" + dir_.file("m.yaml") +
                            "\": configmaps \"web-config\" already exists"),
@@ -128,9 +128,9 @@ metadata:
 TEST_F(KubectlTest, ApplyUpdatesAndAllThreePatchTypes) {
   testing::writeFile(dir_.file("v1.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: \"1\"\n  b: \"2\"\n");
   testing::writeFile(dir_.file("v2.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: \"10\"\n");
-  EXPECT_EQ(kubectl("apply --validate=false -f " + dir_.file("v1.yaml")).out, "configmap/app created\n");
-  EXPECT_EQ(kubectl("apply --validate=false -f " + dir_.file("v1.yaml")).out, "configmap/app unchanged\n");
-  auto changed = kubectl("apply --validate=false -f " + dir_.file("v2.yaml"));
+  EXPECT_EQ(kubectl("apply -f " + dir_.file("v1.yaml")).out, "configmap/app created\n");
+  EXPECT_EQ(kubectl("apply -f " + dir_.file("v1.yaml")).out, "configmap/app unchanged\n");
+  auto changed = kubectl("apply -f " + dir_.file("v2.yaml"));
   EXPECT_EQ(changed.out, "configmap/app configured\n");
   // b was in the last applied configuration and is gone from v2: apply removes it.
   EXPECT_EQ(kubectl("get cm app -o jsonpath={.data}").out, "{\"a\":\"10\"}");
@@ -150,7 +150,7 @@ TEST_F(KubectlTest, ApplyUpdatesAndAllThreePatchTypes) {
 
 TEST_F(KubectlTest, ErrorsReadLikeKubeApiserver) {
   testing::writeFile(dir_.file("bad.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n");
-  auto bad = kubectl("create --validate=false -f " + dir_.file("bad.yaml"));
+  auto bad = kubectl("create -f " + dir_.file("bad.yaml"));
   EXPECT_NE(bad.exitCode, 0);
   EXPECT_NE(bad.out.find("The ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase "
                          "RFC 1123 subdomain must consist of"),
@@ -159,7 +159,7 @@ TEST_F(KubectlTest, ErrorsReadLikeKubeApiserver) {
   auto missing = kubectl("get cm nope");
   EXPECT_EQ(missing.out, "Error from server (NotFound): configmaps \"nope\" not found\n");
   testing::writeFile(dir_.file("orphan.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: no-such-ns\n");
-  auto orphan = kubectl("create --validate=false -f " + dir_.file("orphan.yaml"));
+  auto orphan = kubectl("create -f " + dir_.file("orphan.yaml"));
   EXPECT_NE(orphan.out.find("namespaces \"no-such-ns\" not found"), std::string::npos) << orphan.out;
   // Nothing was stored by the failures.
   EXPECT_EQ(kubectl("get cm -A -o name").out, "");
@@ -189,7 +189,7 @@ TEST_F(KubectlTest, WatchSeesChangesInOrder) {
   });
   std::this_thread::sleep_for(1s);
   testing::writeFile(dir_.file("w.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\n");
-  kubectl("create --validate=false -f " + dir_.file("w.yaml"));
+  kubectl("create -f " + dir_.file("w.yaml"));
   kubectl("delete cm watched");
   watcher.join();
   std::lock_guard g(mu);
@@ -204,7 +204,7 @@ TEST_F(KubectlTest, WatchFromAResourceVersionReplaysEventTypes) {
   std::string rv = list.substr(at, list.find('"', at) - at);
   ASSERT_FALSE(rv.empty());
   testing::writeFile(dir_.file("w.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: replayed\n");
-  kubectl("create --validate=false -f " + dir_.file("w.yaml"));
+  kubectl("create -f " + dir_.file("w.yaml"));
   kubectl("label --overwrite=true cm replayed x=y");  // PATCH: not served yet, so no MODIFIED event
   kubectl("delete cm replayed");
   auto raw = kubectl("get --raw '/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1&resourceVersion=" + rv + "'");
@@ -225,7 +225,7 @@ TEST_F(KubectlTest, KillNineThenRestartKeepsObjects) {
     manifest += "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c" + std::to_string(i) + "\n---\n";
   }
   testing::writeFile(dir_.file("many.yaml"), manifest);
-  ASSERT_EQ(kubectl("create --validate=false -f " + dir_.file("many.yaml")).exitCode, 0);
+  ASSERT_EQ(kubectl("create -f " + dir_.file("many.yaml")).exitCode, 0);
   stop(SIGKILL);
   start();
   auto names = kubectl("get cm -o name");

@@ -47,7 +47,8 @@ if [[ ${TRELLIS_SKIP_ASAN:-0} != 1 ]]; then
 fi
 
 if [[ ${TRELLIS_SKIP_FUZZ:-0} != 1 ]]; then
-    build fuzz
+    cmake --preset fuzz >/dev/null
+    cmake --build build/fuzz --target fuzz_http1_parser fuzz_http2_input
     secs=${TRELLIS_FUZZ_SECONDS:-15}
     for target in http1_parser http2_input; do
         corpus=$(mktemp -d)

@@ -274,6 +274,7 @@ struct ApiHandler::Impl {
 
   void handle(http::Request& req, std::shared_ptr<http::ResponseWriter> w);
   void discovery(const std::vector<std::string_view>& segs, const std::shared_ptr<http::ResponseWriter>& w);
+  void openapi(const std::vector<std::string_view>& segs, const std::shared_ptr<http::ResponseWriter>& w);
   void list(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
             const std::shared_ptr<http::ResponseWriter>& w);
   void watch(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
@@ -329,6 +330,7 @@ void ApiHandler::Impl::handle(http::Request& req, std::shared_ptr<http::Response
     return;
   }
   std::vector<std::string_view> segs = splitPath(path);
+  if (!segs.empty() && segs[0] == "openapi") return openapi(segs, w);
   std::string_view group, version;
   size_t rest;
   if (!segs.empty() && segs[0] == "api") {
@@ -450,6 +452,52 @@ void ApiHandler::Impl::discovery(const std::vector<std::string_view>& segs, cons
   std::string gv = group.empty() ? std::string(version) : std::string(group) + "/" + std::string(version);
   sendJson(w, 200, json::object{{"kind", "APIResourceList"}, {"apiVersion", "v1"}, {"groupVersion", gv},
                                 {"resources", std::move(resources)}});
+}
+
+// OpenAPI v3: the index and, per group/version, a document with each
+// resource's PATCH operation and its query parameters. It carries no schemas
+// yet; it tells kubectl that the server validates fields itself, so the
+// default `kubectl apply --validate=strict` sends fieldValidation instead of
+// validating against schemas it would have to download.
+void ApiHandler::Impl::openapi(const std::vector<std::string_view>& segs, const std::shared_ptr<http::ResponseWriter>& w) {
+  static const std::string kHash = "trellis-" + options.gitVersion;
+  auto gvPath = [](const GroupVersion& gv) {
+    return gv.group.empty() ? "api/" + gv.version : "apis/" + gv.group + "/" + gv.version;
+  };
+  if (segs.size() == 2 && segs[1] == "v3") {
+    json::object paths;
+    for (const GroupVersion& gv : servedGroupVersions()) {
+      paths[gvPath(gv)] = json::object{{"serverRelativeURL", "/openapi/v3/" + gvPath(gv) + "?hash=" + kHash}};
+    }
+    return sendJson(w, 200, json::object{{"paths", std::move(paths)}});
+  }
+  if (segs.size() >= 4 && segs[1] == "v3") {
+    std::string want;
+    for (size_t i = 2; i < segs.size(); ++i) want += (i > 2 ? "/" : "") + std::string(segs[i]);
+    for (const GroupVersion& gv : servedGroupVersions()) {
+      if (gvPath(gv) != want) continue;
+      json::object paths;
+      for (const ResourceInfo& r : servedResources()) {
+        if (r.group != gv.group || r.version != gv.version) continue;
+        json::array params;
+        for (const char* q : {"dryRun", "fieldManager", "fieldValidation", "force", "pretty"}) {
+          params.push_back(json::object{{"name", q}, {"in", "query"}, {"schema", json::object{{"type", "string"}}}});
+        }
+        json::object patch{{"operationId", "patch" + r.kind},
+                           {"parameters", std::move(params)},
+                           {"x-kubernetes-action", "patch"},
+                           {"x-kubernetes-group-version-kind",
+                            json::object{{"group", r.group}, {"version", r.version}, {"kind", r.kind}}}};
+        std::string item = "/" + want + (r.namespaced ? "/namespaces/{namespace}/" : "/") + r.plural + "/{name}";
+        paths[item] = json::object{{"patch", std::move(patch)}};
+      }
+      return sendJson(w, 200, json::object{{"openapi", "3.0.0"},
+                                           {"info", json::object{{"title", "Kubernetes"}, {"version", options.gitVersion}}},
+                                           {"paths", std::move(paths)},
+                                           {"components", json::object{{"schemas", json::object()}}}});
+    }
+  }
+  sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
 }
 
 void ApiHandler::Impl::list(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
