@@ -228,6 +228,28 @@ bool isJson(std::string_view contentType) {
   return http::equalsIgnoreCase(type, "application/json");
 }
 
+// The labelSelector and fieldSelector query parameters of a list or watch.
+struct Selector {
+  LabelSelector labels;
+  FieldSelector fields;
+
+  static base::Result<Selector> fromQuery(const std::map<std::string, std::string>& q) {
+    Selector sel;
+    if (auto it = q.find("labelSelector"); it != q.end()) {
+      auto s = LabelSelector::parse(it->second);
+      if (!s) return std::move(s).error();
+      sel.labels = std::move(*s);
+    }
+    if (auto it = q.find("fieldSelector"); it != q.end()) {
+      auto s = FieldSelector::parse(it->second);
+      if (!s) return std::move(s).error();
+      sel.fields = std::move(*s);
+    }
+    return sel;
+  }
+  bool matches(const json::object& obj) const { return labels.matches(obj) && fields.matches(obj); }
+};
+
 void sendJson(const std::shared_ptr<http::ResponseWriter>& w, int status, const json::value& body) {
   http::Response r;
   r.status = status;
@@ -502,25 +524,15 @@ void ApiHandler::Impl::openapi(const std::vector<std::string_view>& segs, const 
 
 void ApiHandler::Impl::list(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
                             const std::shared_ptr<http::ResponseWriter>& w) {
-  LabelSelector labels;
-  FieldSelector fields;
-  if (auto it = q.find("labelSelector"); it != q.end()) {
-    auto s = LabelSelector::parse(it->second);
-    if (!s) return sendError(w, ApiError::badRequest(s.error().message()));
-    labels = std::move(*s);
-  }
-  if (auto it = q.find("fieldSelector"); it != q.end()) {
-    auto s = FieldSelector::parse(it->second);
-    if (!s) return sendError(w, ApiError::badRequest(s.error().message()));
-    fields = std::move(*s);
-  }
+  auto selector = Selector::fromQuery(q);
+  if (!selector) return sendError(w, ApiError::badRequest(selector.error().message()));
   std::string prefix = r.keyPrefix();
   if (r.namespaced && !ns.empty()) prefix += std::string(ns) + "/";
   storage::Snapshot snap = cache.list(prefix);
   json::array items;
   for (const KeyValue& kv : snap.items) {
     auto obj = decode(kv);
-    if (!obj || !labels.matches(*obj) || !fields.matches(*obj)) continue;
+    if (!obj || !selector->matches(*obj)) continue;
     items.push_back(std::move(*obj));
   }
   json::object out{{"kind", r.listKind()}, {"apiVersion", r.apiVersion()},
@@ -531,18 +543,8 @@ void ApiHandler::Impl::list(const ResourceInfo& r, std::string_view ns, const st
 
 void ApiHandler::Impl::watch(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
                              const std::shared_ptr<http::ResponseWriter>& w) {
-  LabelSelector labels;
-  FieldSelector fields;
-  if (auto it = q.find("labelSelector"); it != q.end()) {
-    auto s = LabelSelector::parse(it->second);
-    if (!s) return sendError(w, ApiError::badRequest(s.error().message()));
-    labels = std::move(*s);
-  }
-  if (auto it = q.find("fieldSelector"); it != q.end()) {
-    auto s = FieldSelector::parse(it->second);
-    if (!s) return sendError(w, ApiError::badRequest(s.error().message()));
-    fields = std::move(*s);
-  }
+  auto selector = Selector::fromQuery(q);
+  if (!selector) return sendError(w, ApiError::badRequest(selector.error().message()));
   Revision from = 0;
   if (auto it = q.find("resourceVersion"); it != q.end() && !it->second.empty()) {
     auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), from);
@@ -556,8 +558,8 @@ void ApiHandler::Impl::watch(const ResourceInfo& r, std::string_view ns, const s
   h.add("content-type", "application/json");
   h.add("cache-control", "no-cache, private");
   w->begin(200, std::move(h));
-  auto emit = [w, labels, fields](std::string_view type, const json::object& obj) {
-    if (!labels.matches(obj) || !fields.matches(obj)) return;
+  auto emit = [w, sel = std::move(*selector)](std::string_view type, const json::object& obj) {
+    if (!sel.matches(obj)) return;
     w->write(json::serialize(json::object{{"type", type}, {"object", obj}}) + "\n");
   };
   // resourceVersion unset or "0": synthetic ADDED events for what exists, then changes.

@@ -79,38 +79,16 @@ int connectLoopback(uint16_t port) {
 
 }  // namespace
 
-std::string rawTrickle(uint16_t port, const std::string& data, char filler, std::chrono::milliseconds every,
-                       std::chrono::milliseconds timeout, bool* closed) {
-  if (closed) *closed = false;
-  int fd = connectLoopback(port);
-  if (fd < 0) return {};
-  send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-  std::string out;
-  auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(every.count())) > 0) {
-      char buf[4096];
-      ssize_t n = recv(fd, buf, sizeof buf, 0);
-      if (n <= 0) {
-        if (closed) *closed = true;
-        break;
-      }
-      out.append(buf, static_cast<size_t>(n));
-      continue;
-    }
-    if (send(fd, &filler, 1, MSG_NOSIGNAL) != 1) break;
-  }
-  close(fd);
-  return out;
-}
+namespace {
 
-std::string rawExchange(uint16_t port, const std::string& data, std::chrono::milliseconds timeout, bool* closed) {
+// Sends `data`, then reads until the peer closes or `timeout` passes; with a
+// filler, sends one filler byte whenever `every` passes without input.
+std::string exchange(uint16_t port, const std::string& data, const char* filler, std::chrono::milliseconds every,
+                     std::chrono::milliseconds timeout, bool* closed) {
   if (closed) *closed = false;
   int fd = connectLoopback(port);
   if (fd < 0) return {};
-  size_t off = 0;
-  while (off < data.size()) {
+  for (size_t off = 0; off < data.size();) {
     ssize_t n = send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
     if (n <= 0) break;
     off += static_cast<size_t>(n);
@@ -121,7 +99,11 @@ std::string rawExchange(uint16_t port, const std::string& data, std::chrono::mil
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
     if (left.count() <= 0) break;
     pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
+    int wait = static_cast<int>(filler ? std::min(every, left).count() : left.count());
+    if (poll(&p, 1, wait) <= 0) {
+      if (!filler || send(fd, filler, 1, MSG_NOSIGNAL) != 1) break;
+      continue;
+    }
     char buf[4096];
     ssize_t n = recv(fd, buf, sizeof buf, 0);
     if (n <= 0) {
@@ -132,6 +114,17 @@ std::string rawExchange(uint16_t port, const std::string& data, std::chrono::mil
   }
   close(fd);
   return out;
+}
+
+}  // namespace
+
+std::string rawTrickle(uint16_t port, const std::string& data, char filler, std::chrono::milliseconds every,
+                       std::chrono::milliseconds timeout, bool* closed) {
+  return exchange(port, data, &filler, every, timeout, closed);
+}
+
+std::string rawExchange(uint16_t port, const std::string& data, std::chrono::milliseconds timeout, bool* closed) {
+  return exchange(port, data, nullptr, timeout, timeout, closed);
 }
 
 bool waitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
