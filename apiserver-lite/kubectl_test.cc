@@ -58,6 +58,9 @@ TEST_F(KubectlTest, DiscoveryAndHealth) {
   for (const char* n : {"default", "kube-system", "kube-public", "kube-node-lease"}) {
     EXPECT_NE(ns.out.find(n), std::string::npos) << ns.out;
   }
+  // Columns as kube-apiserver's tables give them.
+  EXPECT_EQ(ns.out.substr(0, ns.out.find('\n')), "NAME              STATUS   AGE") << ns.out;
+  EXPECT_NE(ns.out.find("default           Active   "), std::string::npos) << ns.out;
   auto ready = kubectl("get --raw /readyz");
   EXPECT_EQ(ready.out, "ok");
   auto res = kubectl("api-resources");
@@ -107,6 +110,10 @@ metadata:
             std::string::npos)
       << again.out;
   EXPECT_EQ(kubectl("get cm web-config -o jsonpath={.data.color}").out, "blue");
+  auto table = kubectl("get cm --show-labels");
+  EXPECT_EQ(table.out.substr(0, table.out.find('\n')), "NAME         DATA   AGE   LABELS") << table.out;
+  EXPECT_NE(table.out.find("web-config   1      "), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("tier=web"), std::string::npos) << table.out;
   auto byLabel = kubectl("get cm -l 'tier in (web)' -o name");
   EXPECT_EQ(byLabel.out, "configmap/web-config\n");
   auto notDb = kubectl("get cm -l tier!=db -o name");

@@ -126,3 +126,37 @@ TEST(Object, UidsAndSuffixesLookRight) {
 
 }  // namespace
 }  // namespace trellis::apiserver::registry
+
+#include "apiserver-lite/registry/table.h"
+
+namespace trellis::apiserver::registry {
+namespace {
+
+TEST(Table, HumanDurationLikeKube) {
+  EXPECT_EQ(humanDuration(0), "0s");
+  EXPECT_EQ(humanDuration(119), "119s");
+  EXPECT_EQ(humanDuration(200), "3m20s");
+  EXPECT_EQ(humanDuration(600), "10m");
+  EXPECT_EQ(humanDuration(3 * 3600 + 5 * 60), "3h5m");
+  EXPECT_EQ(humanDuration(30 * 3600), "30h");
+  EXPECT_EQ(humanDuration(3 * 86400 + 7200), "3d2h");
+  EXPECT_EQ(humanDuration(100 * 86400), "100d");
+  EXPECT_EQ(humanDuration(int64_t(3) * 365 * 86400 + 10 * 86400), "3y10d");
+}
+
+TEST(Table, ColumnsAndRowsForConfigMaps) {
+  auto cm = json::parse(R"({"metadata":{"name":"a","creationTimestamp":"2026-01-01T00:00:00Z","labels":{"x":"y"}},"data":{"k":"v","l":"w"}})").as_object();
+  json::object t = toTable(*findResource("", "v1", "configmaps"), {cm}, "7", 1767225600 + 90);
+  EXPECT_EQ(t["kind"].as_string(), "Table");
+  auto& defs = t["columnDefinitions"].as_array();
+  ASSERT_EQ(defs.size(), 3u);
+  EXPECT_EQ(defs[1].as_object()["name"].as_string(), "Data");
+  auto& row = t["rows"].as_array()[0].as_object();
+  EXPECT_EQ(json::serialize(row["cells"]), R"(["a",2,"90s"])");
+  EXPECT_EQ(row["object"].as_object()["kind"].as_string(), "PartialObjectMetadata");
+  EXPECT_TRUE(wantsTable("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"));
+  EXPECT_FALSE(wantsTable("application/json"));
+}
+
+}  // namespace
+}  // namespace trellis::apiserver::registry

@@ -13,6 +13,7 @@
 
 #include "apiserver-lite/registry/object.h"
 #include "apiserver-lite/registry/patch.h"
+#include "apiserver-lite/registry/table.h"
 #include "common/base/log.h"
 
 namespace trellis::apiserver {
@@ -297,7 +298,7 @@ struct ApiHandler::Impl {
   void handle(http::Request& req, std::shared_ptr<http::ResponseWriter> w);
   void discovery(const std::vector<std::string_view>& segs, const std::shared_ptr<http::ResponseWriter>& w);
   void openapi(const std::vector<std::string_view>& segs, const std::shared_ptr<http::ResponseWriter>& w);
-  void list(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
+  void list(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q, bool table,
             const std::shared_ptr<http::ResponseWriter>& w);
   void watch(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
              const std::shared_ptr<http::ResponseWriter>& w);
@@ -400,7 +401,7 @@ void ApiHandler::Impl::handle(http::Request& req, std::shared_ptr<http::Response
   if (name.empty()) {
     if (m == "GET") {
       if (q.count("watch") && (q["watch"] == "true" || q["watch"] == "1")) return watch(*res, ns, q, w);
-      return list(*res, ns, q, w);
+      return list(*res, ns, q, wantsTable(req.headers.get("accept").value_or("")), w);
     }
     if (m == "POST") {
       if (res->namespaced && ns.empty()) {
@@ -418,6 +419,9 @@ void ApiHandler::Impl::handle(http::Request& req, std::shared_ptr<http::Response
     if (!kv) return sendError(w, ApiError::notFound(*res, name));
     auto obj = decode(*kv);
     if (!obj) return sendError(w, ApiError::internal("stored object is not valid JSON"));
+    if (wantsTable(req.headers.get("accept").value_or(""))) {
+      return sendJson(w, 200, toTable(*res, {*obj}, std::to_string(kv->modRevision), time(nullptr)));
+    }
     return sendJson(w, 200, *obj);
   }
   if (m == "PUT") return update(*res, ns, name, req, w);
@@ -523,12 +527,20 @@ void ApiHandler::Impl::openapi(const std::vector<std::string_view>& segs, const 
 }
 
 void ApiHandler::Impl::list(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
-                            const std::shared_ptr<http::ResponseWriter>& w) {
+                            bool table, const std::shared_ptr<http::ResponseWriter>& w) {
   auto selector = Selector::fromQuery(q);
   if (!selector) return sendError(w, ApiError::badRequest(selector.error().message()));
   std::string prefix = r.keyPrefix();
   if (r.namespaced && !ns.empty()) prefix += std::string(ns) + "/";
   storage::Snapshot snap = cache.list(prefix);
+  if (table) {
+    std::vector<json::object> objs;
+    for (const KeyValue& kv : snap.items) {
+      auto obj = decode(kv);
+      if (obj && selector->matches(*obj)) objs.push_back(std::move(*obj));
+    }
+    return sendJson(w, 200, toTable(r, objs, std::to_string(snap.revision), time(nullptr)));
+  }
   json::array items;
   for (const KeyValue& kv : snap.items) {
     auto obj = decode(kv);
