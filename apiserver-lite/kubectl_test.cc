@@ -155,6 +155,50 @@ TEST_F(KubectlTest, ApplyUpdatesAndAllThreePatchTypes) {
   EXPECT_EQ(kubectl("get cm app -o jsonpath={.data.a}").out, "10") << "a failed patch changed the object";
 }
 
+TEST_F(KubectlTest, StatusIsChangedOnlyThroughItsSubresource) {
+  testing::writeFile(dir_.file("pvc.yaml"), R"(apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+)");
+  ASSERT_EQ(kubectl("apply -f " + dir_.file("pvc.yaml")).exitCode, 0);
+  auto st = kubectl("patch pvc data --subresource=status --type=merge -p '{\"status\":{\"phase\":\"Bound\"}}'");
+  EXPECT_EQ(st.out, "persistentvolumeclaim/data patched\n");
+  EXPECT_EQ(kubectl("get pvc data -o jsonpath={.status.phase}").out, "Bound");
+  // The main resource cannot change status...
+  auto main = kubectl("patch pvc data --type=merge -p '{\"status\":{\"phase\":\"Lost\"},\"metadata\":{\"labels\":{\"a\":\"b\"}}}'");
+  EXPECT_EQ(main.exitCode, 0) << main.out;
+  EXPECT_EQ(kubectl("get pvc data -o jsonpath={.status.phase}/{.metadata.labels.a}").out, "Bound/b");
+  // ...and /status changes nothing else.
+  kubectl("patch pvc data --subresource=status --type=merge -p '{\"metadata\":{\"labels\":{\"a\":\"c\"}},\"spec\":{\"volumeName\":\"x\"}}'");
+  EXPECT_EQ(kubectl("get pvc data -o jsonpath={.metadata.labels.a}/{.spec.volumeName}").out, "b/");
+  EXPECT_NE(kubectl("api-resources").out.find("persistentvolumeclaims"), std::string::npos);
+  auto noSub = kubectl("get --raw /api/v1/namespaces/default/configmaps/x/status");
+  EXPECT_NE(noSub.exitCode, 0);
+}
+
+TEST_F(KubectlTest, DeleteCollectionHonoursSelectors) {
+  testing::writeFile(dir_.file("c.yaml"), R"(apiVersion: v1
+kind: ConfigMap
+metadata: {name: a, labels: {tier: web}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: b, labels: {tier: web}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: c, labels: {tier: db}}
+)");
+  ASSERT_EQ(kubectl("apply -f " + dir_.file("c.yaml")).exitCode, 0);
+  auto del = kubectl("delete --raw '/api/v1/namespaces/default/configmaps?labelSelector=tier%3Dweb'");
+  EXPECT_EQ(del.exitCode, 0) << del.out;
+  EXPECT_NE(del.out.find("\"status\":\"Success\""), std::string::npos) << del.out;
+  EXPECT_EQ(kubectl("get cm -o name").out, "configmap/c\n");
+}
+
 TEST_F(KubectlTest, ErrorsReadLikeKubeApiserver) {
   testing::writeFile(dir_.file("bad.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n");
   auto bad = kubectl("create -f " + dir_.file("bad.yaml"));

@@ -288,6 +288,31 @@ ApiError fromStoreError(const base::Error& e, const ResourceInfo& r, std::string
 
 }  // namespace
 
+// Which part of an object a write may change: for kinds with a status
+// subresource the main resource cannot change status, and /status changes
+// nothing but status (kube-apiserver's status strategies).
+enum class Part { kMain, kStatus };
+
+void applyPart(json::object& obj, const json::object& old, const ResourceInfo& r, Part part) {
+  bool hasStatus = std::find(r.subresources.begin(), r.subresources.end(), "status") != r.subresources.end();
+  if (!hasStatus) return;
+  auto oldStatus = old.find("status");
+  if (part == Part::kMain) {
+    if (oldStatus != old.end()) obj["status"] = oldStatus->value();
+    else obj.erase("status");
+    return;
+  }
+  json::object out = old;
+  auto newStatus = obj.find("status");
+  if (newStatus != obj.end()) out["status"] = newStatus->value();
+  else out.erase("status");
+  if (auto rv = obj.find("metadata"); rv != obj.end() && rv->value().is_object()) {
+    auto v = rv->value().as_object().find("resourceVersion");
+    if (v != rv->value().as_object().end()) out["metadata"].as_object()["resourceVersion"] = v->value();
+  }
+  obj = std::move(out);
+}
+
 struct ApiHandler::Impl {
   storage::Store& store;
   storage::WatchCache& cache;
@@ -303,10 +328,12 @@ struct ApiHandler::Impl {
   void watch(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
              const std::shared_ptr<http::ResponseWriter>& w);
   void create(const ResourceInfo& r, std::string_view ns, http::Request& req, const std::shared_ptr<http::ResponseWriter>& w);
-  void update(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req,
+  void update(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req, Part part,
               const std::shared_ptr<http::ResponseWriter>& w);
+  void deleteCollection(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
+                        const std::shared_ptr<http::ResponseWriter>& w);
   void remove(const ResourceInfo& r, std::string_view ns, std::string_view name, const std::shared_ptr<http::ResponseWriter>& w);
-  void patch(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req,
+  void patch(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req, Part part,
              const std::shared_ptr<http::ResponseWriter>& w);
   std::optional<ApiError> checkNamespace(std::string_view ns);
 };
@@ -388,8 +415,14 @@ void ApiHandler::Impl::handle(http::Request& req, std::shared_ptr<http::Response
   if (!ns.empty() && !res->namespaced) {
     return sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
   }
+  Part part = Part::kMain;
   if (!sub.empty()) {
-    return sendError(w, ApiError::methodNotAllowed(fmt::format("subresource {} is not served yet", sub)));
+    bool has = std::find(res->subresources.begin(), res->subresources.end(), sub) != res->subresources.end();
+    if (!has) return sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
+    if (sub != "status") {
+      return sendError(w, ApiError::methodNotAllowed(fmt::format("subresource {} is not served yet", sub)));
+    }
+    part = Part::kStatus;
   }
   auto q = parseQuery(req.query());
   const std::string& m = req.method;
@@ -409,6 +442,7 @@ void ApiHandler::Impl::handle(http::Request& req, std::shared_ptr<http::Response
       }
       return create(*res, ns, req, w);
     }
+    if (m == "DELETE") return deleteCollection(*res, ns, q, w);
     return sendError(w, ApiError::methodNotAllowed(fmt::format("the server does not allow this method on the requested resource")));
   }
   if (res->namespaced && ns.empty()) {
@@ -424,9 +458,9 @@ void ApiHandler::Impl::handle(http::Request& req, std::shared_ptr<http::Response
     }
     return sendJson(w, 200, *obj);
   }
-  if (m == "PUT") return update(*res, ns, name, req, w);
+  if (m == "PUT") return update(*res, ns, name, req, part, w);
   if (m == "DELETE") return remove(*res, ns, name, w);
-  if (m == "PATCH") return patch(*res, ns, name, req, w);
+  if (m == "PATCH") return patch(*res, ns, name, req, part, w);
   sendError(w, ApiError::methodNotAllowed("the server does not allow this method on the requested resource"));
 }
 
@@ -459,7 +493,7 @@ void ApiHandler::Impl::discovery(const std::vector<std::string_view>& segs, cons
   json::array resources;
   for (const ResourceInfo& r : servedResources()) {
     if (r.group != group || r.version != version) continue;
-    json::array verbs{"create", "delete", "get", "list", "patch", "update", "watch"};
+    json::array verbs{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"};
     json::object o{{"name", r.plural}, {"singularName", r.singular}, {"namespaced", r.namespaced}, {"kind", r.kind},
                    {"verbs", verbs}};
     if (!r.shortNames.empty()) {
@@ -473,6 +507,10 @@ void ApiHandler::Impl::discovery(const std::vector<std::string_view>& segs, cons
       o["categories"] = std::move(c);
     }
     resources.push_back(std::move(o));
+    if (std::find(r.subresources.begin(), r.subresources.end(), "status") != r.subresources.end()) {
+      resources.push_back(json::object{{"name", r.plural + "/status"}, {"singularName", ""}, {"namespaced", r.namespaced},
+                                       {"kind", r.kind}, {"verbs", json::array{"get", "patch", "update"}}});
+    }
   }
   if (resources.empty()) return sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
   std::string gv = group.empty() ? std::string(version) : std::string(group) + "/" + std::string(version);
@@ -635,7 +673,7 @@ void ApiHandler::Impl::create(const ResourceInfo& r, std::string_view ns, http::
 }
 
 void ApiHandler::Impl::update(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req,
-                              const std::shared_ptr<http::ResponseWriter>& w) {
+                              Part part, const std::shared_ptr<http::ResponseWriter>& w) {
   auto obj = parseObject(req.body);
   if (!obj) return sendError(w, ApiError::badRequest(obj.error().message()));
   std::string key = r.key(ns, name);
@@ -646,6 +684,7 @@ void ApiHandler::Impl::update(const ResourceInfo& r, std::string_view ns, std::s
   int64_t rv = objectResourceVersion(*obj);
   if (rv < 0) return sendError(w, ApiError::badRequest("metadata.resourceVersion: Invalid value: must be a number"));
   if (auto e = prepareUpdate(*obj, *old, r, ns, name)) return sendError(w, *e);
+  applyPart(*obj, *old, r, part);
   // The revision the client saw; without one, the update is unconditional.
   Revision expected = rv > 0 ? rv : 0;
   if (expected != 0 && expected != current->modRevision) {
@@ -678,7 +717,7 @@ std::optional<PatchType> patchType(std::string_view contentType) {
 // patch names no resourceVersion, a concurrent change is not the caller's
 // conflict: read again and re-apply (kube-apiserver's GuaranteedUpdate).
 void ApiHandler::Impl::patch(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req,
-                             const std::shared_ptr<http::ResponseWriter>& w) {
+                             Part part, const std::shared_ptr<http::ResponseWriter>& w) {
   auto type = patchType(req.headers.get("content-type").value_or(""));
   if (!type) {
     return sendError(w, ApiError::unsupportedMediaType(
@@ -694,6 +733,7 @@ void ApiHandler::Impl::patch(const ResourceInfo& r, std::string_view ns, std::st
     const ResourceInfo* r;
     std::string ns, name, key;
     PatchType type;
+    Part part;
     json::value doc;
     std::shared_ptr<http::ResponseWriter> w;
     int tries = 0;
@@ -716,6 +756,7 @@ void ApiHandler::Impl::patch(const ResourceInfo& r, std::string_view ns, std::st
         return sendError(w, fromStoreError(base::Error(base::ErrorCode::kConflict, ""), *r, name));
       }
       if (auto e = prepareUpdate(obj, *old, *r, ns, name)) return sendError(w, *e);
+      applyPart(obj, *old, *r, part);
       obj["metadata"].as_object().erase("resourceVersion");
       auto self = shared_from_this();
       impl->write(Write{Write::Op::kUpdate, key, json::serialize(obj), current->modRevision},
@@ -733,9 +774,51 @@ void ApiHandler::Impl::patch(const ResourceInfo& r, std::string_view ns, std::st
   a->name = std::string(name);
   a->key = r.key(ns, name);
   a->type = *type;
+  a->part = part;
   a->doc = std::move(doc);
   a->w = w;
   a->run();
+}
+
+// Deletes every object the selectors match, then answers Success. Each
+// delete is its own durable write; one that fails fails the whole answer
+// (those already deleted stay deleted, as with kube-apiserver).
+void ApiHandler::Impl::deleteCollection(const ResourceInfo& r, std::string_view ns,
+                                        const std::map<std::string, std::string>& q,
+                                        const std::shared_ptr<http::ResponseWriter>& w) {
+  auto selector = Selector::fromQuery(q);
+  if (!selector) return sendError(w, ApiError::badRequest(selector.error().message()));
+  std::string prefix = r.keyPrefix();
+  if (r.namespaced && !ns.empty()) prefix += std::string(ns) + "/";
+  std::vector<KeyValue> victims;
+  for (KeyValue& kv : cache.list(prefix).items) {
+    auto obj = decode(kv);
+    if (obj && selector->matches(*obj)) victims.push_back(std::move(kv));
+  }
+  struct State {
+    std::mutex mu;
+    size_t left;
+    std::optional<ApiError> error;
+  };
+  auto st = std::make_shared<State>();
+  st->left = victims.size();
+  auto finish = [w, &r](const std::shared_ptr<State>& s) {
+    if (s->error) return sendError(w, *s->error);
+    sendJson(w, 200, successStatus(r, ""));
+  };
+  if (victims.empty()) return finish(st);
+  for (const KeyValue& kv : victims) {
+    std::string name = kv.key.substr(kv.key.rfind('/') + 1);
+    write(Write{Write::Op::kDelete, kv.key, "", kv.modRevision}, [st, finish, &r, name](base::Result<KeyValue> res) {
+      std::lock_guard g(st->mu);
+      // Gone meanwhile or changed meanwhile: not this request's failure.
+      if (!res && res.error().code() != base::ErrorCode::kNotFound && res.error().code() != base::ErrorCode::kConflict &&
+          !st->error) {
+        st->error = fromStoreError(res.error(), r, name);
+      }
+      if (--st->left == 0) finish(st);
+    });
+  }
 }
 
 void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::string_view name,
