@@ -199,6 +199,25 @@ metadata: {name: c, labels: {tier: db}}
   EXPECT_EQ(kubectl("get cm -o name").out, "configmap/c\n");
 }
 
+TEST_F(KubectlTest, FinalizersHoldDeletionUntilRemoved) {
+  testing::writeFile(dir_.file("f.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [trellis.dev/test]\n");
+  ASSERT_EQ(kubectl("apply -f " + dir_.file("f.yaml")).exitCode, 0);
+  auto del = kubectl("delete cm held --wait=false");
+  EXPECT_EQ(del.out, "configmap \"held\" deleted\n");
+  // Still there, marked for deletion.
+  EXPECT_NE(kubectl("get cm held -o jsonpath={.metadata.deletionTimestamp}").out, "");
+  auto add = kubectl("patch cm held --type=json -p '[{\"op\":\"add\",\"path\":\"/metadata/finalizers/-\",\"value\":\"x/y\"}]'");
+  EXPECT_NE(add.out.find("no new finalizers can be added if the object is being deleted"), std::string::npos) << add.out;
+  // kubectl delete --wait waits for the object to be gone: it returns once the finalizer is removed.
+  std::string waited;
+  std::thread waiter([&] { waited = kubectl("wait --for=delete cm/held --timeout=10s").out; });
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(kubectl("patch cm held --type=merge -p '{\"metadata\":{\"finalizers\":null}}'").exitCode, 0);
+  waiter.join();
+  EXPECT_EQ(waited, "configmap/held condition met\n");
+  EXPECT_EQ(kubectl("get cm held").out, "Error from server (NotFound): configmaps \"held\" not found\n");
+}
+
 TEST_F(KubectlTest, ErrorsReadLikeKubeApiserver) {
   testing::writeFile(dir_.file("bad.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n");
   auto bad = kubectl("create -f " + dir_.file("bad.yaml"));

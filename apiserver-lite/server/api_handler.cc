@@ -313,6 +313,38 @@ void applyPart(json::object& obj, const json::object& old, const ResourceInfo& r
   obj = std::move(out);
 }
 
+const json::array* finalizersOf(const json::object& obj) {
+  auto m = obj.find("metadata");
+  if (m == obj.end() || !m->value().is_object()) return nullptr;
+  auto f = m->value().as_object().find("finalizers");
+  return f != m->value().as_object().end() && f->value().is_array() ? &f->value().as_array() : nullptr;
+}
+
+bool hasFinalizers(const json::object& obj) {
+  const json::array* f = finalizersOf(obj);
+  return f && !f->empty();
+}
+
+bool beingDeleted(const json::object& obj) {
+  auto m = obj.find("metadata");
+  return m != obj.end() && m->value().is_object() && m->value().as_object().contains("deletionTimestamp");
+}
+
+// While an object is being deleted, finalizers may only be removed.
+std::optional<ApiError> checkFinalizers(const json::object& obj, const json::object& old, const ResourceInfo& r) {
+  if (!beingDeleted(old)) return std::nullopt;
+  const json::array* before = finalizersOf(old);
+  const json::array* after = finalizersOf(obj);
+  if (!after) return std::nullopt;
+  for (const json::value& f : *after) {
+    if (!before || std::find(before->begin(), before->end(), f) == before->end()) {
+      FieldErrors errs{FieldError::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted")};
+      return ApiError::invalid(r, objectName(obj), std::move(errs));
+    }
+  }
+  return std::nullopt;
+}
+
 struct ApiHandler::Impl {
   storage::Store& store;
   storage::WatchCache& cache;
@@ -685,6 +717,7 @@ void ApiHandler::Impl::update(const ResourceInfo& r, std::string_view ns, std::s
   if (rv < 0) return sendError(w, ApiError::badRequest("metadata.resourceVersion: Invalid value: must be a number"));
   if (auto e = prepareUpdate(*obj, *old, r, ns, name)) return sendError(w, *e);
   applyPart(*obj, *old, r, part);
+  if (auto e = checkFinalizers(*obj, *old, r)) return sendError(w, *e);
   // The revision the client saw; without one, the update is unconditional.
   Revision expected = rv > 0 ? rv : 0;
   if (expected != 0 && expected != current->modRevision) {
@@ -692,7 +725,10 @@ void ApiHandler::Impl::update(const ResourceInfo& r, std::string_view ns, std::s
   }
   obj->at("metadata").as_object().erase("resourceVersion");
   std::string n(name);
-  write(Write{Write::Op::kUpdate, key, json::serialize(*obj), expected ? expected : current->modRevision},
+  // The last finalizer of a deleting object removed: the object goes.
+  bool finalized = beingDeleted(*obj) && !hasFinalizers(*obj);
+  write(Write{finalized ? Write::Op::kDelete : Write::Op::kUpdate, key, json::serialize(*obj),
+              expected ? expected : current->modRevision},
         [w, &r, n](base::Result<KeyValue> kv) {
           if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
           sendJson(w, 200, *decode(*kv));
@@ -757,9 +793,11 @@ void ApiHandler::Impl::patch(const ResourceInfo& r, std::string_view ns, std::st
       }
       if (auto e = prepareUpdate(obj, *old, *r, ns, name)) return sendError(w, *e);
       applyPart(obj, *old, *r, part);
+      if (auto e = checkFinalizers(obj, *old, *r)) return sendError(w, *e);
       obj["metadata"].as_object().erase("resourceVersion");
       auto self = shared_from_this();
-      impl->write(Write{Write::Op::kUpdate, key, json::serialize(obj), current->modRevision},
+      bool finalized = beingDeleted(obj) && !hasFinalizers(obj);
+      impl->write(Write{finalized ? Write::Op::kDelete : Write::Op::kUpdate, key, json::serialize(obj), current->modRevision},
                   [self](base::Result<KeyValue> kv) {
                     if (!kv && kv.error().code() == base::ErrorCode::kConflict && ++self->tries < 8) return self->run();
                     if (!kv) return sendError(self->w, fromStoreError(kv.error(), *self->r, self->name));
@@ -824,6 +862,22 @@ void ApiHandler::Impl::deleteCollection(const ResourceInfo& r, std::string_view 
 void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::string_view name,
                               const std::shared_ptr<http::ResponseWriter>& w) {
   std::string n(name);
+  auto current = cache.get(r.key(ns, name));
+  if (!current) return sendError(w, ApiError::notFound(r, name));
+  auto obj = decode(*current);
+  if (obj && hasFinalizers(*obj)) {
+    // Finalizers hold the object: mark it deleted and let them finish.
+    if (beingDeleted(*obj)) return sendJson(w, 200, *obj);
+    json::object& meta = (*obj)["metadata"].as_object();
+    meta["deletionTimestamp"] = rfc3339Now();
+    meta["deletionGracePeriodSeconds"] = 0;
+    meta.erase("resourceVersion");
+    return write(Write{Write::Op::kUpdate, current->key, json::serialize(*obj), current->modRevision},
+                 [w, &r, n](base::Result<KeyValue> kv) {
+                   if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
+                   sendJson(w, 200, *decode(*kv));
+                 });
+  }
   write(Write{Write::Op::kDelete, r.key(ns, name), "", 0}, [w, &r, n](base::Result<KeyValue> kv) {
     if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
     auto obj = decode(*kv);
