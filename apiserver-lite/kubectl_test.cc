@@ -218,6 +218,41 @@ TEST_F(KubectlTest, FinalizersHoldDeletionUntilRemoved) {
   EXPECT_EQ(kubectl("get cm held").out, "Error from server (NotFound): configmaps \"held\" not found\n");
 }
 
+TEST_F(KubectlTest, DeletingANamespaceDeletesItsContents) {
+  testing::writeFile(dir_.file("ns.yaml"), R"(apiVersion: v1
+kind: Namespace
+metadata: {name: doomed}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: a, namespace: doomed}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: s, namespace: doomed}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: held, namespace: doomed, finalizers: [trellis.dev/test]}
+)");
+  ASSERT_EQ(kubectl("apply -f " + dir_.file("ns.yaml")).exitCode, 0);
+  EXPECT_EQ(kubectl("delete ns doomed --wait=false").out, "namespace \"doomed\" deleted\n");
+  EXPECT_EQ(kubectl("get ns doomed -o jsonpath={.status.phase}").out, "Terminating");
+  testing::writeFile(dir_.file("late.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: late, namespace: doomed}\n");
+  auto late = kubectl("create -f " + dir_.file("late.yaml"));
+  EXPECT_NE(late.out.find("unable to create new content in namespace doomed because it is being terminated"),
+            std::string::npos) << late.out;
+  // Everything without a finalizer goes; the held object waits for its finalizer.
+  ASSERT_TRUE(testing::waitFor([&] { return kubectl("get cm,secret -n doomed -o name").out == "configmap/held\n"; }, 10s))
+      << kubectl("get cm,secret -n doomed -o name").out;
+  EXPECT_EQ(kubectl("get ns doomed -o name").out, "namespace/doomed\n");
+  EXPECT_EQ(kubectl("patch cm held -n doomed --type=merge -p '{\"metadata\":{\"finalizers\":null}}'").exitCode, 0);
+  auto waited = kubectl("wait --for=delete ns/doomed --timeout=10s");
+  EXPECT_EQ(waited.out, "namespace/doomed condition met\n");
+  auto system = kubectl("delete ns kube-system");
+  EXPECT_EQ(system.out, "Error from server (Forbidden): namespaces \"kube-system\" is forbidden: this namespace may not be deleted\n");
+}
+
 TEST_F(KubectlTest, ErrorsReadLikeKubeApiserver) {
   testing::writeFile(dir_.file("bad.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n");
   auto bad = kubectl("create -f " + dir_.file("bad.yaml"));

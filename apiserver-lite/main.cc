@@ -147,6 +147,7 @@ int main(int argc, char** argv) {
     log.error("creating system namespaces", {{"error", st.error().message()}});
     return 1;
   }
+  api.startNamespaceFinalizer();
 
   http::PemPair ca;
   std::shared_ptr<http::TlsServerConfig> tls;

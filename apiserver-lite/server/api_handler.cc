@@ -1,6 +1,7 @@
 #include "apiserver-lite/server/api_handler.h"
 
 #include <charconv>
+#include <condition_variable>
 #include <future>
 #include <map>
 #include <optional>
@@ -349,6 +350,31 @@ struct ApiHandler::Impl {
   storage::Store& store;
   storage::WatchCache& cache;
   ApiOptions options;
+  Impl(storage::Store& s, storage::WatchCache& c, ApiOptions o) : store(s), cache(c), options(std::move(o)) {}
+  // The namespace finalizer's thread and its wake-up.
+  std::thread finalizer;
+  std::mutex finMu;
+  std::condition_variable finCv;
+  bool finStop = false;
+  bool finWake = false;
+
+  ~Impl() {
+    {
+      std::lock_guard g(finMu);
+      finStop = true;
+    }
+    finCv.notify_all();
+    if (finalizer.joinable()) finalizer.join();
+  }
+  void wakeFinalizer() {
+    {
+      std::lock_guard g(finMu);
+      finWake = true;
+    }
+    finCv.notify_all();
+  }
+  void runFinalizer();
+  bool finalizeNamespace(const std::string& ns);
 
   void write(Write w, std::function<void(base::Result<KeyValue>)> done) { store.write(std::move(w), std::move(done)); }
 
@@ -371,7 +397,7 @@ struct ApiHandler::Impl {
 };
 
 ApiHandler::ApiHandler(storage::Store& store, storage::WatchCache& cache, ApiOptions options)
-    : impl_(std::make_unique<Impl>(Impl{store, cache, std::move(options)})) {}
+    : impl_(std::make_unique<Impl>(store, cache, std::move(options))) {}
 
 ApiHandler::~ApiHandler() = default;
 
@@ -682,8 +708,15 @@ void ApiHandler::Impl::watch(const ResourceInfo& r, std::string_view ns, const s
 
 std::optional<ApiError> ApiHandler::Impl::checkNamespace(std::string_view ns) {
   const ResourceInfo& nsr = *findResource("", "v1", "namespaces");
-  if (cache.get(nsr.key("", ns)).ok()) return std::nullopt;
-  return ApiError::notFound(nsr, ns);
+  auto kv = cache.get(nsr.key("", ns));
+  if (!kv) return ApiError::notFound(nsr, ns);
+  auto obj = decode(*kv);
+  if (obj && beingDeleted(*obj)) {
+    return ApiError{403, "Forbidden",
+                    fmt::format("unable to create new content in namespace {} because it is being terminated", ns),
+                    std::string(ns), "", "namespaces"};
+  }
+  return std::nullopt;
 }
 
 void ApiHandler::Impl::create(const ResourceInfo& r, std::string_view ns, http::Request& req,
@@ -865,6 +898,25 @@ void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::s
   auto current = cache.get(r.key(ns, name));
   if (!current) return sendError(w, ApiError::notFound(r, name));
   auto obj = decode(*current);
+  if (obj && r.kind == "Namespace" && r.group.empty()) {
+    if (n == "default" || n == "kube-system" || n == "kube-public") {
+      return sendError(w, ApiError{403, "Forbidden",
+                                   fmt::format("namespaces \"{}\" is forbidden: this namespace may not be deleted", n), n,
+                                   "", "namespaces"});
+    }
+    if (beingDeleted(*obj)) return sendJson(w, 200, *obj);
+    json::object& meta = (*obj)["metadata"].as_object();
+    meta["deletionTimestamp"] = rfc3339Now();
+    meta["deletionGracePeriodSeconds"] = 0;
+    meta.erase("resourceVersion");
+    (*obj)["status"] = json::object{{"phase", "Terminating"}};
+    return write(Write{Write::Op::kUpdate, current->key, json::serialize(*obj), current->modRevision},
+                 [this, w, &r, n](base::Result<KeyValue> kv) {
+                   if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
+                   sendJson(w, 200, *decode(*kv));
+                   wakeFinalizer();
+                 });
+  }
   if (obj && hasFinalizers(*obj)) {
     // Finalizers hold the object: mark it deleted and let them finish.
     if (beingDeleted(*obj)) return sendJson(w, 200, *obj);
@@ -883,6 +935,77 @@ void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::s
     auto obj = decode(*kv);
     sendJson(w, 200, *obj);
   });
+}
+
+void ApiHandler::startNamespaceFinalizer() {
+  Impl* im = impl_.get();
+  im->finalizer = std::thread([im] { im->runFinalizer(); });
+}
+
+namespace {
+
+base::Result<KeyValue> writeAndWait(storage::Store& store, Write w) {
+  std::promise<base::Result<KeyValue>> p;
+  auto f = p.get_future();
+  store.write(std::move(w), [&p](base::Result<KeyValue> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+}  // namespace
+
+// Every terminating namespace: delete what is in it (objects with finalizers
+// are marked and waited for), then the namespace. Runs when woken and every
+// second, so a crash mid-way is finished after the restart.
+void ApiHandler::Impl::runFinalizer() {
+  const ResourceInfo& nsr = *findResource("", "v1", "namespaces");
+  for (;;) {
+    {
+      std::unique_lock g(finMu);
+      finCv.wait_for(g, std::chrono::seconds(1), [&] { return finStop || finWake; });
+      if (finStop) return;
+      finWake = false;
+    }
+    bool again = false;
+    for (const KeyValue& kv : cache.list(nsr.keyPrefix()).items) {
+      auto obj = decode(kv);
+      if (!obj || !beingDeleted(*obj)) continue;
+      std::string ns(objectName(*obj));
+      if (!finalizeNamespace(ns)) {
+        again = true;
+        continue;
+      }
+      auto gone = writeAndWait(store, Write{Write::Op::kDelete, kv.key, "", kv.modRevision});
+      if (!gone && gone.error().code() != base::ErrorCode::kNotFound) again = true;
+    }
+    if (again) {
+      std::lock_guard g(finMu);
+      finWake = false;  // poll again after the wait above
+    }
+  }
+}
+
+// Deletes the namespace's contents; true once nothing is left in it.
+bool ApiHandler::Impl::finalizeNamespace(const std::string& ns) {
+  bool empty = true;
+  for (const ResourceInfo& r : servedResources()) {
+    if (!r.namespaced) continue;
+    for (const KeyValue& kv : cache.list(r.keyPrefix() + ns + "/").items) {
+      empty = false;
+      auto obj = decode(kv);
+      if (!obj) continue;
+      if (hasFinalizers(*obj)) {
+        if (beingDeleted(*obj)) continue;  // waiting for its finalizers
+        json::object& meta = (*obj)["metadata"].as_object();
+        meta["deletionTimestamp"] = rfc3339Now();
+        meta["deletionGracePeriodSeconds"] = 0;
+        meta.erase("resourceVersion");
+        static_cast<void>(writeAndWait(store, Write{Write::Op::kUpdate, kv.key, json::serialize(*obj), kv.modRevision}));
+        continue;  // a conflict is retried on the next pass
+      }
+      static_cast<void>(writeAndWait(store, Write{Write::Op::kDelete, kv.key, "", kv.modRevision}));
+    }
+  }
+  return empty;
 }
 
 }  // namespace trellis::apiserver

@@ -35,6 +35,11 @@ class ApiHandler {
   // kube-public, kube-node-lease) if missing; blocks until stored.
   base::Status ensureSystemNamespaces();
 
+  // Starts the namespace finalizer: a namespace being deleted (Terminating)
+  // has its contents deleted, then goes itself. Level-triggered: namespaces
+  // left Terminating by a crash are picked up again. Stopped by the destructor.
+  void startNamespaceFinalizer();
+
   struct Impl;
 
  private:
