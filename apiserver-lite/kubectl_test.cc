@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <set>
 #include <thread>
 
 #include "common/testing/testing.h"
@@ -251,6 +252,41 @@ metadata: {name: held, namespace: doomed, finalizers: [trellis.dev/test]}
   EXPECT_EQ(waited.out, "namespace/doomed condition met\n");
   auto system = kubectl("delete ns kube-system");
   EXPECT_EQ(system.out, "Error from server (Forbidden): namespaces \"kube-system\" is forbidden: this namespace may not be deleted\n");
+}
+
+TEST_F(KubectlTest, ServicesGetDistinctClusterIpsAndNodePorts) {
+  // 20 creates at once: no address or port handed out twice.
+  std::vector<std::thread> creators;
+  for (int i = 0; i < 20; ++i) {
+    std::string f = dir_.file("svc" + std::to_string(i) + ".yaml");
+    testing::writeFile(f, "apiVersion: v1\nkind: Service\nmetadata: {name: s" + std::to_string(i) +
+                              "}\nspec:\n  type: NodePort\n  ports: [{port: 80}]\n");
+    creators.emplace_back([this, f] { kubectl("create -f " + f); });
+  }
+  for (auto& t : creators) t.join();
+  auto ips = kubectl("get svc -o jsonpath='{range .items[*]}{.spec.clusterIP} {.spec.ports[0].nodePort}{\"\\n\"}{end}'");
+  std::set<std::string> seenIps, seenPorts;
+  int lines = 0;
+  for (size_t pos = 0, nl; (nl = ips.out.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+    std::string line = ips.out.substr(pos, nl - pos);
+    seenIps.insert(line.substr(0, line.find(' ')));
+    seenPorts.insert(line.substr(line.find(' ') + 1));
+    ++lines;
+  }
+  EXPECT_EQ(lines, 20) << ips.out;
+  EXPECT_EQ(seenIps.size(), 20u) << ips.out;
+  EXPECT_EQ(seenPorts.size(), 20u) << ips.out;
+  EXPECT_EQ(seenIps.count(""), 0u);
+  // An explicit, already used IP is refused; a deleted Service frees its IP.
+  std::string ip0 = kubectl("get svc s0 -o jsonpath={.spec.clusterIP}").out;
+  testing::writeFile(dir_.file("dup.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: dup}\nspec:\n  clusterIP: " + ip0 +
+                                                 "\n  ports: [{port: 80}]\n");
+  auto dup = kubectl("create -f " + dir_.file("dup.yaml"));
+  EXPECT_NE(dup.out.find("provided IP is already allocated"), std::string::npos) << dup.out;
+  ASSERT_EQ(kubectl("delete svc s0").exitCode, 0);
+  EXPECT_EQ(kubectl("create -f " + dir_.file("dup.yaml")).out, "service/dup created\n");
+  auto change = kubectl("patch svc dup --type=merge -p '{\"spec\":{\"clusterIP\":\"10.96.0.250\"}}'");
+  EXPECT_NE(change.out.find("may not change once set"), std::string::npos) << change.out;
 }
 
 TEST_F(KubectlTest, ErrorsReadLikeKubeApiserver) {

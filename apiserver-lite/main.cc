@@ -9,6 +9,7 @@
 
 #include <boost/json/serialize.hpp>
 
+#include "apiserver-lite/registry/allocator.h"
 #include "apiserver-lite/registry/object.h"
 #include "apiserver-lite/server/api_handler.h"
 #include "apiserver-lite/server/authn.h"
@@ -119,7 +120,7 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert-file", tlsCert, "Serving certificate (default: generated under <data-dir>/pki)");
   app.add_option("--tls-private-key-file", tlsKey, "Serving key (with --tls-cert-file)");
   app.add_option("--storage", storageKind, "Storage backend (sqlite)")->capture_default_str()->check(CLI::IsMember({"sqlite"}));
-  app.add_option("--service-cluster-ip-range", serviceRange, "Service ClusterIP range (not used yet)")->capture_default_str();
+  app.add_option("--service-cluster-ip-range", serviceRange, "Service ClusterIP range (IPv4 CIDR)")->capture_default_str();
   app.add_option("--max-request-bytes", maxRequestBytes, "Largest request body accepted")->capture_default_str();
   app.add_option("--threads", threads, "HTTP event-loop threads")->capture_default_str()->check(CLI::Range(1, 64));
   CLI11_PARSE(app, argc, argv);
@@ -142,7 +143,13 @@ int main(int argc, char** argv) {
     log.error("starting watch cache", {{"error", st.error().message()}});
     return 1;
   }
-  apiserver::ApiHandler api(**store, cache);
+  if (auto cidr = apiserver::registry::Ipv4Cidr::parse(serviceRange); !cidr) {
+    log.error("--service-cluster-ip-range", {{"error", cidr.error().message()}});
+    return 2;
+  }
+  apiserver::ApiOptions apiOptions;
+  apiOptions.serviceClusterIpRange = serviceRange;
+  apiserver::ApiHandler api(**store, cache, apiOptions);
   if (auto st = api.ensureSystemNamespaces(); !st) {
     log.error("creating system namespaces", {{"error", st.error().message()}});
     return 1;

@@ -12,6 +12,7 @@
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
 
+#include "apiserver-lite/registry/allocator.h"
 #include "apiserver-lite/registry/object.h"
 #include "apiserver-lite/registry/patch.h"
 #include "apiserver-lite/registry/table.h"
@@ -350,7 +351,46 @@ struct ApiHandler::Impl {
   storage::Store& store;
   storage::WatchCache& cache;
   ApiOptions options;
-  Impl(storage::Store& s, storage::WatchCache& c, ApiOptions o) : store(s), cache(c), options(std::move(o)) {}
+  ServiceAllocator allocator;
+  Impl(storage::Store& s, storage::WatchCache& c, ApiOptions o)
+      : store(s), cache(c), options(std::move(o)), allocator(*Ipv4Cidr::parse(options.serviceClusterIpRange)) {}
+
+  bool isService(const ResourceInfo& r) const { return r.kind == "Service" && r.group.empty(); }
+
+  // Allocates a Service's ClusterIP and nodePorts (create: old == nullptr).
+  base::Result<ServiceAllocator::Reservation> allocateService(json::object& obj, const json::object* old,
+                                                               const ResourceInfo& r) {
+    return allocator.allocate(obj, old, [&] {
+      std::vector<json::object> services;
+      for (const KeyValue& kv : cache.list(r.keyPrefix()).items) {
+        if (old && objectName(*old) == kv.key.substr(kv.key.rfind('/') + 1) &&
+            kv.key == r.key(objectNamespace(*old), objectName(*old))) {
+          continue;  // the Service being updated keeps what it has
+        }
+        if (auto o = decode(kv)) services.push_back(std::move(*o));
+      }
+      return ServiceAllocator::collect(services);
+    });
+  }
+  ApiError allocationError(const ResourceInfo& r, std::string_view name, const base::Error& e) {
+    if (e.code() == base::ErrorCode::kResourceExhausted) {
+      return ApiError::internal("Internal error occurred: failed to allocate: " + e.message());
+    }
+    // "field: Invalid value: <value>: detail" -> a field error, so the Status
+    // has the causes kubectl prints.
+    const std::string& m = e.message();
+    size_t colon = m.find(": Invalid value: ");
+    FieldError fe{FieldError::Type::kInvalid, m.substr(0, colon), "", ""};
+    if (colon != std::string::npos) {
+      std::string rest = m.substr(colon + 17);
+      size_t sep = rest.rfind("]: ") != std::string::npos && rest.front() == '[' ? rest.find("]: ") + 1 : rest.find(": ");
+      fe.value = rest.substr(0, sep);
+      fe.detail = sep == std::string::npos ? "" : rest.substr(sep + 2);
+    } else {
+      fe.detail = m;
+    }
+    return ApiError::invalid(r, name, {fe});
+  }
   // The namespace finalizer's thread and its wake-up.
   std::thread finalizer;
   std::mutex finMu;
@@ -728,9 +768,16 @@ void ApiHandler::Impl::create(const ResourceInfo& r, std::string_view ns, http::
   }
   if (auto e = prepareCreate(*obj, r, ns, rfc3339Now(), newUid(), randomNameSuffix())) return sendError(w, *e);
   std::string name(objectName(*obj));
+  ServiceAllocator::Reservation reserved;
+  if (isService(r)) {
+    auto a = allocateService(*obj, nullptr, r);
+    if (!a) return sendError(w, allocationError(r, name, a.error()));
+    reserved = std::move(*a);
+  }
   std::string body = json::serialize(*obj);
   write(Write{Write::Op::kCreate, r.key(ns, name), std::move(body), 0},
-        [w, &r, name](base::Result<KeyValue> kv) {
+        [this, w, &r, name, reserved](base::Result<KeyValue> kv) {
+          allocator.release(reserved);  // stored now (or failed): the cache has the truth
           if (!kv) return sendError(w, fromStoreError(kv.error(), r, name));
           auto out = decode(*kv);
           sendJson(w, 201, *out);
@@ -751,9 +798,16 @@ void ApiHandler::Impl::update(const ResourceInfo& r, std::string_view ns, std::s
   if (auto e = prepareUpdate(*obj, *old, r, ns, name)) return sendError(w, *e);
   applyPart(*obj, *old, r, part);
   if (auto e = checkFinalizers(*obj, *old, r)) return sendError(w, *e);
+  ServiceAllocator::Reservation reserved;
+  if (isService(r) && part == Part::kMain) {
+    auto a = allocateService(*obj, &*old, r);
+    if (!a) return sendError(w, allocationError(r, name, a.error()));
+    reserved = std::move(*a);
+  }
   // The revision the client saw; without one, the update is unconditional.
   Revision expected = rv > 0 ? rv : 0;
   if (expected != 0 && expected != current->modRevision) {
+    allocator.release(reserved);
     return sendError(w, fromStoreError(base::Error(base::ErrorCode::kConflict, ""), r, name));
   }
   obj->at("metadata").as_object().erase("resourceVersion");
@@ -762,7 +816,8 @@ void ApiHandler::Impl::update(const ResourceInfo& r, std::string_view ns, std::s
   bool finalized = beingDeleted(*obj) && !hasFinalizers(*obj);
   write(Write{finalized ? Write::Op::kDelete : Write::Op::kUpdate, key, json::serialize(*obj),
               expected ? expected : current->modRevision},
-        [w, &r, n](base::Result<KeyValue> kv) {
+        [this, w, &r, n, reserved](base::Result<KeyValue> kv) {
+          allocator.release(reserved);
           if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
           sendJson(w, 200, *decode(*kv));
         });
@@ -827,11 +882,18 @@ void ApiHandler::Impl::patch(const ResourceInfo& r, std::string_view ns, std::st
       if (auto e = prepareUpdate(obj, *old, *r, ns, name)) return sendError(w, *e);
       applyPart(obj, *old, *r, part);
       if (auto e = checkFinalizers(obj, *old, *r)) return sendError(w, *e);
+      ServiceAllocator::Reservation reserved;
+      if (impl->isService(*r) && part == Part::kMain) {
+        auto a = impl->allocateService(obj, &*old, *r);
+        if (!a) return sendError(w, impl->allocationError(*r, name, a.error()));
+        reserved = std::move(*a);
+      }
       obj["metadata"].as_object().erase("resourceVersion");
       auto self = shared_from_this();
       bool finalized = beingDeleted(obj) && !hasFinalizers(obj);
       impl->write(Write{finalized ? Write::Op::kDelete : Write::Op::kUpdate, key, json::serialize(obj), current->modRevision},
-                  [self](base::Result<KeyValue> kv) {
+                  [self, reserved](base::Result<KeyValue> kv) {
+                    self->impl->allocator.release(reserved);
                     if (!kv && kv.error().code() == base::ErrorCode::kConflict && ++self->tries < 8) return self->run();
                     if (!kv) return sendError(self->w, fromStoreError(kv.error(), *self->r, self->name));
                     sendJson(self->w, 200, *decode(*kv));

@@ -22,6 +22,7 @@ namespace trellis::apiserver {
 
 struct ApiOptions {
   std::string gitVersion = "v1.32.0-trellis";
+  std::string serviceClusterIpRange = "10.96.0.0/12";  // must parse (checked by the caller)
 };
 
 class ApiHandler {
