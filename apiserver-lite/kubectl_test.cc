@@ -289,6 +289,41 @@ TEST_F(KubectlTest, ServicesGetDistinctClusterIpsAndNodePorts) {
   EXPECT_NE(change.out.find("may not change once set"), std::string::npos) << change.out;
 }
 
+TEST_F(KubectlTest, DescribeShowsTheObjectsEvents) {
+  testing::writeFile(dir_.file("s.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80}]\n");
+  ASSERT_EQ(kubectl("apply -f " + dir_.file("s.yaml")).exitCode, 0);
+  std::string uid = kubectl("get svc web -o jsonpath={.metadata.uid}").out;
+  testing::writeFile(dir_.file("d.yaml"), R"(apiVersion: v1
+kind: Event
+metadata: {name: web.1}
+involvedObject: {kind: Service, name: web, namespace: default, apiVersion: v1, uid: )" + uid + R"(}
+reason: Probed
+message: the service was looked at
+type: Normal
+source: {component: trellis-test}
+firstTimestamp: "2026-01-01T00:00:00Z"
+lastTimestamp: "2026-01-01T00:00:00Z"
+count: 1
+---
+apiVersion: v1
+kind: Event
+metadata: {name: other.1}
+involvedObject: {kind: Service, name: other, namespace: default}
+reason: Elsewhere
+message: not about web
+type: Normal
+)");
+  ASSERT_EQ(kubectl("apply -f " + dir_.file("d.yaml")).exitCode, 0);
+  auto d = kubectl("describe svc web");
+  EXPECT_NE(d.out.find("Type:                     ClusterIP"), std::string::npos) << d.out;
+  EXPECT_NE(d.out.find("Probed"), std::string::npos) << d.out;
+  EXPECT_NE(d.out.find("the service was looked at"), std::string::npos) << d.out;
+  EXPECT_EQ(d.out.find("Elsewhere"), std::string::npos) << d.out;
+  EXPECT_EQ(kubectl("get events --field-selector involvedObject.name=web,type=Normal -o name").out, "event/web.1\n");
+  auto bad = kubectl("get events --field-selector spec.nodeName=x");
+  EXPECT_NE(bad.out.find("field label not supported: spec.nodeName"), std::string::npos) << bad.out;
+}
+
 TEST_F(KubectlTest, ErrorsReadLikeKubeApiserver) {
   testing::writeFile(dir_.file("bad.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n");
   auto bad = kubectl("create -f " + dir_.file("bad.yaml"));

@@ -183,6 +183,47 @@ struct LabelSelector {
   }
 };
 
+// The field selectors kube-apiserver supports: metadata.name and
+// metadata.namespace everywhere, plus each kind's own.
+const std::vector<std::string_view>& selectableFields(std::string_view kind) {
+  static const std::vector<std::string_view> none;
+  static const std::map<std::string_view, std::vector<std::string_view>> table = {
+      {"Event", {"involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
+                 "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason",
+                 "reportingComponent", "source", "type"}},
+      {"Pod", {"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+               "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"}},
+      {"Secret", {"type"}},
+      {"Namespace", {"status.phase"}},
+      {"Node", {"spec.unschedulable"}},
+      {"PersistentVolumeClaim", {}},
+      {"ReplicaSet", {"status.replicas"}},
+  };
+  auto it = table.find(kind);
+  return it == table.end() ? none : it->second;
+}
+
+// A field's value as a selector compares it: strings as they are, booleans
+// and numbers in their JSON spelling, absent as "".
+std::string fieldValue(const json::object& obj, std::string_view dotted) {
+  const json::object* cur = &obj;
+  const json::value* v = nullptr;
+  while (cur) {
+    size_t dot = dotted.find('.');
+    auto it = cur->find(dotted.substr(0, dot));
+    if (it == cur->end()) return "";
+    v = &it->value();
+    if (dot == std::string_view::npos) break;
+    dotted.remove_prefix(dot + 1);
+    cur = v->is_object() ? &v->as_object() : nullptr;
+    if (!cur) return "";
+  }
+  if (!v) return "";
+  if (v->is_string()) return std::string(v->as_string());
+  if (v->is_null()) return "";
+  return json::serialize(*v);
+}
+
 struct FieldSelector {
   struct Req {
     std::string field;
@@ -191,8 +232,9 @@ struct FieldSelector {
   };
   std::vector<Req> reqs;
 
-  static base::Result<FieldSelector> parse(std::string_view text) {
+  static base::Result<FieldSelector> parse(std::string_view text, std::string_view kind) {
     FieldSelector sel;
+    const auto& extra = selectableFields(kind);
     while (!text.empty()) {
       size_t comma = text.find(',');
       std::string_view p = trim(text.substr(0, comma));
@@ -206,9 +248,9 @@ struct FieldSelector {
       } else {
         return base::makeError(base::ErrorCode::kInvalidArgument, "invalid selector: '{}'; can't understand '{}'", text, p);
       }
-      if (r.field != "metadata.name" && r.field != "metadata.namespace") {
-        return base::makeError(base::ErrorCode::kInvalidArgument, "field label not supported: {}", r.field);
-      }
+      bool known = r.field == "metadata.name" || r.field == "metadata.namespace" ||
+                   std::find(extra.begin(), extra.end(), r.field) != extra.end();
+      if (!known) return base::makeError(base::ErrorCode::kInvalidArgument, "field label not supported: {}", r.field);
       sel.reqs.push_back(std::move(r));
       if (comma == std::string_view::npos) break;
       text.remove_prefix(comma + 1);
@@ -218,7 +260,7 @@ struct FieldSelector {
 
   bool matches(const json::object& obj) const {
     for (const Req& r : reqs) {
-      std::string_view v = r.field == "metadata.name" ? objectName(obj) : objectNamespace(obj);
+      std::string v = fieldValue(obj, r.field);
       if ((v == r.value) == r.negate) return false;
     }
     return true;
@@ -236,7 +278,7 @@ struct Selector {
   LabelSelector labels;
   FieldSelector fields;
 
-  static base::Result<Selector> fromQuery(const std::map<std::string, std::string>& q) {
+  static base::Result<Selector> fromQuery(const std::map<std::string, std::string>& q, std::string_view kind) {
     Selector sel;
     if (auto it = q.find("labelSelector"); it != q.end()) {
       auto s = LabelSelector::parse(it->second);
@@ -244,7 +286,7 @@ struct Selector {
       sel.labels = std::move(*s);
     }
     if (auto it = q.find("fieldSelector"); it != q.end()) {
-      auto s = FieldSelector::parse(it->second);
+      auto s = FieldSelector::parse(it->second, kind);
       if (!s) return std::move(s).error();
       sel.fields = std::move(*s);
     }
@@ -664,7 +706,7 @@ void ApiHandler::Impl::openapi(const std::vector<std::string_view>& segs, const 
 
 void ApiHandler::Impl::list(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
                             bool table, const std::shared_ptr<http::ResponseWriter>& w) {
-  auto selector = Selector::fromQuery(q);
+  auto selector = Selector::fromQuery(q, r.kind);
   if (!selector) return sendError(w, ApiError::badRequest(selector.error().message()));
   std::string prefix = r.keyPrefix();
   if (r.namespaced && !ns.empty()) prefix += std::string(ns) + "/";
@@ -691,7 +733,7 @@ void ApiHandler::Impl::list(const ResourceInfo& r, std::string_view ns, const st
 
 void ApiHandler::Impl::watch(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
                              const std::shared_ptr<http::ResponseWriter>& w) {
-  auto selector = Selector::fromQuery(q);
+  auto selector = Selector::fromQuery(q, r.kind);
   if (!selector) return sendError(w, ApiError::badRequest(selector.error().message()));
   Revision from = 0;
   if (auto it = q.find("resourceVersion"); it != q.end() && !it->second.empty()) {
@@ -919,7 +961,7 @@ void ApiHandler::Impl::patch(const ResourceInfo& r, std::string_view ns, std::st
 void ApiHandler::Impl::deleteCollection(const ResourceInfo& r, std::string_view ns,
                                         const std::map<std::string, std::string>& q,
                                         const std::shared_ptr<http::ResponseWriter>& w) {
-  auto selector = Selector::fromQuery(q);
+  auto selector = Selector::fromQuery(q, r.kind);
   if (!selector) return sendError(w, ApiError::badRequest(selector.error().message()));
   std::string prefix = r.keyPrefix();
   if (r.namespaced && !ns.empty()) prefix += std::string(ns) + "/";
