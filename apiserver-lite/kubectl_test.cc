@@ -324,6 +324,23 @@ type: Normal
   EXPECT_NE(bad.out.find("field label not supported: spec.nodeName"), std::string::npos) << bad.out;
 }
 
+TEST_F(KubectlTest, WaitForConditionAndJsonpath) {
+  testing::writeFile(dir_.file("n.yaml"), "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\n");
+  ASSERT_EQ(kubectl("apply -f " + dir_.file("n.yaml")).exitCode, 0);
+  std::string cond, path;
+  std::thread a([&] { cond = kubectl("wait --for=condition=Ready node/node-1 --timeout=10s").out; });
+  std::thread b([&] { path = kubectl("wait --for=jsonpath={.status.phase}=Running node/node-1 --timeout=10s").out; });
+  std::this_thread::sleep_for(500ms);
+  auto st = kubectl("patch node node-1 --subresource=status --type=merge -p "
+                    "'{\"status\":{\"phase\":\"Running\",\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}'");
+  EXPECT_EQ(st.exitCode, 0) << st.out;
+  a.join();
+  b.join();
+  EXPECT_EQ(cond, "node/node-1 condition met\n");
+  EXPECT_EQ(path, "node/node-1 condition met\n");
+  EXPECT_NE(kubectl("get nodes").out.find("node-1   Ready    <none>   "), std::string::npos) << kubectl("get nodes").out;
+}
+
 TEST_F(KubectlTest, ErrorsReadLikeKubeApiserver) {
   testing::writeFile(dir_.file("bad.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n");
   auto bad = kubectl("create -f " + dir_.file("bad.yaml"));
