@@ -341,6 +341,29 @@ TEST_F(KubectlTest, WaitForConditionAndJsonpath) {
   EXPECT_NE(kubectl("get nodes").out.find("node-1   Ready    <none>   "), std::string::npos) << kubectl("get nodes").out;
 }
 
+TEST_F(KubectlTest, ListsComeInPagesAtOneRevision) {
+  std::string manifest;
+  for (int i = 0; i < 7; ++i) manifest += "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: p" + std::to_string(i) + "\n---\n";
+  testing::writeFile(dir_.file("p.yaml"), manifest);
+  ASSERT_EQ(kubectl("apply -f " + dir_.file("p.yaml")).exitCode, 0);
+  // kubectl pages through with limit/continue and shows every item once.
+  auto paged = kubectl("get cm --chunk-size=3 -o name");
+  EXPECT_EQ(paged.out, "configmap/p0\nconfigmap/p1\nconfigmap/p2\nconfigmap/p3\nconfigmap/p4\nconfigmap/p5\nconfigmap/p6\n");
+  auto first = kubectl("get --raw '/api/v1/namespaces/default/configmaps?limit=3'");
+  EXPECT_NE(first.out.find("\"name\":\"p2\""), std::string::npos) << first.out;
+  EXPECT_EQ(first.out.find("\"name\":\"p3\""), std::string::npos) << "a page longer than its limit: " << first.out;
+  size_t at = first.out.find("\"continue\":\"");
+  ASSERT_NE(at, std::string::npos) << first.out;
+  std::string token = first.out.substr(at + 12, first.out.find('"', at + 12) - at - 12);
+  // A change after the first page does not show in the next one: same revision.
+  kubectl("delete cm p4");
+  auto second = kubectl("get --raw '/api/v1/namespaces/default/configmaps?limit=3&continue=" + token + "'");
+  EXPECT_NE(second.out.find("\"name\":\"p4\""), std::string::npos) << second.out;
+  EXPECT_EQ(second.out.find("\"name\":\"p0\""), std::string::npos) << second.out;
+  auto bad = kubectl("get --raw '/api/v1/namespaces/default/configmaps?limit=3&continue=garbage!'");
+  EXPECT_NE(bad.out.find("invalid continue token"), std::string::npos) << bad.out;
+}
+
 TEST_F(KubectlTest, ErrorsReadLikeKubeApiserver) {
   testing::writeFile(dir_.file("bad.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n");
   auto bad = kubectl("create -f " + dir_.file("bad.yaml"));

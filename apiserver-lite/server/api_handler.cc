@@ -17,6 +17,7 @@
 #include "apiserver-lite/registry/patch.h"
 #include "apiserver-lite/registry/table.h"
 #include "common/base/log.h"
+#include "common/http/certgen.h"
 
 namespace trellis::apiserver {
 
@@ -704,31 +705,113 @@ void ApiHandler::Impl::openapi(const std::vector<std::string_view>& segs, const 
   sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
 }
 
+namespace {
+
+// A continue token: the revision the first page was read at and the last key
+// returned, base64url(JSON), opaque to clients.
+std::string encodeContinue(Revision rev, const std::string& key) {
+  std::string raw = json::serialize(json::object{{"rv", rev}, {"start", key}});
+  std::string b64 = http::base64Encode(raw);
+  for (char& c : b64) {
+    if (c == '+') c = '-';
+    else if (c == '/') c = '_';
+  }
+  return b64;
+}
+
+std::optional<std::pair<Revision, std::string>> decodeContinue(std::string token) {
+  for (char& c : token) {
+    if (c == '-') c = '+';
+    else if (c == '_') c = '/';
+  }
+  static const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string raw;
+  int val = 0, bits = -8;
+  for (char c : token) {
+    if (c == '=') break;
+    size_t pos = alphabet.find(c);
+    if (pos == std::string::npos) return std::nullopt;
+    val = (val << 6) | static_cast<int>(pos);
+    bits += 6;
+    if (bits >= 0) {
+      raw.push_back(static_cast<char>((val >> bits) & 0xff));
+      bits -= 8;
+    }
+  }
+  boost::system::error_code ec;
+  json::value v = json::parse(raw, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  const json::object& o = v.as_object();
+  auto rv = o.find("rv");
+  auto start = o.find("start");
+  if (rv == o.end() || !rv->value().is_int64() || start == o.end() || !start->value().is_string()) return std::nullopt;
+  return std::make_pair(rv->value().as_int64(), std::string(start->value().as_string()));
+}
+
+}  // namespace
+
+// A list at one revision, in pages when `limit` is given: the first page
+// comes from the watch cache; the following ones from the same revision (the
+// cache if it has not moved on, else the store's history; 410 Expired once
+// that revision is compacted).
 void ApiHandler::Impl::list(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
                             bool table, const std::shared_ptr<http::ResponseWriter>& w) {
   auto selector = Selector::fromQuery(q, r.kind);
   if (!selector) return sendError(w, ApiError::badRequest(selector.error().message()));
+  size_t limit = 0;
+  if (auto it = q.find("limit"); it != q.end() && !it->second.empty()) {
+    int64_t l = 0;
+    auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), l);
+    if (ec != std::errc() || p != it->second.data() + it->second.size() || l < 0) {
+      return sendError(w, ApiError::badRequest(fmt::format("invalid limit {:?}", it->second)));
+    }
+    limit = static_cast<size_t>(l);
+  }
   std::string prefix = r.keyPrefix();
   if (r.namespaced && !ns.empty()) prefix += std::string(ns) + "/";
-  storage::Snapshot snap = cache.list(prefix);
-  if (table) {
-    std::vector<json::object> objs;
-    for (const KeyValue& kv : snap.items) {
-      auto obj = decode(kv);
-      if (obj && selector->matches(*obj)) objs.push_back(std::move(*obj));
+  std::string startAfter;
+  storage::Snapshot snap;
+  if (auto it = q.find("continue"); it != q.end() && !it->second.empty()) {
+    auto token = decodeContinue(it->second);
+    if (!token) return sendError(w, ApiError::badRequest("invalid continue token"));
+    startAfter = token->second;
+    snap = cache.list(prefix);
+    if (snap.revision != token->first) {
+      auto old = store.list(prefix, token->first);
+      if (!old) {
+        return sendError(w, ApiError::gone("The provided continue parameter is too old to display a consistent list "
+                                           "result. You can start a new list without the continue parameter."));
+      }
+      snap = std::move(*old);
     }
-    return sendJson(w, 200, toTable(r, objs, std::to_string(snap.revision), time(nullptr)));
+  } else {
+    snap = cache.list(prefix);
   }
-  json::array items;
+  std::vector<json::object> objs;
+  std::string lastKey;
+  bool more = false;
   for (const KeyValue& kv : snap.items) {
+    if (!startAfter.empty() && kv.key <= startAfter) continue;
     auto obj = decode(kv);
     if (!obj || !selector->matches(*obj)) continue;
-    items.push_back(std::move(*obj));
+    if (limit && objs.size() == limit) {
+      more = true;
+      break;
+    }
+    lastKey = kv.key;
+    objs.push_back(std::move(*obj));
   }
-  json::object out{{"kind", r.listKind()}, {"apiVersion", r.apiVersion()},
-                   {"metadata", json::object{{"resourceVersion", std::to_string(snap.revision)}}},
-                   {"items", std::move(items)}};
-  sendJson(w, 200, out);
+  json::object meta{{"resourceVersion", std::to_string(snap.revision)}};
+  if (more) meta["continue"] = encodeContinue(snap.revision, lastKey);
+  if (table) {
+    json::object t = toTable(r, objs, std::to_string(snap.revision), time(nullptr));
+    t["metadata"] = std::move(meta);
+    return sendJson(w, 200, t);
+  }
+  json::array items;
+  for (json::object& o : objs) items.push_back(std::move(o));
+  sendJson(w, 200, json::object{{"kind", r.listKind()}, {"apiVersion", r.apiVersion()}, {"metadata", std::move(meta)},
+                                {"items", std::move(items)}});
 }
 
 void ApiHandler::Impl::watch(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
