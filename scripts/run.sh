@@ -53,7 +53,7 @@ echo "Started: trellis-apiserver (pid $apipid) on https://127.0.0.1:$apiport, da
 echo "  export KUBECONFIG=$state/kubeconfig"
 echo "  kubectl get namespaces ->"
 kubectl --kubeconfig "$state/kubeconfig" get namespaces | sed 's/^/    /'
-echo "  kubectl apply -f <manifest>, get, patch, label, delete, get -w   (tables, describe, RBAC come next)"
+echo "  kubectl apply -f, get, describe, patch, label, delete, get -w, wait   (see docs/apiserver.md)"
 echo "Not yet running (later issues): controllers, CSI, CNI, servicelb, ingress, trellis up."
 
 if [[ ${TRELLIS_RUN_ONCE:-0} == 1 ]]; then

@@ -448,6 +448,12 @@ struct ApiHandler::Impl {
     }
     finCv.notify_all();
     if (finalizer.joinable()) finalizer.join();
+    {
+      std::lock_guard g(watchMu);
+      deadlineStop = true;
+    }
+    watchCv.notify_all();
+    deadlineThread.join();
   }
   void wakeFinalizer() {
     {
@@ -458,6 +464,17 @@ struct ApiHandler::Impl {
   }
   void runFinalizer();
   bool finalizeNamespace(const std::string& ns);
+  // Watches with a timeoutSeconds, by deadline; one thread ends them.
+  struct WatchDeadline {
+    storage::WatchCache::WatchId id;
+    std::shared_ptr<http::ResponseWriter> writer;
+  };
+  std::mutex watchMu;
+  std::condition_variable watchCv;
+  std::multimap<std::chrono::steady_clock::time_point, WatchDeadline> deadlines;
+  bool deadlineStop = false;
+  std::thread deadlineThread{[this] { runWatchDeadlines(); }};
+  void runWatchDeadlines();
 
   void write(Write w, std::function<void(base::Result<KeyValue>)> done) { store.write(std::move(w), std::move(done)); }
 
@@ -862,12 +879,28 @@ void ApiHandler::Impl::watch(const ResourceInfo& r, std::string_view ns, const s
   int timeout = 0;
   if (auto it = q.find("timeoutSeconds"); it != q.end()) timeout = std::atoi(it->second.c_str());
   if (timeout > 0) {
-    std::thread([c, wid, w, timeout] {
-      auto until = std::chrono::steady_clock::now() + std::chrono::seconds(timeout);
-      while (!w->closed() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      c->unwatch(wid);
-      w->finish();
-    }).detach();
+    std::lock_guard g(watchMu);
+    deadlines.emplace(std::chrono::steady_clock::now() + std::chrono::seconds(timeout), WatchDeadline{wid, w});
+    watchCv.notify_all();
+  }
+}
+
+// One thread ends every watch whose timeoutSeconds has passed.
+void ApiHandler::Impl::runWatchDeadlines() {
+  std::unique_lock g(watchMu);
+  while (!deadlineStop) {
+    if (deadlines.empty()) {
+      watchCv.wait(g);
+      continue;
+    }
+    auto next = deadlines.begin();
+    if (watchCv.wait_until(g, next->first) == std::cv_status::no_timeout) continue;  // woken: re-check
+    while (!deadlines.empty() && deadlines.begin()->first <= std::chrono::steady_clock::now()) {
+      WatchDeadline d = std::move(deadlines.begin()->second);
+      deadlines.erase(deadlines.begin());
+      cache.unwatch(d.id);
+      d.writer->finish();
+    }
   }
 }
 
