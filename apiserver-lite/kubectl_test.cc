@@ -393,6 +393,28 @@ TEST_F(KubectlTest, UnauthenticatedRequestsGet401) {
   EXPECT_EQ(health.out, "ok");
 }
 
+TEST_F(KubectlTest, ClientCertificatesAuthenticate) {
+  std::string server = testing::run("kubectl --kubeconfig " + kubeconfig_ +
+                                    " config view -o jsonpath='{.clusters[0].cluster.server}'").out;
+  std::string pki = dir_.file("data/pki");
+  auto withCert = testing::run("curl -sS -o /dev/null -w '%{http_code}' --cacert " + pki + "/ca.crt --cert " + pki +
+                               "/admin.crt --key " + pki + "/admin.key " + server + "/api/v1/namespaces");
+  EXPECT_EQ(withCert.out, "200") << withCert.out;
+  // kubectl with the certificate instead of the token.
+  testing::writeFile(dir_.file("empty.kubeconfig"), "apiVersion: v1\nkind: Config\n");
+  auto kc = testing::run("kubectl --kubeconfig " + dir_.file("empty.kubeconfig") + " --server " + server +
+                         " --certificate-authority " + pki + "/ca.crt --client-certificate " + pki +
+                         "/admin.crt --client-key " + pki + "/admin.key get ns default -o name");
+  EXPECT_EQ(kc.out, "namespace/default\n");
+  // A certificate from another CA is refused in the handshake.
+  testing::makeCertificate(dir_.path(), "stranger", "stranger", {});
+  auto stranger = testing::run("curl -sS -o /dev/null -w '%{http_code}' --cacert " + pki + "/ca.crt --cert " +
+                               dir_.file("stranger.crt") + " --key " + dir_.file("stranger.key") + " " + server +
+                               "/api/v1/namespaces");
+  EXPECT_NE(stranger.exitCode, 0) << stranger.out;
+  EXPECT_NE(stranger.out, "200");
+}
+
 TEST_F(KubectlTest, WatchSeesChangesInOrder) {
   std::vector<std::string> lines;
   std::mutex mu;

@@ -65,6 +65,15 @@ base::Result<http::PemPair> ensurePki(const std::string& dir, const std::string&
     fs::remove(crt);
   }
   ca = {readAll(caCrt), readAll(caKey)};
+  // An admin client certificate: CN admin, O system:masters.
+  std::string adminCrt = dir + "/admin.crt", adminKey = dir + "/admin.key";
+  if (!fs::exists(adminCrt) || !fs::exists(adminKey)) {
+    auto admin = http::generateSigned(ca, {.commonName = "admin", .organizations = {"system:masters"}, .server = false,
+                                           .client = true});
+    if (!admin) return std::move(admin).error();
+    if (auto st = writeFileAtomic(adminKey, admin->keyPem, 0600); !st) return std::move(st).error();
+    if (auto st = writeFileAtomic(adminCrt, admin->certPem, 0644); !st) return std::move(st).error();
+  }
   if (!fs::exists(crt) || !fs::exists(key)) {
     std::vector<std::string> ips = {"127.0.0.1", "::1"};
     if (bindAddress != "0.0.0.0" && bindAddress != "::" && bindAddress != "127.0.0.1") ips.push_back(bindAddress);
@@ -109,7 +118,7 @@ int main(int argc, char** argv) {
   base::CommonFlags common;
   base::addCommonFlags(app, common);
   std::string dataDir, bindAddress = "127.0.0.1", kubeconfigPath, tokensFile, storageKind = "sqlite";
-  std::string tlsCert, tlsKey, serviceRange = "10.96.0.0/12";
+  std::string tlsCert, tlsKey, clientCaFile, serviceRange = "10.96.0.0/12";
   int port = 6443, threads = 2;
   size_t maxRequestBytes = 3 * 1024 * 1024;
   app.add_option("--data-dir", dataDir, "Directory for the store, certificates and the admin token")->required();
@@ -119,6 +128,8 @@ int main(int argc, char** argv) {
   app.add_option("--tokens-file", tokensFile, "Bearer tokens: token,user,uid[,\"group1,group2\"] per line");
   app.add_option("--tls-cert-file", tlsCert, "Serving certificate (default: generated under <data-dir>/pki)");
   app.add_option("--tls-private-key-file", tlsKey, "Serving key (with --tls-cert-file)");
+  app.add_option("--client-ca-file", clientCaFile,
+                 "CA for client certificates (CN = user, O = groups); default: the generated CA under <data-dir>/pki");
   app.add_option("--storage", storageKind, "Storage backend (sqlite)")->capture_default_str()->check(CLI::IsMember({"sqlite"}));
   app.add_option("--service-cluster-ip-range", serviceRange, "Service ClusterIP range (IPv4 CIDR)")->capture_default_str();
   app.add_option("--max-request-bytes", maxRequestBytes, "Largest request body accepted")->capture_default_str();
@@ -158,8 +169,10 @@ int main(int argc, char** argv) {
 
   http::PemPair ca;
   std::shared_ptr<http::TlsServerConfig> tls;
+  http::TlsServerOptions tlsOptions;
   if (!tlsCert.empty()) {
-    auto cfg = http::TlsServerConfig::fromFiles(tlsCert, tlsKey);
+    tlsOptions.clientCaFile = clientCaFile;
+    auto cfg = http::TlsServerConfig::fromFiles(tlsCert, tlsKey, tlsOptions);
     if (!cfg) {
       log.error("loading TLS certificate", {{"error", cfg.error().message()}});
       return 1;
@@ -171,12 +184,13 @@ int main(int argc, char** argv) {
       log.error("creating certificates", {{"error", pki.error().message()}});
       return 1;
     }
-    auto cert = http::ServerCertificate::fromPem(pki->certPem, pki->keyPem);
+    tlsOptions.clientCaFile = clientCaFile.empty() ? dataDir + "/pki/ca.crt" : clientCaFile;
+    auto cert = http::ServerCertificate::fromPem(pki->certPem, pki->keyPem, tlsOptions);
     if (!cert) {
       log.error("loading generated certificate", {{"error", cert.error().message()}});
       return 1;
     }
-    tls = std::make_shared<http::TlsServerConfig>(*cert);
+    tls = std::make_shared<http::TlsServerConfig>(*cert, tlsOptions);
   }
 
   apiserver::TokenAuthenticator authn;
@@ -206,8 +220,10 @@ int main(int argc, char** argv) {
   opts.limits.maxBodyBytes = maxRequestBytes;
   opts.limits.maxConcurrentStreams = 1000;  // watches multiplexed over one connection
   http::Server server(opts, [&](http::Request& req, std::shared_ptr<http::ResponseWriter> w) {
-    if (!apiserver::isAnonymousPath(req.path()) &&
-        !authn.authenticate(req.headers.get("authorization").value_or(""))) {
+    // A verified client certificate authenticates by itself; otherwise a bearer token.
+    bool authenticated = !req.clientCommonName.empty() ||
+                         authn.authenticate(req.headers.get("authorization").value_or("")).has_value();
+    if (!apiserver::isAnonymousPath(req.path()) && !authenticated) {
       apiserver::registry::ApiError e{401, "Unauthorized", "Unauthorized"};
       http::Response r;
       r.status = 401;

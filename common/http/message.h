@@ -50,6 +50,11 @@ struct Request {
   std::string body;
   Headers trailers;
   std::string peer;       // remote address "ip:port"; empty for client-side requests
+  // The TLS client certificate, when one was presented and verified against
+  // the server's client CA: subject CN and O values (Kubernetes reads them as
+  // user and groups). Empty otherwise.
+  std::string clientCommonName;
+  std::vector<std::string> clientOrganizations;
 
   std::string_view path() const;
   std::string_view query() const;  // without the '?'

@@ -2,6 +2,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
@@ -229,6 +230,24 @@ std::string Transport::alpn() const {
   return p ? std::string(reinterpret_cast<const char*>(p), len) : std::string();
 }
 
+void Transport::clientIdentity(std::string& commonName, std::vector<std::string>& organizations) const {
+  if (!ssl_ || SSL_get_verify_result(ssl_) != X509_V_OK) return;
+  X509* cert = SSL_get0_peer_certificate(ssl_);
+  if (!cert) return;
+  X509_NAME* subject = X509_get_subject_name(cert);
+  auto entries = [&](int nid, auto&& each) {
+    for (int i = -1; (i = X509_NAME_get_index_by_NID(subject, nid, i)) >= 0;) {
+      ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
+      unsigned char* utf8 = nullptr;
+      int len = ASN1_STRING_to_UTF8(&utf8, data);
+      if (len >= 0) each(std::string(reinterpret_cast<char*>(utf8), static_cast<size_t>(len)));
+      OPENSSL_free(utf8);
+    }
+  };
+  entries(NID_commonName, [&](std::string v) { commonName = std::move(v); });
+  entries(NID_organizationName, [&](std::string v) { organizations.push_back(std::move(v)); });
+}
+
 std::string Transport::peer() const {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
@@ -248,7 +267,9 @@ std::string Transport::peer() const {
 }
 
 Connection::Connection(asio::io_context& io, Poller& poller, Transport transport)
-    : io_(io), poller_(poller), transport_(std::move(transport)), peer_(transport_.peer()), timer_(io) {}
+    : io_(io), poller_(poller), transport_(std::move(transport)), peer_(transport_.peer()), timer_(io) {
+  transport_.clientIdentity(clientCn_, clientOrgs_);
+}
 
 Connection::~Connection() {
   if (registration_) poller_.remove(registration_);

@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -63,6 +64,8 @@ class Transport {
   // The Asio socket, for waits during connect and handshake (before releaseFromAsio()).
   tcp::socket& socket() { return socket_; }
   std::string peer() const;
+  // The verified client certificate's CN and O values (empty when none).
+  void clientIdentity(std::string& commonName, std::vector<std::string>& organizations) const;
   int lastErrno() const { return errno_; }
 
  private:
@@ -100,6 +103,8 @@ class Connection : public std::enable_shared_from_this<Connection>, private Poll
   asio::io_context& io() { return io_; }
   Transport& transport() { return transport_; }
   const std::string& peer() const { return peer_; }
+  const std::string& clientCommonName() const { return clientCn_; }
+  const std::vector<std::string>& clientOrganizations() const { return clientOrgs_; }
   size_t pendingOutput() const { return out_.size() - outOff_; }
   void scheduleFlushPublic() { scheduleFlush(); }
 
@@ -144,6 +149,8 @@ class Connection : public std::enable_shared_from_this<Connection>, private Poll
   Poller::Registration* registration_ = nullptr;
   Transport transport_;
   std::string peer_;
+  std::string clientCn_;
+  std::vector<std::string> clientOrgs_;
   std::string out_;
   size_t outOff_ = 0;
   asio::steady_timer timer_;

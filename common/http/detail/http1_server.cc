@@ -235,6 +235,8 @@ class Http1Connection : public ServerConnection {
     request_ = std::move(parser_.message());
     request_.scheme = ctx_.tls ? "https" : "http";
     request_.peer = peer();
+    request_.clientCommonName = clientCommonName();
+    request_.clientOrganizations = clientOrganizations();
     auto self = std::static_pointer_cast<Http1Connection>(shared_from_this());
     writer_ = std::make_shared<Http1Writer>(self, worker_, exchange_);
     std::shared_ptr<ResponseWriter> w = writer_;

@@ -333,6 +333,8 @@ class Http2Connection : public ServerConnection {
     s->id = frame->hd.stream_id;
     s->request.version = Version::kHttp2;
     s->request.peer = self->peer();
+    s->request.clientCommonName = self->clientCommonName();
+    s->request.clientOrganizations = self->clientOrganizations();
     nghttp2_session_set_stream_user_data(session, s->id, s.get());
     self->streams_.emplace(s->id, std::move(s));
     self->clearDeadline();
