@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <condition_variable>
+#include <functional>
 #include <future>
 #include <map>
 #include <optional>
@@ -490,6 +491,9 @@ struct ApiHandler::Impl {
               const std::shared_ptr<http::ResponseWriter>& w);
   void deleteCollection(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
                         const std::shared_ptr<http::ResponseWriter>& w);
+  void commitUpdate(const ResourceInfo& r, std::string_view ns, std::string_view name, json::object obj,
+                    const json::object& old, const KeyValue& current, Part part,
+                    const std::shared_ptr<http::ResponseWriter>& w, std::function<bool()> retryOnConflict);
   void remove(const ResourceInfo& r, std::string_view ns, std::string_view name, const std::shared_ptr<http::ResponseWriter>& w);
   void patch(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req, Part part,
              const std::shared_ptr<http::ResponseWriter>& w);
@@ -951,31 +955,41 @@ void ApiHandler::Impl::update(const ResourceInfo& r, std::string_view ns, std::s
   if (!current) return sendError(w, ApiError::notFound(r, name));
   auto old = decode(*current);
   if (!old) return sendError(w, ApiError::internal("stored object is not valid JSON"));
-  int64_t rv = objectResourceVersion(*obj);
+  commitUpdate(r, ns, name, std::move(*obj), *old, *current, part, w, nullptr);
+}
+
+// What every write of a new version goes through (PUT and PATCH): metadata
+// rules, the status/main split, finalizers, Service allocation, then the
+// resourceVersion precondition; then the write — an update, or the delete
+// that removing the last finalizer of a deleting object means. A conflict in
+// the store is retried by `retryOnConflict` when given (it returns false to
+// give up), else answered 409.
+void ApiHandler::Impl::commitUpdate(const ResourceInfo& r, std::string_view ns, std::string_view name, json::object obj,
+                                    const json::object& old, const KeyValue& current, Part part,
+                                    const std::shared_ptr<http::ResponseWriter>& w,
+                                    std::function<bool()> retryOnConflict) {
+  int64_t rv = objectResourceVersion(obj);
   if (rv < 0) return sendError(w, ApiError::badRequest("metadata.resourceVersion: Invalid value: must be a number"));
-  if (auto e = prepareUpdate(*obj, *old, r, ns, name)) return sendError(w, *e);
-  applyPart(*obj, *old, r, part);
-  if (auto e = checkFinalizers(*obj, *old, r)) return sendError(w, *e);
+  if (auto e = prepareUpdate(obj, old, r, ns, name)) return sendError(w, *e);
+  applyPart(obj, old, r, part);
+  if (auto e = checkFinalizers(obj, old, r)) return sendError(w, *e);
   ServiceAllocator::Reservation reserved;
   if (isService(r) && part == Part::kMain) {
-    auto a = allocateService(*obj, &*old, r);
+    auto a = allocateService(obj, &old, r);
     if (!a) return sendError(w, allocationError(r, name, a.error()));
     reserved = std::move(*a);
   }
-  // The revision the client saw; without one, the update is unconditional.
-  Revision expected = rv > 0 ? rv : 0;
-  if (expected != 0 && expected != current->modRevision) {
+  // The revision the client saw; without one, the write is unconditional.
+  if (rv != 0 && rv != current.modRevision) {
     allocator.release(reserved);
     return sendError(w, fromStoreError(base::Error(base::ErrorCode::kConflict, ""), r, name));
   }
-  obj->at("metadata").as_object().erase("resourceVersion");
-  std::string n(name);
-  // The last finalizer of a deleting object removed: the object goes.
-  bool finalized = beingDeleted(*obj) && !hasFinalizers(*obj);
-  write(Write{finalized ? Write::Op::kDelete : Write::Op::kUpdate, key, json::serialize(*obj),
-              expected ? expected : current->modRevision},
-        [this, w, &r, n, reserved](base::Result<KeyValue> kv) {
+  obj["metadata"].as_object().erase("resourceVersion");
+  bool finalized = beingDeleted(obj) && !hasFinalizers(obj);
+  write(Write{finalized ? Write::Op::kDelete : Write::Op::kUpdate, current.key, json::serialize(obj), current.modRevision},
+        [this, w, &r, n = std::string(name), reserved, retry = std::move(retryOnConflict)](base::Result<KeyValue> kv) {
           allocator.release(reserved);
+          if (!kv && kv.error().code() == base::ErrorCode::kConflict && retry && retry()) return;
           if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
           sendJson(w, 200, *decode(*kv));
         });
@@ -1030,32 +1044,12 @@ void ApiHandler::Impl::patch(const ResourceInfo& r, std::string_view ns, std::st
                                                                      : applyStrategicMergePatch(*old, doc, *r);
       if (!patched) return sendError(w, ApiError{422, "Invalid", patched.error().message(), name, r->group, r->kind});
       if (!patched->is_object()) return sendError(w, ApiError::badRequest("the patched object is not a JSON object"));
-      json::object obj = std::move(patched->as_object());
-      int64_t rv = objectResourceVersion(obj);
-      if (rv < 0) return sendError(w, ApiError::badRequest("metadata.resourceVersion: Invalid value: must be a number"));
-      bool precondition = rv != 0 && rv != current->modRevision;
-      if (precondition) {
-        return sendError(w, fromStoreError(base::Error(base::ErrorCode::kConflict, ""), *r, name));
-      }
-      if (auto e = prepareUpdate(obj, *old, *r, ns, name)) return sendError(w, *e);
-      applyPart(obj, *old, *r, part);
-      if (auto e = checkFinalizers(obj, *old, *r)) return sendError(w, *e);
-      ServiceAllocator::Reservation reserved;
-      if (impl->isService(*r) && part == Part::kMain) {
-        auto a = impl->allocateService(obj, &*old, *r);
-        if (!a) return sendError(w, impl->allocationError(*r, name, a.error()));
-        reserved = std::move(*a);
-      }
-      obj["metadata"].as_object().erase("resourceVersion");
       auto self = shared_from_this();
-      bool finalized = beingDeleted(obj) && !hasFinalizers(obj);
-      impl->write(Write{finalized ? Write::Op::kDelete : Write::Op::kUpdate, key, json::serialize(obj), current->modRevision},
-                  [self, reserved](base::Result<KeyValue> kv) {
-                    self->impl->allocator.release(reserved);
-                    if (!kv && kv.error().code() == base::ErrorCode::kConflict && ++self->tries < 8) return self->run();
-                    if (!kv) return sendError(self->w, fromStoreError(kv.error(), *self->r, self->name));
-                    sendJson(self->w, 200, *decode(*kv));
-                  });
+      impl->commitUpdate(*r, ns, name, std::move(patched->as_object()), *old, *current, part, w, [self] {
+        if (++self->tries >= 8) return false;
+        self->run();  // the object changed under us: read it again, apply the patch again
+        return true;
+      });
     }
   };
   auto a = std::make_shared<Attempt>();
