@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <set>
+#include <string>
 #include <thread>
 
 #include "common/testing/testing.h"
@@ -28,8 +29,13 @@ class KubectlTest : public ::testing::Test {
     if (pid_ == 0) {
       std::string log = dir_.file("apiserver.log");
       freopen(log.c_str(), "a", stderr);
-      execl(TRELLIS_APISERVER_BIN, "trellis-apiserver", "--data-dir", dir_.file("data").c_str(), "--secure-port", "0",
-            "--write-kubeconfig", kubeconfig_.c_str(), nullptr);
+      std::vector<std::string> args{"trellis-apiserver", "--data-dir", dir_.file("data"), "--secure-port", "0",
+                                    "--write-kubeconfig", kubeconfig_};
+      args.insert(args.end(), extraArgs_.begin(), extraArgs_.end());
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(TRELLIS_APISERVER_BIN, argv.data());
       _exit(127);
     }
     ASSERT_TRUE(testing::waitFor([&] { return access(kubeconfig_.c_str(), R_OK) == 0; }, 10s))
@@ -49,6 +55,7 @@ class KubectlTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
+  std::vector<std::string> extraArgs_;  // for the next start()
   std::string kubeconfig_;
   pid_t pid_ = -1;
 };
@@ -468,6 +475,109 @@ TEST_F(KubectlTest, KillNineThenRestartKeepsObjects) {
   start();
   auto names = kubectl("get cm -o name");
   EXPECT_EQ(std::count(names.out.begin(), names.out.end(), '\n'), 20) << names.out;
+}
+
+TEST_F(KubectlTest, TypedCreateCommandsSendProtobufAndItIsUnderstood) {
+  // kubectl's `create <kind>` commands encode the object as protobuf.
+  EXPECT_EQ(kubectl("create namespace team-b").out, "namespace/team-b created\n");
+  EXPECT_EQ(kubectl("create configmap settings --from-literal=color=blue --from-literal=size=2").out,
+            "configmap/settings created\n");
+  EXPECT_EQ(kubectl("create secret generic creds --from-literal=password=s3cret").out, "secret/creds created\n");
+  EXPECT_EQ(kubectl("create serviceaccount robot").out, "serviceaccount/robot created\n");
+  EXPECT_EQ(kubectl("create service nodeport web --tcp=80:8080 --node-port=30080").out, "service/web created\n");
+  EXPECT_EQ(kubectl("create deployment web --image=nginx:1.27 --port=80 --replicas=0").out,
+            "deployment.apps/web created\n");
+  EXPECT_EQ(kubectl("create role reader --verb=get,list --resource=pods,configmaps").out,
+            "role.rbac.authorization.k8s.io/reader created\n");
+  EXPECT_EQ(kubectl("create rolebinding reader --role=reader --user=alice --serviceaccount=default:robot").out,
+            "rolebinding.rbac.authorization.k8s.io/reader created\n");
+  EXPECT_EQ(kubectl("create ingress web --class=trellis --rule='web.example/app*=web:80,tls=web-tls'").out,
+            "ingress.networking.k8s.io/web created\n");
+
+  EXPECT_EQ(kubectl("get configmap settings -o jsonpath='{.data.color} {.data.size}'").out, "blue 2");
+  EXPECT_EQ(kubectl("get secret creds -o jsonpath='{.data.password}'").out, "czNjcmV0");  // base64("s3cret")
+  auto svc = kubectl("get service web -o jsonpath='{.spec.type} {.spec.ports[0].port} {.spec.ports[0].targetPort} "
+                     "{.spec.ports[0].nodePort} {.spec.selector.app}'");
+  EXPECT_EQ(svc.out, "NodePort 80 8080 30080 web");
+  auto deploy = kubectl("get deployment web -o jsonpath='{.spec.replicas} {.spec.selector.matchLabels.app} "
+                        "{.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort}'");
+  EXPECT_EQ(deploy.out, "0 web nginx:1.27 80");  // an explicit replicas: 0 survives (a pointer field)
+  EXPECT_EQ(kubectl("get role reader -o jsonpath='{.rules[0].apiGroups} {.rules[0].resources} {.rules[0].verbs}'").out,
+            R"([""] ["pods","configmaps"] ["get","list"])");
+  EXPECT_EQ(kubectl("get rolebinding reader -o jsonpath='{.roleRef.kind}/{.roleRef.name} {.subjects[*].kind}'").out,
+            "Role/reader User ServiceAccount");
+  EXPECT_EQ(kubectl("get ingress web -o jsonpath='{.spec.ingressClassName} {.spec.rules[0].host} "
+                    "{.spec.rules[0].http.paths[0].path} {.spec.rules[0].http.paths[0].pathType} "
+                    "{.spec.rules[0].http.paths[0].backend.service.port.number} {.spec.tls[0].secretName}'")
+                .out,
+            "trellis web.example /app Prefix 80 web-tls");
+
+  // A broken protobuf body is a 400 that changes nothing.
+  std::string server = kubectl("config view -o jsonpath='{.clusters[0].cluster.server}'").out;
+  std::string token = testing::readFile(dir_.file("data/admin.token"));
+  auto bad = testing::run("printf 'k8s\\000\\012\\377' | curl -sk -X POST -H 'Authorization: Bearer " + token +
+                          "' -H 'Content-Type: application/vnd.kubernetes.protobuf' --data-binary @- " + server +
+                          "/api/v1/namespaces/default/configmaps");
+  EXPECT_NE(bad.out.find(R"("reason":"BadRequest")"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("malformed protobuf body"), std::string::npos) << bad.out;
+  EXPECT_EQ(kubectl("get configmaps -o name").out, "configmap/settings\n");
+}
+
+TEST_F(KubectlTest, RbacDecidesAndAuthCanIAnswers) {
+  stop(SIGTERM);
+  testing::writeFile(dir_.file("tokens.csv"), "alice-token,alice,1001,\"devs\"\nbob-token,bob,1002\n");
+  extraArgs_ = {"--tokens-file", dir_.file("tokens.csv")};
+  start();
+  auto as = [&](const std::string& token, const std::string& args) { return kubectl("--token=" + token + " " + args); };
+  // The admin is in system:masters; the default policy exists.
+  EXPECT_EQ(kubectl("auth can-i '*' '*'").out, "yes\n");
+  auto roles = kubectl("get clusterroles -o name");
+  for (const char* r : {"cluster-admin", "admin", "edit", "view", "system:discovery", "system:basic-user"}) {
+    EXPECT_NE(roles.out.find(std::string("clusterrole.rbac.authorization.k8s.io/") + r + "\n"), std::string::npos)
+        << roles.out;
+  }
+  // Authenticated, but nothing granted yet beyond discovery and self-review.
+  EXPECT_EQ(as("alice-token", "auth can-i list pods").out, "no\n");
+  auto denied = as("alice-token", "get pods");
+  EXPECT_NE(denied.exitCode, 0);
+  EXPECT_NE(denied.out.find("Error from server (Forbidden): pods is forbidden: User \"alice\" cannot list resource "
+                            "\"pods\" in API group \"\" in the namespace \"default\""),
+            std::string::npos)
+      << denied.out;
+  // view in default, via a RoleBinding to the ClusterRole; edit for the devs group on ingresses' namespace team.
+  ASSERT_EQ(kubectl("create rolebinding alice-view --clusterrole=view --user=alice").exitCode, 0);
+  ASSERT_EQ(kubectl("create namespace team").exitCode, 0);
+  ASSERT_EQ(kubectl("create rolebinding devs-edit -n team --clusterrole=edit --group=devs").exitCode, 0);
+  EXPECT_EQ(as("alice-token", "auth can-i list pods").out, "yes\n");
+  EXPECT_EQ(as("alice-token", "get pods").out, "No resources found in default namespace.\n");
+  EXPECT_EQ(as("alice-token", "auth can-i create configmaps").out, "no\n");
+  EXPECT_EQ(as("alice-token", "auth can-i create configmaps -n team").out, "yes\n");
+  EXPECT_EQ(as("alice-token", "auth can-i list pods -n kube-system").out, "no\n");
+  EXPECT_EQ(as("alice-token", "auth can-i list secrets").out, "no\n");  // view leaves secrets out
+  EXPECT_EQ(as("alice-token", "create configmap c1 -n team").out, "configmap/c1 created\n");
+  auto clusterScoped = as("alice-token", "get nodes");
+  EXPECT_NE(clusterScoped.out.find("User \"alice\" cannot list resource \"nodes\" in API group \"\" at the cluster "
+                                   "scope"),
+            std::string::npos)
+      << clusterScoped.out;
+  // bob has only what every authenticated user has.
+  EXPECT_EQ(as("bob-token", "auth can-i get pods").out, "no\n");
+  EXPECT_EQ(as("bob-token", "get --raw /readyz").out, "ok");
+  EXPECT_EQ(as("bob-token", "auth can-i get /healthz").out, "yes\n");
+  EXPECT_EQ(as("bob-token", "auth can-i get /metrics").out, "no\n");
+  // A Role with resourceNames covers only those names.
+  ASSERT_EQ(kubectl("create role one-cm --verb=get --resource=configmaps --resource-name=settings").exitCode, 0);
+  ASSERT_EQ(kubectl("create rolebinding bob-one-cm --role=one-cm --user=bob").exitCode, 0);
+  EXPECT_EQ(as("bob-token", "auth can-i get configmap/settings").out, "yes\n");
+  EXPECT_EQ(as("bob-token", "auth can-i get configmap/other").out, "no\n");
+  EXPECT_EQ(as("bob-token", "auth can-i list configmaps").out, "no\n");
+  // Removing the binding takes the permission away.
+  ASSERT_EQ(kubectl("delete rolebinding alice-view").exitCode, 0);
+  EXPECT_EQ(as("alice-token", "auth can-i list pods").out, "no\n");
+  // can-i --list shows what alice holds in team.
+  auto list = as("alice-token", "auth can-i --list -n team");
+  EXPECT_NE(list.out.find("configmaps "), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("configmaps                                      []                  []               [get list watch create delete deletecollection patch update]"), std::string::npos) << list.out;
 }
 
 }  // namespace

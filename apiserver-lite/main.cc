@@ -15,6 +15,7 @@
 #include "apiserver-lite/server/authn.h"
 #include "apiserver-lite/storage/sqlite_store.h"
 #include "apiserver-lite/storage/watch_cache.h"
+#include "common/base/base64.h"
 #include "common/base/flags.h"
 #include "common/base/log.h"
 #include "common/base/signals.h"
@@ -107,7 +108,7 @@ contexts:
     user: admin
 current-context: trellis
 )",
-                     server, http::base64Encode(caPem), token);
+                     server, base::base64Encode(caPem), token);
 }
 
 }  // namespace
@@ -161,8 +162,8 @@ int main(int argc, char** argv) {
   apiserver::ApiOptions apiOptions;
   apiOptions.serviceClusterIpRange = serviceRange;
   apiserver::ApiHandler api(**store, cache, apiOptions);
-  if (auto st = api.ensureSystemNamespaces(); !st) {
-    log.error("creating system namespaces", {{"error", st.error().message()}});
+  if (auto st = api.bootstrap(); !st) {
+    log.error("creating system namespaces and the default RBAC policy", {{"error", st.error().message()}});
     return 1;
   }
   api.startNamespaceFinalizer();
@@ -221,18 +222,25 @@ int main(int argc, char** argv) {
   opts.limits.maxConcurrentStreams = 1000;  // watches multiplexed over one connection
   http::Server server(opts, [&](http::Request& req, std::shared_ptr<http::ResponseWriter> w) {
     // A verified client certificate authenticates by itself; otherwise a bearer token.
-    bool authenticated = !req.clientCommonName.empty() ||
-                         authn.authenticate(req.headers.get("authorization").value_or("")).has_value();
-    if (!apiserver::isAnonymousPath(req.path()) && !authenticated) {
-      apiserver::registry::ApiError e{401, "Unauthorized", "Unauthorized"};
-      http::Response r;
-      r.status = 401;
-      r.headers.add("content-type", "application/json");
-      r.body = boost::json::serialize(apiserver::registry::statusObject(e));
-      w->respond(std::move(r));
-      return;
+    std::optional<apiserver::UserInfo> user;
+    if (!req.clientCommonName.empty()) {
+      user = apiserver::certificateUser(req.clientCommonName, req.clientOrganizations);
+    } else {
+      user = authn.authenticate(req.headers.get("authorization").value_or(""));
     }
-    api.handle(req, std::move(w));
+    if (!user) {
+      if (!apiserver::isAnonymousPath(req.path())) {
+        apiserver::registry::ApiError e{401, "Unauthorized", "Unauthorized"};
+        http::Response r;
+        r.status = 401;
+        r.headers.add("content-type", "application/json");
+        r.body = boost::json::serialize(apiserver::registry::statusObject(e));
+        w->respond(std::move(r));
+        return;
+      }
+      user = apiserver::anonymousUser();
+    }
+    api.handle(req, *user, std::move(w));
   });
   if (auto st = server.start(); !st) {
     log.error("starting server", {{"error", st.error().message()}});

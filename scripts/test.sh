@@ -48,13 +48,16 @@ fi
 
 if [[ ${TRELLIS_SKIP_FUZZ:-0} != 1 ]]; then
     cmake --preset fuzz >/dev/null
-    cmake --build build/fuzz --target fuzz_http1_parser fuzz_http2_input
+    # Each fuzzer as folder:target; seeds in <folder>/fuzz/corpus/<first word of target>.
+    fuzzers=(common/http:http1_parser common/http:http2_input apiserver-lite:protobuf)
+    cmake --build build/fuzz --target "${fuzzers[@]/#*:/fuzz_}"
     secs=${TRELLIS_FUZZ_SECONDS:-15}
-    for target in http1_parser http2_input; do
+    for entry in "${fuzzers[@]}"; do
+        dir=${entry%%:*} target=${entry#*:}
         corpus=$(mktemp -d)
-        seeds=common/http/fuzz/corpus/${target%%_*}
+        seeds=$dir/fuzz/corpus/${target%%_*}
         echo "=== fuzz $target for ${secs}s"
-        if build/fuzz/common/http/fuzz_$target -max_total_time="$secs" -print_final_stats=1 "$corpus" "$seeds" \
+        if build/fuzz/$dir/fuzz_$target -max_total_time="$secs" -print_final_stats=1 "$corpus" "$seeds" \
             >"$corpus.log" 2>&1; then
             passed=$((passed + 1))
             grep -E '^stat::number_of_executed_units' "$corpus.log" || true

@@ -119,6 +119,7 @@ void validateNameValue(FieldErrors& errs, const std::string& field, std::string_
     case NameRule::kSubdomain: appendInvalid(errs, field, name, isDns1123Subdomain); break;
     case NameRule::kLabel: appendInvalid(errs, field, name, isDns1123Label); break;
     case NameRule::kDns1035: appendInvalid(errs, field, name, isDns1035Label); break;
+    case NameRule::kPathSegment: appendInvalid(errs, field, name, isPathSegmentName); break;
   }
 }
 

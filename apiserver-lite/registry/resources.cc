@@ -55,14 +55,19 @@ const std::vector<ResourceInfo>& servedResources() {
     // coordination.k8s.io/v1
     add("coordination.k8s.io", "v1", "Lease", "leases", true, {});
     // rbac.authorization.k8s.io/v1
-    add("rbac.authorization.k8s.io", "v1", "Role", "roles", true, {});
-    add("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, {});
-    add("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, {});
-    add("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, {});
+    add("rbac.authorization.k8s.io", "v1", "Role", "roles", true, {}, {}, NameRule::kPathSegment);
+    add("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, {}, {}, NameRule::kPathSegment);
+    add("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, {}, {}, NameRule::kPathSegment);
+    add("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, {}, {}, NameRule::kPathSegment);
     // apps/v1
     add("apps", "v1", "Deployment", "deployments", true, {"deploy"}, {"status"}, NameRule::kSubdomain, {"all"});
     add("apps", "v1", "ReplicaSet", "replicasets", true, {"rs"}, {"status"}, NameRule::kSubdomain, {"all"});
     add("apps", "v1", "DaemonSet", "daemonsets", true, {"ds"}, {"status"}, NameRule::kSubdomain, {"all"});
+    // authorization.k8s.io/v1: reviews, answered and not stored
+    add("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false, {});
+    t.back().review = true;
+    add("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", false, {});
+    t.back().review = true;
     return t;
   }();
   return table;

@@ -10,7 +10,7 @@
 
 namespace trellis::apiserver::registry {
 
-enum class NameRule { kSubdomain, kLabel, kDns1035 };
+enum class NameRule { kSubdomain, kLabel, kDns1035, kPathSegment };
 
 struct ResourceInfo {
   std::string group;    // "" for the core group
@@ -23,6 +23,8 @@ struct ResourceInfo {
   std::vector<std::string> subresources;  // "status", "binding"
   NameRule nameRule = NameRule::kSubdomain;
   std::vector<std::string> categories;    // "all"
+  // A review (SelfSubjectAccessReview, ...): create only, answered and not stored.
+  bool review = false;
 
   std::string apiVersion() const { return group.empty() ? version : group + "/" + version; }
   std::string listKind() const { return kind + "List"; }

@@ -64,6 +64,14 @@ const char* kQualifiedErr =
 
 }  // namespace
 
+std::vector<std::string> isPathSegmentName(std::string_view v) {
+  if (v == "." || v == "..") return {fmt::format("may not be '{}'", v)};
+  std::vector<std::string> out;
+  if (v.find('/') != std::string_view::npos) out.push_back("may not contain '/'");
+  if (v.find('%') != std::string_view::npos) out.push_back("may not contain '%'");
+  return out;
+}
+
 std::vector<std::string> isDns1123Label(std::string_view v) {
   std::vector<std::string> errs;
   if (v.size() > kLabelMax) errs.push_back(maxLenError(kLabelMax));

@@ -12,6 +12,9 @@ namespace trellis::apiserver::registry {
 
 // Each returns what is wrong with `value`; empty when valid.
 std::vector<std::string> isDns1123Label(std::string_view value);
+// Names that only have to be a URL path segment (RBAC objects): not "." or
+// "..", no '/' or '%'.
+std::vector<std::string> isPathSegmentName(std::string_view value);
 std::vector<std::string> isDns1123Subdomain(std::string_view value);
 std::vector<std::string> isDns1035Label(std::string_view value);
 // A label or annotation key: [prefix/]name, prefix a DNS subdomain.

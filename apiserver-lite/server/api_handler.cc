@@ -16,7 +16,10 @@
 #include "apiserver-lite/registry/allocator.h"
 #include "apiserver-lite/registry/object.h"
 #include "apiserver-lite/registry/patch.h"
+#include "apiserver-lite/registry/protobuf.h"
 #include "apiserver-lite/registry/table.h"
+#include "apiserver-lite/server/authz.h"
+#include "common/base/base64.h"
 #include "common/base/log.h"
 #include "common/http/certgen.h"
 
@@ -83,6 +86,14 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
   while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
   return s;
+}
+
+// Writes and blocks until the store answers (startup and background work only).
+base::Result<KeyValue> writeAndWait(storage::Store& store, Write w) {
+  std::promise<base::Result<KeyValue>> p;
+  auto f = p.get_future();
+  store.write(std::move(w), [&p](base::Result<KeyValue> r) { p.set_value(std::move(r)); });
+  return f.get();
 }
 
 // A label selector: equality- and set-based requirements, ANDed.
@@ -275,6 +286,23 @@ bool isJson(std::string_view contentType) {
   return http::equalsIgnoreCase(type, "application/json");
 }
 
+// Makes a POST/PUT body JSON: protobuf (what kubectl's typed commands send)
+// is decoded into the equivalent JSON object; any other type is refused.
+std::optional<ApiError> jsonBody(http::Request& req) {
+  std::string_view contentType = req.headers.get("content-type").value_or("application/json");
+  if (isJson(contentType)) return std::nullopt;
+  if (trim(contentType.substr(0, contentType.find(';'))) == kProtobufContentType) {
+    auto obj = decodeKubeProtobuf(req.body);
+    if (!obj) return ApiError::badRequest(obj.error().message());
+    req.body = json::serialize(*obj);
+    req.headers.set("content-type", "application/json");
+    return std::nullopt;
+  }
+  return ApiError::unsupportedMediaType(
+      "the body of the request was in an unknown format - accepted media types include: application/json, "
+      "application/vnd.kubernetes.protobuf");
+}
+
 // The labelSelector and fieldSelector query parameters of a list or watch.
 struct Selector {
   LabelSelector labels;
@@ -396,6 +424,7 @@ struct ApiHandler::Impl {
   storage::WatchCache& cache;
   ApiOptions options;
   ServiceAllocator allocator;
+  RbacAuthorizer authz{cache};
   Impl(storage::Store& s, storage::WatchCache& c, ApiOptions o)
       : store(s), cache(c), options(std::move(o)), allocator(*Ipv4Cidr::parse(options.serviceClusterIpRange)) {}
 
@@ -479,7 +508,10 @@ struct ApiHandler::Impl {
 
   void write(Write w, std::function<void(base::Result<KeyValue>)> done) { store.write(std::move(w), std::move(done)); }
 
-  void handle(http::Request& req, std::shared_ptr<http::ResponseWriter> w);
+  void handle(http::Request& req, const UserInfo& user, std::shared_ptr<http::ResponseWriter> w);
+  // Sends 403 and returns false unless RBAC allows the request.
+  bool authorized(const UserInfo& user, const RequestAttributes& a, const std::shared_ptr<http::ResponseWriter>& w);
+  void review(const ResourceInfo& r, const UserInfo& user, http::Request& req, const std::shared_ptr<http::ResponseWriter>& w);
   void discovery(const std::vector<std::string_view>& segs, const std::shared_ptr<http::ResponseWriter>& w);
   void openapi(const std::vector<std::string_view>& segs, const std::shared_ptr<http::ResponseWriter>& w);
   void list(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q, bool table,
@@ -505,28 +537,66 @@ ApiHandler::ApiHandler(storage::Store& store, storage::WatchCache& cache, ApiOpt
 
 ApiHandler::~ApiHandler() = default;
 
-void ApiHandler::handle(http::Request& req, std::shared_ptr<http::ResponseWriter> w) { impl_->handle(req, std::move(w)); }
+void ApiHandler::handle(http::Request& req, const UserInfo& user, std::shared_ptr<http::ResponseWriter> w) {
+  impl_->handle(req, user, std::move(w));
+}
 
-base::Status ApiHandler::ensureSystemNamespaces() {
-  const ResourceInfo& nsr = *findResource("", "v1", "namespaces");
+base::Status ApiHandler::bootstrap() {
+  std::vector<std::pair<const ResourceInfo*, json::object>> objects;
   for (const char* name : {"default", "kube-system", "kube-public", "kube-node-lease"}) {
-    if (impl_->cache.get(nsr.key("", name)).ok()) continue;
     json::object obj;
     obj["metadata"] = json::object{{"name", name}};
     obj["spec"] = json::object{{"finalizers", json::array{"kubernetes"}}};
     obj["status"] = json::object{{"phase", "Active"}};
-    if (auto e = prepareCreate(obj, nsr, "", rfc3339Now(), newUid(), "")) return base::makeError(base::ErrorCode::kInternal, "{}", e->message);
-    std::promise<base::Result<KeyValue>> p;
-    impl_->store.write(Write{Write::Op::kCreate, nsr.key("", name), json::serialize(obj), 0},
-                       [&p](base::Result<KeyValue> r) { p.set_value(std::move(r)); });
-    auto r = p.get_future().get();
-    if (!r && r.error().code() != base::ErrorCode::kAlreadyExists) return std::move(r).error();
+    objects.emplace_back(findResource("", "v1", "namespaces"), std::move(obj));
   }
-  return {};
+  for (auto& [plural, obj] : bootstrapPolicy()) {
+    objects.emplace_back(findResource("rbac.authorization.k8s.io", "v1", plural), std::move(obj));
+  }
+  for (auto& [r, obj] : objects) {
+    std::string name(objectName(obj));
+    if (impl_->cache.get(r->key("", name)).ok()) continue;  // present (perhaps changed by the user): kept
+    if (auto e = prepareCreate(obj, *r, "", rfc3339Now(), newUid(), "")) {
+      return base::makeError(base::ErrorCode::kInternal, "{}", e->message);
+    }
+    auto written = writeAndWait(impl_->store, Write{Write::Op::kCreate, r->key("", name), json::serialize(obj), 0});
+    if (!written && written.error().code() != base::ErrorCode::kAlreadyExists) return std::move(written).error();
+  }
+  return impl_->authz.start();
 }
 
-void ApiHandler::Impl::handle(http::Request& req, std::shared_ptr<http::ResponseWriter> w) {
+bool ApiHandler::Impl::authorized(const UserInfo& user, const RequestAttributes& a,
+                                  const std::shared_ptr<http::ResponseWriter>& w) {
+  Decision d = authz.authorize(user, a);
+  if (d.allowed) return true;
+  ApiError e{403, "Forbidden", ""};
+  if (a.resourceRequest) {
+    std::string what = a.subresource.empty() ? a.resource : a.resource + "/" + a.subresource;
+    if (!a.group.empty()) what += "." + a.group;
+    e.message = (a.name.empty() ? what : fmt::format("{} {:?}", what, a.name)) + " is forbidden: " + forbiddenMessage(user, a);
+    e.name = a.name;
+    e.group = a.group;
+    e.kind = a.resource;
+  } else {
+    e.message = "forbidden: " + forbiddenMessage(user, a);
+  }
+  sendError(w, e);
+  return false;
+}
+
+void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::shared_ptr<http::ResponseWriter> w) {
   std::string_view path = req.path();
+  std::string method = req.method;
+  for (char& c : method) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::vector<std::string_view> segs = splitPath(path);
+  bool resourcePath = segs.size() >= 3 && ((segs[0] == "api" && segs.size() >= 3) || (segs[0] == "apis" && segs.size() >= 4));
+  if (!resourcePath) {
+    RequestAttributes a;
+    a.verb = method == "head" ? "get" : method;
+    a.resourceRequest = false;
+    a.path = std::string(path);
+    if (!authorized(user, a, w)) return;
+  }
   if (path == "/healthz" || path == "/livez" || path == "/readyz") {
     http::Response r;
     r.headers.add("content-type", "text/plain; charset=utf-8");
@@ -541,7 +611,6 @@ void ApiHandler::Impl::handle(http::Request& req, std::shared_ptr<http::Response
     sendJson(w, 200, v);
     return;
   }
-  std::vector<std::string_view> segs = splitPath(path);
   if (!segs.empty() && segs[0] == "openapi") return openapi(segs, w);
   std::string_view group, version;
   size_t rest;
@@ -588,10 +657,30 @@ void ApiHandler::Impl::handle(http::Request& req, std::shared_ptr<http::Response
   }
   auto q = parseQuery(req.query());
   const std::string& m = req.method;
-  if ((m == "POST" || m == "PUT") && !isJson(req.headers.get("content-type").value_or("application/json"))) {
-    return sendError(w, ApiError::unsupportedMediaType(
-                            "the body of the request was in an unknown format - accepted media types include: "
-                            "application/json"));
+  RequestAttributes attrs;
+  attrs.verb = m == "GET" || m == "HEAD"
+                   ? (name.empty() ? (q.count("watch") && (q["watch"] == "true" || q["watch"] == "1") ? "watch" : "list")
+                                   : "get")
+               : m == "POST"   ? "create"
+               : m == "PUT"    ? "update"
+               : m == "PATCH"  ? "patch"
+               : m == "DELETE" ? (name.empty() ? "deletecollection" : "delete")
+                               : method;
+  attrs.ns = std::string(ns.empty() && res->plural == "namespaces" && res->group.empty() ? name : ns);
+  attrs.group = res->group;
+  attrs.resource = res->plural;
+  attrs.subresource = std::string(sub);
+  attrs.name = std::string(name);
+  if (!authorized(user, attrs, w)) return;
+  if (res->review) {
+    if (m != "POST" || !name.empty()) {
+      return sendError(w, ApiError::methodNotAllowed("the server does not allow this method on the requested resource"));
+    }
+    if (auto e = jsonBody(req)) return sendError(w, *e);
+    return review(*res, user, req, w);
+  }
+  if (m == "POST" || m == "PUT") {
+    if (auto e = jsonBody(req)) return sendError(w, *e);
   }
   if (name.empty()) {
     if (m == "GET") {
@@ -626,6 +715,59 @@ void ApiHandler::Impl::handle(http::Request& req, std::shared_ptr<http::Response
   sendError(w, ApiError::methodNotAllowed("the server does not allow this method on the requested resource"));
 }
 
+// SelfSubjectAccessReview and SelfSubjectRulesReview: answered from RBAC
+// for the requesting user, never stored.
+void ApiHandler::Impl::review(const ResourceInfo& r, const UserInfo& user, http::Request& req,
+                              const std::shared_ptr<http::ResponseWriter>& w) {
+  auto obj = parseObject(req.body);
+  if (!obj) return sendError(w, ApiError::badRequest(obj.error().message()));
+  if (auto e = checkTypeMeta(*obj, r)) return sendError(w, *e);
+  const json::value* spec = obj->if_contains("spec");
+  if (!spec || !spec->is_object()) {
+    return sendError(w, ApiError::invalid(r, "", {FieldError{FieldError::Type::kRequired, "spec", "", ""}}));
+  }
+  const json::object& sp = spec->get_object();
+  auto field = [](const json::object& o, std::string_view k) {
+    const json::value* v = o.if_contains(k);
+    return v && v->is_string() ? std::string(v->get_string()) : std::string();
+  };
+  json::object status;
+  if (r.kind == "SelfSubjectRulesReview") {
+    status = authz.rulesFor(user, field(sp, "namespace"));
+  } else {
+    const json::value* ra = sp.if_contains("resourceAttributes");
+    const json::value* na = sp.if_contains("nonResourceAttributes");
+    if ((ra && ra->is_object()) == (na && na->is_object())) {
+      return sendError(w, ApiError::invalid(r, "", {FieldError{FieldError::Type::kInvalid, "spec",
+                                                               "{...}",
+                                                               "exactly one of nonResourceAttributes or "
+                                                               "resourceAttributes must be specified"}}));
+    }
+    RequestAttributes a;
+    if (ra && ra->is_object()) {
+      const json::object& o = ra->get_object();
+      a.verb = field(o, "verb");
+      a.ns = field(o, "namespace");
+      a.group = field(o, "group");
+      a.resource = field(o, "resource");
+      a.subresource = field(o, "subresource");
+      a.name = field(o, "name");
+    } else {
+      a.resourceRequest = false;
+      a.verb = field(na->get_object(), "verb");
+      a.path = field(na->get_object(), "path");
+    }
+    Decision d = authz.authorize(user, a);
+    status["allowed"] = d.allowed;
+    if (!d.reason.empty()) status["reason"] = d.reason;
+  }
+  (*obj)["status"] = std::move(status);
+  json::object& meta = (*obj)["metadata"].is_object() ? (*obj)["metadata"].as_object()
+                                                       : ((*obj)["metadata"] = json::object{}).as_object();
+  meta.erase("managedFields");
+  sendJson(w, 201, *obj);
+}
+
 void ApiHandler::Impl::discovery(const std::vector<std::string_view>& segs, const std::shared_ptr<http::ResponseWriter>& w) {
   if (segs.size() == 1 && segs[0] == "api") {
     json::object v{{"kind", "APIVersions"}, {"versions", json::array{"v1"}},
@@ -655,7 +797,8 @@ void ApiHandler::Impl::discovery(const std::vector<std::string_view>& segs, cons
   json::array resources;
   for (const ResourceInfo& r : servedResources()) {
     if (r.group != group || r.version != version) continue;
-    json::array verbs{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"};
+    json::array verbs = r.review ? json::array{"create"}
+                                 : json::array{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"};
     json::object o{{"name", r.plural}, {"singularName", r.singular}, {"namespaced", r.namespaced}, {"kind", r.kind},
                    {"verbs", verbs}};
     if (!r.shortNames.empty()) {
@@ -732,7 +875,7 @@ namespace {
 // returned, base64url(JSON), opaque to clients.
 std::string encodeContinue(Revision rev, const std::string& key) {
   std::string raw = json::serialize(json::object{{"rv", rev}, {"start", key}});
-  std::string b64 = http::base64Encode(raw);
+  std::string b64 = base::base64Encode(raw);
   for (char& c : b64) {
     if (c == '+') c = '-';
     else if (c == '/') c = '_';
@@ -1155,17 +1298,6 @@ void ApiHandler::startNamespaceFinalizer() {
   Impl* im = impl_.get();
   im->finalizer = std::thread([im] { im->runFinalizer(); });
 }
-
-namespace {
-
-base::Result<KeyValue> writeAndWait(storage::Store& store, Write w) {
-  std::promise<base::Result<KeyValue>> p;
-  auto f = p.get_future();
-  store.write(std::move(w), [&p](base::Result<KeyValue> r) { p.set_value(std::move(r)); });
-  return f.get();
-}
-
-}  // namespace
 
 // Every terminating namespace: delete what is in it (objects with finalizers
 // are marked and waited for), then the namespace. Runs when woken and every

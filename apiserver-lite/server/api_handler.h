@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "apiserver-lite/server/authn.h"
 #include "apiserver-lite/storage/store.h"
 #include "apiserver-lite/storage/watch_cache.h"
 #include "common/http/handler.h"
@@ -30,11 +31,13 @@ class ApiHandler {
   ApiHandler(storage::Store& store, storage::WatchCache& cache, ApiOptions options = {});
   ~ApiHandler();
 
-  void handle(http::Request& req, std::shared_ptr<http::ResponseWriter> w);
+  // Serves one request from `user` (already authenticated), authorized by RBAC.
+  void handle(http::Request& req, const UserInfo& user, std::shared_ptr<http::ResponseWriter> w);
 
-  // Creates the namespaces every cluster has (default, kube-system,
-  // kube-public, kube-node-lease) if missing; blocks until stored.
-  base::Status ensureSystemNamespaces();
+  // Creates what every cluster has if missing (the namespaces default,
+  // kube-system, kube-public, kube-node-lease and the default RBAC policy);
+  // blocks until stored; then starts the authorizer.
+  base::Status bootstrap();
 
   // Starts the namespace finalizer: a namespace being deleted (Terminating)
   // has its contents deleted, then goes itself. Level-triggered: namespaces

@@ -58,6 +58,14 @@ std::optional<UserInfo> TokenAuthenticator::authenticate(std::string_view author
   return it->second;
 }
 
+UserInfo certificateUser(std::string_view commonName, const std::vector<std::string>& organizations) {
+  UserInfo u{std::string(commonName), "", organizations};
+  u.groups.push_back("system:authenticated");
+  return u;
+}
+
+UserInfo anonymousUser() { return UserInfo{"system:anonymous", "", {"system:unauthenticated"}}; }
+
 bool isAnonymousPath(std::string_view path) {
   return path == "/healthz" || path == "/livez" || path == "/readyz" || path == "/version";
 }

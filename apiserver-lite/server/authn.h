@@ -30,6 +30,13 @@ class TokenAuthenticator {
   std::unordered_map<std::string, UserInfo> tokens_;
 };
 
+// The user a verified client certificate names: CN the user, O the groups
+// (plus system:authenticated).
+UserInfo certificateUser(std::string_view commonName, const std::vector<std::string>& organizations);
+
+// system:anonymous in group system:unauthenticated.
+UserInfo anonymousUser();
+
 // Paths anyone may read without credentials, as kube-apiserver allows.
 bool isAnonymousPath(std::string_view path);
 

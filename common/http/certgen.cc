@@ -111,12 +111,5 @@ base::Result<PemPair> generateSigned(const PemPair& ca, const CertRequest& req) 
   return toPem(cert->get(), key.get());
 }
 
-std::string base64Encode(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(data.data()),
-                          static_cast<int>(data.size()));
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
 
 }  // namespace trellis::http

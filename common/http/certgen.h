@@ -28,6 +28,4 @@ struct CertRequest {
 base::Result<PemPair> generateCa(const std::string& commonName, int days = 3650);
 base::Result<PemPair> generateSigned(const PemPair& ca, const CertRequest& request);
 
-std::string base64Encode(std::string_view data);
-
 }  // namespace trellis::http
