@@ -20,7 +20,7 @@ PACKAGES=(
     libsqlite3-dev libcli11-dev libfmt-dev
     libgtest-dev libgmock-dev libbenchmark-dev
     # real clients and peers used by tests and benchmarks
-    curl openssl nghttp2-client nginx apache2-utils procps util-linux iproute2
+    curl openssl nghttp2-client nginx apache2-utils procps util-linux iproute2 etcd-server etcd-client
 )
 
 export DEBIAN_FRONTEND=noninteractive

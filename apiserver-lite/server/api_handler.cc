@@ -1071,8 +1071,16 @@ void ApiHandler::Impl::create(const ResourceInfo& r, std::string_view ns, http::
   if (r.namespaced) {
     if (auto e = checkNamespace(ns)) return sendError(w, *e);
   }
+  bool generated = objectName(*obj).empty();
   if (auto e = prepareCreate(*obj, r, ns, rfc3339Now(), newUid(), randomNameSuffix())) return sendError(w, *e);
   std::string name(objectName(*obj));
+  // A generated name that is taken gets another suffix, up to 7 more times
+  // (kube-apiserver's RetryGenerateName); after that, AlreadyExists.
+  for (int retry = 0; generated && retry < 7 && cache.get(r.key(ns, name)).ok(); ++retry) {
+    json::object& meta = (*obj)["metadata"].as_object();
+    name = std::string(meta["generateName"].as_string()) + randomNameSuffix();
+    meta["name"] = name;
+  }
   ServiceAllocator::Reservation reserved;
   if (isService(r)) {
     auto a = allocateService(*obj, nullptr, r);
