@@ -5,7 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -578,6 +580,244 @@ TEST_F(KubectlTest, RbacDecidesAndAuthCanIAnswers) {
   auto list = as("alice-token", "auth can-i --list -n team");
   EXPECT_NE(list.out.find("configmaps "), std::string::npos) << list.out;
   EXPECT_NE(list.out.find("configmaps                                      []                  []               [get list watch create delete deletecollection patch update]"), std::string::npos) << list.out;
+}
+
+TEST_F(KubectlTest, WideTablesAndDescribeForTheIssueKinds) {
+  testing::writeFile(dir_.file("objs.yaml"), R"(apiVersion: v1
+kind: Node
+metadata: {name: node-a, labels: {node-role.kubernetes.io/control-plane: ""}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-0, labels: {app: web}}
+spec:
+  nodeName: node-a
+  containers: [{name: app, image: "nginx:1.27", ports: [{containerPort: 8080}]}]
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: fast, annotations: {storageclass.kubernetes.io/is-default-class: "true"}}
+provisioner: csi.trellis.dev
+allowVolumeExpansion: true
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: fast
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web}
+spec:
+  ingressClassName: trellis
+  rules:
+  - host: web.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+)");
+  ASSERT_EQ(kubectl("apply -f " + dir_.file("objs.yaml")).exitCode, 0);
+  ASSERT_EQ(kubectl("patch node node-a --subresource=status --type=merge -p '{\"status\":{\"conditions\":[{\"type\":"
+                    "\"Ready\",\"status\":\"True\"}],\"nodeInfo\":{\"kubeletVersion\":\"v1.32.0\",\"osImage\":"
+                    "\"Debian 12\",\"kernelVersion\":\"6.1\",\"containerRuntimeVersion\":\"containerd://1.7\"},"
+                    "\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"10.0.0.1\"}]}}'")
+                .exitCode,
+            0);
+  ASSERT_EQ(kubectl("patch pod web-0 --subresource=status --type=merge -p '{\"status\":{\"phase\":\"Running\","
+                    "\"podIP\":\"10.244.0.5\",\"containerStatuses\":[{\"name\":\"app\",\"ready\":true,"
+                    "\"restartCount\":2,\"image\":\"nginx:1.27\",\"imageID\":\"\",\"state\":{\"running\":{}}}]}}'")
+                .exitCode,
+            0);
+  auto lines = [](const std::string& out) {
+    std::vector<std::string> v;
+    for (size_t pos = 0, nl; (nl = out.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+      v.push_back(out.substr(pos, nl - pos));
+    }
+    return v;
+  };
+  auto node = lines(kubectl("get nodes -o wide").out);
+  ASSERT_EQ(node.size(), 2u);
+  EXPECT_EQ(node[0], "NAME     STATUS   ROLES           AGE   VERSION   INTERNAL-IP   EXTERNAL-IP   OS-IMAGE    "
+                     "KERNEL-VERSION   CONTAINER-RUNTIME");
+  EXPECT_NE(node[1].find("node-a   Ready    control-plane   "), std::string::npos) << node[1];
+  EXPECT_NE(node[1].find("v1.32.0   10.0.0.1      <none>        Debian 12   6.1              containerd://1.7"),
+            std::string::npos)
+      << node[1];
+  auto pod = lines(kubectl("get pods -o wide").out);
+  ASSERT_EQ(pod.size(), 2u);
+  EXPECT_EQ(pod[0], "NAME    READY   STATUS    RESTARTS   AGE   IP           NODE     NOMINATED NODE   READINESS GATES");
+  EXPECT_EQ(pod[1].substr(0, 37), "web-0   1/1     Running   2          ") << pod[1];
+  EXPECT_NE(pod[1].find("10.244.0.5   node-a   <none>           <none>"), std::string::npos) << pod[1];
+  auto svc = lines(kubectl("get svc web -o wide").out);
+  EXPECT_EQ(svc[0], "NAME   TYPE        CLUSTER-IP   EXTERNAL-IP   PORT(S)   AGE   SELECTOR");
+  EXPECT_NE(svc[1].find("<none>        80/TCP    "), std::string::npos) << svc[1];
+  EXPECT_TRUE(svc[1].ends_with("app=web")) << svc[1];
+  auto pvc = lines(kubectl("get pvc").out);
+  EXPECT_EQ(pvc[0], "NAME   STATUS    VOLUME   CAPACITY   ACCESS MODES   STORAGECLASS   VOLUMEATTRIBUTESCLASS   AGE");
+  EXPECT_EQ(pvc[1].substr(0, 77), "data   Pending                                      fast           <unset>   ")
+      << pvc[1];
+  EXPECT_EQ(lines(kubectl("get sc").out)[1].substr(0, 35), "fast (default)   csi.trellis.dev   ");
+  auto ing = lines(kubectl("get ingress").out);
+  EXPECT_EQ(ing[0], "NAME   CLASS     HOSTS         ADDRESS   PORTS   AGE");
+  EXPECT_EQ(ing[1].substr(0, 48), "web    trellis   web.example             80     ");
+
+  // describe, for each kind the issue names.
+  auto dn = kubectl("describe node node-a").out;
+  EXPECT_NE(dn.find("Roles:              control-plane"), std::string::npos) << dn;
+  EXPECT_NE(dn.find("Kubelet Version:            v1.32.0"), std::string::npos) << dn;
+  EXPECT_NE(dn.find("default                     web-0"), std::string::npos) << dn;  // non-terminated pods
+  auto dp = kubectl("describe pod web-0").out;
+  EXPECT_NE(dp.find("Status:       Running"), std::string::npos) << dp;
+  EXPECT_NE(dp.find("IP:           10.244.0.5"), std::string::npos) << dp;
+  EXPECT_NE(dp.find("    Image:          nginx:1.27"), std::string::npos) << dp;
+  EXPECT_NE(dp.find("    Restart Count:  2"), std::string::npos) << dp;
+  auto dpvc = kubectl("describe pvc data").out;
+  EXPECT_NE(dpvc.find("StorageClass:  fast"), std::string::npos) << dpvc;
+  EXPECT_NE(dpvc.find("Status:        Pending"), std::string::npos) << dpvc;  // set by the server on create
+  EXPECT_NE(dpvc.find("Finalizers:    [kubernetes.io/pvc-protection]"), std::string::npos) << dpvc;
+  EXPECT_NE(dpvc.find("Used By:       <none>"), std::string::npos) << dpvc;
+  auto di = kubectl("describe ingress web").out;
+  EXPECT_NE(di.find("Ingress Class:    trellis"), std::string::npos) << di;
+  EXPECT_NE(di.find("web.example"), std::string::npos) << di;
+  EXPECT_NE(di.find("/   web:80"), std::string::npos) << di;
+
+  // annotate, then delete -f removes every object of the file.
+  EXPECT_EQ(kubectl("annotate pvc data team=storage").out, "persistentvolumeclaim/data annotated\n");
+  EXPECT_EQ(kubectl("get pvc data -o jsonpath='{.metadata.annotations.team}'").out, "storage");
+  auto del = kubectl("delete -f " + dir_.file("objs.yaml") + " --wait=false");
+  EXPECT_NE(del.out.find("ingress.networking.k8s.io \"web\" deleted"), std::string::npos) << del.out;
+  EXPECT_EQ(kubectl("get pods,svc,ingress -o name").out, "");
+}
+
+TEST_F(KubectlTest, IngressAndPvcRulesAreEnforced) {
+  testing::writeFile(dir_.file("bad-ingress.yaml"), R"(apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: bad}
+spec:
+  rules:
+  - http:
+      paths:
+      - {path: api, backend: {service: {name: web, port: {number: 80}}}}
+)");
+  auto ing = kubectl("apply -f " + dir_.file("bad-ingress.yaml"));
+  EXPECT_NE(ing.exitCode, 0);
+  EXPECT_NE(ing.out.find("The Ingress \"bad\" is invalid: spec.rules[0].http.paths[0].pathType: Required value: "
+                         "pathType must be specified"),
+            std::string::npos)
+      << ing.out;
+  EXPECT_EQ(kubectl("get ingress -o name").out, "");  // nothing stored
+
+  testing::writeFile(dir_.file("pvc.yaml"), R"(apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: fixed}
+provisioner: csi.trellis.dev
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: growable}
+provisioner: csi.trellis.dev
+allowVolumeExpansion: true
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: a}
+spec: {accessModes: [ReadWriteOnce], storageClassName: fixed, resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: b}
+spec: {accessModes: [ReadWriteOnce], storageClassName: growable, resources: {requests: {storage: 1Gi}}}
+)");
+  ASSERT_EQ(kubectl("apply -f " + dir_.file("pvc.yaml")).exitCode, 0);
+  // Unbound claims cannot be resized at all.
+  auto unbound = kubectl("patch pvc b --type=merge -p '{\"spec\":{\"resources\":{\"requests\":{\"storage\":\"2Gi\"}}}}'");
+  EXPECT_NE(unbound.out.find("spec: Forbidden: spec is immutable after creation except resources.requests"),
+            std::string::npos)
+      << unbound.out;
+  for (const char* c : {"a", "b"}) {
+    ASSERT_EQ(kubectl(std::string("patch pvc ") + c +
+                      " --subresource=status --type=merge -p '{\"status\":{\"phase\":\"Bound\",\"capacity\":{\"storage\":"
+                      "\"1Gi\"}}}'")
+                  .exitCode,
+              0);
+  }
+  auto fixed = kubectl("patch pvc a --type=merge -p '{\"spec\":{\"resources\":{\"requests\":{\"storage\":\"2Gi\"}}}}'");
+  EXPECT_NE(fixed.out.find("Error from server (Forbidden): persistentvolumeclaims \"a\" is forbidden: only dynamically "
+                           "provisioned pvc can be resized and the storageclass that provisions the pvc must support "
+                           "resize"),
+            std::string::npos)
+      << fixed.out;
+  EXPECT_EQ(kubectl("patch pvc b --type=merge -p '{\"spec\":{\"resources\":{\"requests\":{\"storage\":\"2Gi\"}}}}'").out,
+            "persistentvolumeclaim/b patched\n");
+  auto shrink = kubectl("patch pvc b --type=merge -p '{\"spec\":{\"resources\":{\"requests\":{\"storage\":\"512Mi\"}}}}'");
+  EXPECT_NE(shrink.out.find("spec.resources.requests.storage: Forbidden: field can not be less than status.capacity"),
+            std::string::npos)
+      << shrink.out;
+  EXPECT_EQ(kubectl("get pvc a b -o jsonpath='{.items[*].spec.resources.requests.storage}'").out, "1Gi 2Gi");
+}
+
+TEST_F(KubectlTest, WatchTablesBookmarksAndExactLists) {
+  // kubectl get -w: rows of a Table, one header.
+  std::vector<std::string> rows;
+  std::mutex mu;
+  std::thread watcher([&] {
+    testing::runStreaming("timeout 4 kubectl --kubeconfig " + kubeconfig_ + " get cm -w", [&](const std::string& l) {
+      std::lock_guard g(mu);
+      rows.push_back(l);
+    });
+  });
+  std::this_thread::sleep_for(1s);
+  ASSERT_EQ(kubectl("create configmap w1 --from-literal=a=1 --from-literal=b=2").exitCode, 0);
+  watcher.join();
+  {
+    std::lock_guard g(mu);
+    ASSERT_GE(rows.size(), 2u) << ::testing::PrintToString(rows);
+    EXPECT_EQ(rows[0], "NAME   DATA   AGE");
+    EXPECT_EQ(rows.back().substr(0, 14), "w1     2      ") << ::testing::PrintToString(rows);
+    EXPECT_EQ(std::count(rows.begin(), rows.end(), "NAME   DATA   AGE"), 1);
+  }
+  std::string list = kubectl("get --raw /api/v1/namespaces/default/configmaps").out;
+  size_t at = list.find("\"resourceVersion\":\"") + 19;
+  std::string rv = list.substr(at, list.find('"', at) - at);
+  ASSERT_EQ(kubectl("create configmap w2").exitCode, 0);
+  // A list at the exact earlier revision does not have w2; a current one does.
+  auto exact = kubectl("get --raw '/api/v1/namespaces/default/configmaps?resourceVersion=" + rv +
+                       "&resourceVersionMatch=Exact'").out;
+  EXPECT_NE(exact.find("\"name\":\"w1\""), std::string::npos) << exact;
+  EXPECT_EQ(exact.find("\"name\":\"w2\""), std::string::npos) << exact;
+  EXPECT_NE(exact.find("\"resourceVersion\":\"" + rv + "\""), std::string::npos) << exact;
+  auto tooNew = kubectl("get --raw '/api/v1/namespaces/default/configmaps?resourceVersion=99999999'");
+  EXPECT_NE(tooNew.out.find("Too large resource version"), std::string::npos) << tooNew.out;
+  auto badMatch = kubectl("get --raw '/api/v1/namespaces/default/configmaps?resourceVersionMatch=Exact'");
+  EXPECT_NE(badMatch.out.find("resourceVersionMatch is forbidden unless resourceVersion is provided"), std::string::npos)
+      << badMatch.out;
+  // Watch with bookmarks: initial events, the initial-events-end bookmark, and
+  // a last bookmark at the current revision when the watch times out.
+  auto watch = kubectl("get --raw '/api/v1/namespaces/default/configmaps?watch=1&allowWatchBookmarks=true&"
+                       "sendInitialEvents=true&resourceVersionMatch=NotOlderThan&resourceVersion=0&timeoutSeconds=1'")
+                   .out;
+  size_t w1 = watch.find("\"name\":\"w1\"");
+  size_t w2 = watch.find("\"name\":\"w2\"");
+  size_t end = watch.find("\"k8s.io/initial-events-end\":\"true\"");
+  ASSERT_NE(end, std::string::npos) << watch;
+  EXPECT_LT(w1, end);
+  EXPECT_LT(w2, end);
+  std::string last = watch.substr(watch.rfind("{\"type\""));
+  EXPECT_EQ(last.substr(0, 19), "{\"type\":\"BOOKMARK\",") << watch;
+  std::string now = kubectl("get --raw /api/v1/namespaces/default/configmaps").out;
+  at = now.find("\"resourceVersion\":\"") + 19;
+  EXPECT_NE(last.find("\"resourceVersion\":\"" + now.substr(at, now.find('"', at) - at) + "\""), std::string::npos)
+      << last;
 }
 
 }  // namespace

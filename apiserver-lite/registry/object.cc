@@ -8,6 +8,8 @@
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
 
+#include "apiserver-lite/registry/kinds.h"
+
 namespace trellis::apiserver::registry {
 
 using base::ErrorCode;
@@ -231,15 +233,19 @@ std::optional<ApiError> prepareCreate(json::object& obj, const ResourceInfo& r, 
   }
   FieldErrors metaErrs = validateMeta(meta, r);
   errs.insert(errs.end(), metaErrs.begin(), metaErrs.end());
+  applyDefaults(r, obj, true);
+  FieldErrors kindErrs = validateKind(r, obj, nullptr);
+  errs.insert(errs.end(), kindErrs.begin(), kindErrs.end());
   if (!errs.empty()) return ApiError::invalid(r, name, std::move(errs));
-  meta["uid"] = uid;
-  meta["creationTimestamp"] = nowRfc3339;
-  if (obj.contains("spec")) meta["generation"] = 1;  // kinds without a spec have no generation
-  else meta.erase("generation");
-  meta.erase("resourceVersion");
-  meta.erase("deletionTimestamp");
-  meta.erase("deletionGracePeriodSeconds");
-  meta.erase("selfLink");
+  json::object& m = obj["metadata"].as_object();  // defaulting may have moved it
+  m["uid"] = uid;
+  m["creationTimestamp"] = nowRfc3339;
+  if (obj.contains("spec")) m["generation"] = 1;  // kinds without a spec have no generation
+  else m.erase("generation");
+  m.erase("resourceVersion");
+  m.erase("deletionTimestamp");
+  m.erase("deletionGracePeriodSeconds");
+  m.erase("selfLink");
   return std::nullopt;
 }
 

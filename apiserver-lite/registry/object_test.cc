@@ -32,8 +32,8 @@ TEST(Object, CreateDefaultsAndValidates) {
   EXPECT_EQ(meta.at("uid").as_string(), "uid-1");
   EXPECT_EQ(meta.at("creationTimestamp").as_string(), "2026-11-23T00:00:00Z");
   EXPECT_FALSE(meta.contains("generation"));  // no spec, no generation (as kube-apiserver)
-  auto withSpec = parse(R"({"metadata":{"name":"d"},"spec":{"replicas":1}})");
-  ASSERT_FALSE(prepareCreate(withSpec, *findResource("apps", "v1", "deployments"), "default", "t", "u", "s"));
+  auto withSpec = parse(R"({"metadata":{"name":"l"},"spec":{"holderIdentity":"a"}})");
+  ASSERT_FALSE(prepareCreate(withSpec, *findResource("coordination.k8s.io", "v1", "leases"), "default", "t", "u", "s"));
   EXPECT_EQ(withSpec["metadata"].as_object()["generation"].as_int64(), 1);
 }
 

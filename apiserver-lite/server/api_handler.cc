@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "apiserver-lite/registry/allocator.h"
+#include "apiserver-lite/registry/kinds.h"
 #include "apiserver-lite/registry/object.h"
 #include "apiserver-lite/registry/patch.h"
 #include "apiserver-lite/registry/protobuf.h"
@@ -86,6 +87,12 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
   while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
   return s;
+}
+
+// The kind list and watch query errors are reported against.
+const ResourceInfo& listOptions() {
+  static const ResourceInfo r{"meta.k8s.io", "v1", "ListOptions.meta.k8s.io", "", "", false, {}, {}};
+  return r;
 }
 
 // Writes and blocks until the store answers (startup and background work only).
@@ -498,6 +505,9 @@ struct ApiHandler::Impl {
   struct WatchDeadline {
     storage::WatchCache::WatchId id;
     std::shared_ptr<http::ResponseWriter> writer;
+    // Set for watches with allowWatchBookmarks: writes a BOOKMARK at a revision.
+    std::function<void(Revision)> bookmark;
+    bool timeout = true;  // false: a periodic bookmark, rescheduled
   };
   std::mutex watchMu;
   std::condition_variable watchCv;
@@ -516,7 +526,7 @@ struct ApiHandler::Impl {
   void openapi(const std::vector<std::string_view>& segs, const std::shared_ptr<http::ResponseWriter>& w);
   void list(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q, bool table,
             const std::shared_ptr<http::ResponseWriter>& w);
-  void watch(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
+  void watch(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q, bool table,
              const std::shared_ptr<http::ResponseWriter>& w);
   void create(const ResourceInfo& r, std::string_view ns, http::Request& req, const std::shared_ptr<http::ResponseWriter>& w);
   void update(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req, Part part,
@@ -530,6 +540,9 @@ struct ApiHandler::Impl {
   void patch(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req, Part part,
              const std::shared_ptr<http::ResponseWriter>& w);
   std::optional<ApiError> checkNamespace(std::string_view ns);
+  // The PersistentVolumeClaimResize admission rule: only claims whose
+  // StorageClass allows expansion may grow.
+  std::optional<ApiError> checkPvcResize(const ResourceInfo& r, const json::object& pvc, std::string_view name);
 };
 
 ApiHandler::ApiHandler(storage::Store& store, storage::WatchCache& cache, ApiOptions options)
@@ -684,7 +697,7 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
   }
   if (name.empty()) {
     if (m == "GET") {
-      if (q.count("watch") && (q["watch"] == "true" || q["watch"] == "1")) return watch(*res, ns, q, w);
+      if (q.count("watch") && (q["watch"] == "true" || q["watch"] == "1")) return watch(*res, ns, q, wantsTable(req.headers.get("accept").value_or("")), w);
       return list(*res, ns, q, wantsTable(req.headers.get("accept").value_or("")), w);
     }
     if (m == "POST") {
@@ -949,7 +962,43 @@ void ApiHandler::Impl::list(const ResourceInfo& r, std::string_view ns, const st
       snap = std::move(*old);
     }
   } else {
+    // resourceVersion: unset or "0" (any) and NotOlderThan N serve the cache,
+    // which is never behind an acknowledged write; Exact N reads revision N.
+    auto rvIt = q.find("resourceVersion");
+    std::string rvText = rvIt == q.end() ? "" : rvIt->second;
+    auto matchIt = q.find("resourceVersionMatch");
+    std::string match = matchIt == q.end() ? "" : matchIt->second;
+    Revision rv = 0;
+    if (!rvText.empty()) {
+      auto [p, ec] = std::from_chars(rvText.data(), rvText.data() + rvText.size(), rv);
+      if (ec != std::errc() || p != rvText.data() + rvText.size() || rv < 0) {
+        return sendError(w, ApiError::badRequest(fmt::format("invalid resourceVersion {:?}", rvText)));
+      }
+    }
+    if (!match.empty() && match != "Exact" && match != "NotOlderThan") {
+      return sendError(w, ApiError::invalid(listOptions(), "", {FieldError{FieldError::Type::kNotSupported, "resourceVersionMatch",
+                                                               match, R"(supported values: "Exact", "NotOlderThan")"}}));
+    }
+    if (!match.empty() && rvText.empty()) {
+      return sendError(w, ApiError::invalid(listOptions(), "", {FieldError{FieldError::Type::kForbidden, "resourceVersionMatch", "",
+                                                               "resourceVersionMatch is forbidden unless "
+                                                               "resourceVersion is provided"}}));
+    }
+    if (match == "Exact" && rv == 0) {
+      return sendError(w, ApiError::invalid(listOptions(), "", {FieldError{FieldError::Type::kForbidden, "resourceVersionMatch", "",
+                                                               "resourceVersionMatch \"exact\" is forbidden for "
+                                                               "resourceVersion \"0\""}}));
+    }
     snap = cache.list(prefix);
+    if (rv > snap.revision) {
+      ApiError e{504, "Timeout", fmt::format("Too large resource version: {}, current: {}", rv, snap.revision)};
+      return sendError(w, e);
+    }
+    if (match == "Exact" && rv != snap.revision) {
+      auto old = store.list(prefix, rv);
+      if (!old) return sendError(w, ApiError::gone(fmt::format("resourceVersion {} is too old", rv)));
+      snap = std::move(*old);
+    }
   }
   std::vector<json::object> objs;
   std::string lastKey;
@@ -979,7 +1028,7 @@ void ApiHandler::Impl::list(const ResourceInfo& r, std::string_view ns, const st
 }
 
 void ApiHandler::Impl::watch(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
-                             const std::shared_ptr<http::ResponseWriter>& w) {
+                             bool table, const std::shared_ptr<http::ResponseWriter>& w) {
   auto selector = Selector::fromQuery(q, r.kind);
   if (!selector) return sendError(w, ApiError::badRequest(selector.error().message()));
   Revision from = 0;
@@ -989,22 +1038,58 @@ void ApiHandler::Impl::watch(const ResourceInfo& r, std::string_view ns, const s
       return sendError(w, ApiError::badRequest(fmt::format("invalid resourceVersion {:?}", it->second)));
     }
   }
+  auto flag = [&](const char* name) {
+    auto it = q.find(name);
+    return it != q.end() && (it->second == "true" || it->second == "1");
+  };
+  bool bookmarks = flag("allowWatchBookmarks") && !table;
+  bool initialEvents = flag("sendInitialEvents");
+  if (initialEvents) {
+    auto m = q.find("resourceVersionMatch");
+    if (m == q.end() || m->second != "NotOlderThan" || !bookmarks) {
+      return sendError(w, ApiError::invalid(listOptions(), "", {FieldError{FieldError::Type::kForbidden, "sendInitialEvents", "",
+                                                               "sendInitialEvents requires setting "
+                                                               "resourceVersionMatch to NotOlderThan and "
+                                                               "allowWatchBookmarks"}}));
+    }
+  }
   std::string prefix = r.keyPrefix();
   if (r.namespaced && !ns.empty()) prefix += std::string(ns) + "/";
   http::Headers h;
   h.add("content-type", "application/json");
   h.add("cache-control", "no-cache, private");
   w->begin(200, std::move(h));
-  auto emit = [w, sel = std::move(*selector)](std::string_view type, const json::object& obj) {
+  // Events are emitted in order: the initial ones from here, the rest from
+  // the cache's dispatch (serialized). A Table watch sends each object as a
+  // one-row Table, the column definitions only in the first.
+  auto firstTable = std::make_shared<bool>(true);
+  auto emit = [w, &r, table, firstTable, sel = std::move(*selector)](std::string_view type, const json::object& obj) {
     if (!sel.matches(obj)) return;
-    w->write(json::serialize(json::object{{"type", type}, {"object", obj}}) + "\n");
+    if (!table) {
+      w->write(json::serialize(json::object{{"type", type}, {"object", obj}}) + "\n");
+      return;
+    }
+    json::object t = toTable(r, {obj}, std::to_string(objectResourceVersion(obj)), time(nullptr));
+    if (!*firstTable) t.erase("columnDefinitions");
+    *firstTable = false;
+    w->write(json::serialize(json::object{{"type", type}, {"object", std::move(t)}}) + "\n");
   };
-  // resourceVersion unset or "0": synthetic ADDED events for what exists, then changes.
-  if (from == 0) {
+  auto bookmark = [w, &r](Revision rev, bool initialEnd) {
+    json::object meta{{"resourceVersion", std::to_string(rev)}, {"creationTimestamp", nullptr}};
+    if (initialEnd) meta["annotations"] = json::object{{"k8s.io/initial-events-end", "true"}};
+    w->write(json::serialize(json::object{
+                 {"type", "BOOKMARK"},
+                 {"object", json::object{{"kind", r.kind}, {"apiVersion", r.apiVersion()}, {"metadata", std::move(meta)}}}}) +
+             "\n");
+  };
+  // resourceVersion unset or "0", or sendInitialEvents: synthetic ADDED
+  // events for what exists, then changes.
+  if (from == 0 || initialEvents) {
     storage::Snapshot snap = cache.list(prefix);
     for (const KeyValue& kv : snap.items) {
       if (auto obj = decode(kv)) emit("ADDED", *obj);
     }
+    if (initialEvents) bookmark(snap.revision, true);
     from = snap.revision;
   }
   auto id = cache.watch(prefix, from, [emit](const std::vector<Event>& events) {
@@ -1025,14 +1110,17 @@ void ApiHandler::Impl::watch(const ResourceInfo& r, std::string_view ns, const s
   w->onClose([c, wid] { c->unwatch(wid); });
   int timeout = 0;
   if (auto it = q.find("timeoutSeconds"); it != q.end()) timeout = std::atoi(it->second.c_str());
-  if (timeout > 0) {
-    std::lock_guard g(watchMu);
-    deadlines.emplace(std::chrono::steady_clock::now() + std::chrono::seconds(timeout), WatchDeadline{wid, w});
-    watchCv.notify_all();
-  }
+  std::function<void(Revision)> mark;
+  if (bookmarks) mark = [bookmark](Revision rev) { bookmark(rev, false); };
+  auto now = std::chrono::steady_clock::now();
+  std::lock_guard g(watchMu);
+  if (timeout > 0) deadlines.emplace(now + std::chrono::seconds(timeout), WatchDeadline{wid, w, mark, true});
+  if (bookmarks) deadlines.emplace(now + options.bookmarkInterval, WatchDeadline{wid, w, mark, false});
+  watchCv.notify_all();
 }
 
-// One thread ends every watch whose timeoutSeconds has passed.
+// One thread ends every watch whose timeoutSeconds has passed (with a last
+// bookmark when the watch asked for bookmarks) and sends periodic bookmarks.
 void ApiHandler::Impl::runWatchDeadlines() {
   std::unique_lock g(watchMu);
   while (!deadlineStop) {
@@ -1045,10 +1133,34 @@ void ApiHandler::Impl::runWatchDeadlines() {
     while (!deadlines.empty() && deadlines.begin()->first <= std::chrono::steady_clock::now()) {
       WatchDeadline d = std::move(deadlines.begin()->second);
       deadlines.erase(deadlines.begin());
-      cache.unwatch(d.id);
-      d.writer->finish();
+      bool alive = !d.writer->closed() && (!d.bookmark || cache.atRevision(d.id, d.bookmark));
+      if (d.timeout) {
+        cache.unwatch(d.id);
+        d.writer->finish();
+      } else if (alive) {
+        deadlines.emplace(std::chrono::steady_clock::now() + options.bookmarkInterval, std::move(d));
+      }
     }
   }
+}
+
+std::optional<ApiError> ApiHandler::Impl::checkPvcResize(const ResourceInfo& r, const json::object& pvc,
+                                                         std::string_view name) {
+  ApiError denied{403, "Forbidden",
+                  fmt::format("{} {:?} is forbidden: only dynamically provisioned pvc can be resized and the "
+                              "storageclass that provisions the pvc must support resize",
+                              qualifiedResource(r), name),
+                  std::string(name), r.group, r.plural};
+  const json::value* spec = pvc.if_contains("spec");
+  const json::value* scName = spec && spec->is_object() ? spec->get_object().if_contains("storageClassName") : nullptr;
+  if (!scName || !scName->is_string() || scName->get_string().empty()) return denied;
+  const ResourceInfo& scr = *findResource("storage.k8s.io", "v1", "storageclasses");
+  auto kv = cache.get(scr.key("", std::string(scName->get_string())));
+  if (!kv) return denied;
+  auto sc = decode(*kv);
+  const json::value* allow = sc ? sc->if_contains("allowVolumeExpansion") : nullptr;
+  if (!allow || !allow->is_bool() || !allow->get_bool()) return denied;
+  return std::nullopt;
 }
 
 std::optional<ApiError> ApiHandler::Impl::checkNamespace(std::string_view ns) {
@@ -1121,8 +1233,17 @@ void ApiHandler::Impl::commitUpdate(const ResourceInfo& r, std::string_view ns, 
                                     std::function<bool()> retryOnConflict) {
   int64_t rv = objectResourceVersion(obj);
   if (rv < 0) return sendError(w, ApiError::badRequest("metadata.resourceVersion: Invalid value: must be a number"));
+  applyDefaults(r, obj, false);
   if (auto e = prepareUpdate(obj, old, r, ns, name)) return sendError(w, *e);
   applyPart(obj, old, r, part);
+  if (part == Part::kMain) {
+    if (FieldErrors errs = validateKind(r, obj, &old); !errs.empty()) {
+      return sendError(w, ApiError::invalid(r, name, std::move(errs)));
+    }
+    if (r.kind == "PersistentVolumeClaim" && r.group.empty() && pvcRequestGrew(obj, old)) {
+      if (auto e = checkPvcResize(r, obj, name)) return sendError(w, *e);
+    }
+  }
   if (auto e = checkFinalizers(obj, old, r)) return sendError(w, *e);
   ServiceAllocator::Reservation reserved;
   if (isService(r) && part == Part::kMain) {

@@ -11,6 +11,7 @@
 // pagination, tables, authorization.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -24,6 +25,8 @@ namespace trellis::apiserver {
 struct ApiOptions {
   std::string gitVersion = "v1.32.0-trellis";
   std::string serviceClusterIpRange = "10.96.0.0/12";  // must parse (checked by the caller)
+  // How often watches with allowWatchBookmarks get a BOOKMARK (kube: about a minute).
+  std::chrono::milliseconds bookmarkInterval{60'000};
 };
 
 class ApiHandler {

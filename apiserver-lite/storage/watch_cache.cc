@@ -104,6 +104,13 @@ base::Result<WatchCache::WatchId> WatchCache::watch(const std::string& prefix, R
   return id;
 }
 
+bool WatchCache::atRevision(WatchId id, const std::function<void(Revision)>& fn) const {
+  std::lock_guard g(mu_);
+  if (!watchers_.count(id)) return false;
+  fn(revision_);
+  return true;
+}
+
 void WatchCache::unwatch(WatchId id) {
   std::lock_guard g(mu_);
   watchers_.erase(id);

@@ -46,6 +46,10 @@ class WatchCache {
   // Events under `prefix` with revision > `from` (from = 0: only new ones).
   base::Result<WatchId> watch(const std::string& prefix, Revision from, WatchFn fn);
   void unwatch(WatchId id);
+  // Calls fn(revision) in order with the watcher's events: every event up to
+  // `revision` under its prefix has been handed to it before. For bookmarks.
+  // False (fn not called) when the watcher is gone.
+  bool atRevision(WatchId id, const std::function<void(Revision)>& fn) const;
   size_t watchers() const;
 
  private:

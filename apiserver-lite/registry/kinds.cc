@@ -1,0 +1,882 @@
+#include "apiserver-lite/registry/kinds.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include <boost/json/serialize.hpp>
+#include <fmt/format.h>
+
+#include "common/base/base64.h"
+
+namespace trellis::apiserver::registry {
+
+namespace json = boost::json;
+
+namespace {
+
+// ---- access helpers ---------------------------------------------------------
+
+const json::value* get(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  return v && !v->is_null() ? v : nullptr;
+}
+const json::object* obj(const json::object& o, std::string_view key) {
+  const json::value* v = get(o, key);
+  return v && v->is_object() ? &v->get_object() : nullptr;
+}
+const json::array* arr(const json::object& o, std::string_view key) {
+  const json::value* v = get(o, key);
+  return v && v->is_array() ? &v->get_array() : nullptr;
+}
+std::string str(const json::object& o, std::string_view key) {
+  const json::value* v = get(o, key);
+  return v && v->is_string() ? std::string(v->get_string()) : std::string();
+}
+bool has(const json::object& o, std::string_view key) { return get(o, key) != nullptr; }
+json::object* mobj(json::object& o, std::string_view key) {
+  json::value* v = o.if_contains(key);
+  return v && v->is_object() ? &v->get_object() : nullptr;
+}
+json::object& ensure(json::object& o, std::string_view key) {
+  json::value& v = o[key];
+  if (!v.is_object()) v = json::object{};
+  return v.get_object();
+}
+void def(json::object& o, std::string_view key, json::value v) {
+  if (!get(o, key)) o[key] = std::move(v);
+}
+template <typename Fn>
+void eachObject(json::object& o, std::string_view key, Fn fn) {
+  json::value* v = o.if_contains(key);
+  if (!v || !v->is_array()) return;
+  for (json::value& e : v->get_array()) {
+    if (e.is_object()) fn(e.get_object());
+  }
+}
+std::string idx(const std::string& path, size_t i) { return fmt::format("{}[{}]", path, i); }
+std::string render(const json::value& v) { return json::serialize(v); }
+
+// ---- defaults ---------------------------------------------------------------
+
+void containerDefaults(json::object& c) {
+  def(c, "terminationMessagePath", "/dev/termination-log");
+  def(c, "terminationMessagePolicy", "File");
+  def(c, "resources", json::object{});
+  std::string image = str(c, "image");
+  size_t slash = image.rfind('/');
+  std::string_view last = std::string_view(image).substr(slash == std::string::npos ? 0 : slash + 1);
+  bool latest = image.find('@') == std::string::npos &&
+                (last.find(':') == std::string_view::npos || last.ends_with(":latest"));
+  def(c, "imagePullPolicy", latest ? "Always" : "IfNotPresent");
+  eachObject(c, "ports", [](json::object& p) { def(p, "protocol", "TCP"); });
+}
+
+void podSpecDefaults(json::object& spec) {
+  def(spec, "restartPolicy", "Always");
+  def(spec, "dnsPolicy", "ClusterFirst");
+  def(spec, "schedulerName", "default-scheduler");
+  def(spec, "terminationGracePeriodSeconds", 30);
+  def(spec, "securityContext", json::object{});
+  def(spec, "enableServiceLinks", true);
+  eachObject(spec, "containers", containerDefaults);
+  eachObject(spec, "initContainers", containerDefaults);
+}
+
+void templateDefaults(json::object& o) {
+  json::object* spec = mobj(o, "spec");
+  if (!spec) return;
+  json::object* tmpl = mobj(*spec, "template");
+  if (!tmpl) return;
+  if (json::object* ps = mobj(*tmpl, "spec")) podSpecDefaults(*ps);
+}
+
+std::string qosClass(const json::object& spec) {
+  bool any = false, guaranteed = true;
+  const json::array* cs = arr(spec, "containers");
+  for (size_t i = 0; cs && i < cs->size(); ++i) {
+    if (!(*cs)[i].is_object()) continue;
+    const json::object* res = obj((*cs)[i].get_object(), "resources");
+    const json::object* req = res ? obj(*res, "requests") : nullptr;
+    const json::object* lim = res ? obj(*res, "limits") : nullptr;
+    any = any || (req && !req->empty()) || (lim && !lim->empty());
+    for (const char* r : {"cpu", "memory"}) {
+      const json::value* l = lim ? get(*lim, r) : nullptr;
+      const json::value* q = req ? get(*req, r) : nullptr;
+      if (!l || (q && *q != *l)) guaranteed = false;
+    }
+  }
+  return !any ? "BestEffort" : guaranteed ? "Guaranteed" : "Burstable";
+}
+
+void addFinalizer(json::object& o, std::string_view name) {
+  json::value& f = ensure(o, "metadata")["finalizers"];
+  if (!f.is_array()) f = json::array{};
+  for (const json::value& e : f.get_array()) {
+    if (e.is_string() && e.get_string() == name) return;
+  }
+  f.get_array().emplace_back(name);
+}
+
+// ---- validation helpers -------------------------------------------------------
+
+struct Errs {
+  FieldErrors list;
+  void required(std::string f, std::string detail = "") { list.push_back(FieldError::required(std::move(f), std::move(detail))); }
+  void invalid(std::string f, std::string_view value, std::string detail) {
+    list.push_back(FieldError::invalid(std::move(f), value, std::move(detail)));
+  }
+  void invalidRaw(std::string f, std::string value, std::string detail) {
+    list.push_back(FieldError{FieldError::Type::kInvalid, std::move(f), std::move(value), std::move(detail)});
+  }
+  void forbidden(std::string f, std::string detail) { list.push_back(FieldError::forbidden(std::move(f), std::move(detail))); }
+  void duplicate(std::string f, std::string_view value) {
+    list.push_back(FieldError{FieldError::Type::kDuplicate, std::move(f), goQuote(value), ""});
+  }
+  // Unsupported value unless `value` is one of `allowed` (sorted, as kube prints them).
+  void oneOf(const std::string& f, const std::string& value, std::initializer_list<std::string_view> allowed) {
+    for (std::string_view a : allowed) {
+      if (value == a) return;
+    }
+    std::string detail = "supported values: ";
+    bool first = true;
+    for (std::string_view a : allowed) {
+      detail += (first ? "" : ", ") + goQuote(a);
+      first = false;
+    }
+    list.push_back(FieldError{FieldError::Type::kNotSupported, f, goQuote(value), detail});
+  }
+  void port(const std::string& f, const json::object& o, std::string_view key, bool required) {
+    const json::value* v = get(o, key);
+    if (!v) {
+      if (required) this->required(f + "." + std::string(key));
+      return;
+    }
+    if (!v->is_int64() || v->get_int64() < 1 || v->get_int64() > 65535) {
+      invalidRaw(f + "." + std::string(key), render(*v), "must be between 1 and 65535, inclusive");
+    }
+  }
+  void name(const std::string& f, const std::string& value, std::vector<std::string> (*check)(std::string_view)) {
+    appendInvalid(list, f, value, check);
+  }
+};
+
+std::vector<std::string> isConfigKey(std::string_view k) {
+  bool ok = !k.empty() && k.size() <= 253 && k != "." && k != ".." && !k.starts_with("..");
+  for (char c : k) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.');
+  if (ok) return {};
+  return {"a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or "
+          "'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"};
+}
+
+// Without the '*.' of a wildcard host.
+std::vector<std::string> isWildcardOrSubdomain(std::string_view h) {
+  if (h.starts_with("*.")) h.remove_prefix(2);
+  return isDns1123Subdomain(h);
+}
+
+bool looksLikeIp(std::string_view h) {
+  return !h.empty() && (h.find(':') != std::string_view::npos ||
+                        h.find_first_not_of("0123456789.") == std::string_view::npos);
+}
+
+void validateContainers(Errs& e, const json::object& spec, const std::string& path, std::string_view key, bool required) {
+  const json::array* cs = arr(spec, key);
+  std::string f = path + "." + std::string(key);
+  if (!cs || cs->empty()) {
+    if (required) e.required(f);
+    return;
+  }
+  std::set<std::string> names;
+  for (size_t i = 0; i < cs->size(); ++i) {
+    std::string ci = idx(f, i);
+    if (!(*cs)[i].is_object()) {
+      e.invalidRaw(ci, render((*cs)[i]), "must be an object");
+      continue;
+    }
+    const json::object& c = (*cs)[i].get_object();
+    std::string name = str(c, "name");
+    if (name.empty()) {
+      e.required(ci + ".name");
+    } else {
+      e.name(ci + ".name", name, isDns1123Label);
+      if (!names.insert(name).second) e.duplicate(ci + ".name", name);
+    }
+    if (str(c, "image").empty()) e.required(ci + ".image");
+    const json::array* ports = arr(c, "ports");
+    for (size_t p = 0; ports && p < ports->size(); ++p) {
+      if (!(*ports)[p].is_object()) continue;
+      const json::object& po = (*ports)[p].get_object();
+      std::string pi = idx(ci + ".ports", p);
+      e.port(pi, po, "containerPort", true);
+      if (has(po, "hostPort")) e.port(pi, po, "hostPort", false);
+      if (has(po, "protocol")) e.oneOf(pi + ".protocol", str(po, "protocol"), {"SCTP", "TCP", "UDP"});
+    }
+  }
+}
+
+void validatePodSpec(Errs& e, const json::object& spec, const std::string& path, bool workload) {
+  validateContainers(e, spec, path, "containers", true);
+  validateContainers(e, spec, path, "initContainers", false);
+  if (workload) {
+    e.oneOf(path + ".restartPolicy", str(spec, "restartPolicy"), {"Always"});
+  } else {
+    e.oneOf(path + ".restartPolicy", str(spec, "restartPolicy"), {"Always", "Never", "OnFailure"});
+  }
+  e.oneOf(path + ".dnsPolicy", str(spec, "dnsPolicy"), {"ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"});
+}
+
+// A Deployment's, ReplicaSet's or DaemonSet's selector and template.
+void validateWorkload(Errs& e, const json::object& o, const json::object* old, std::string_view kind) {
+  const json::object* spec = obj(o, "spec");
+  if (!spec) {
+    e.required("spec");
+    return;
+  }
+  if (const json::value* r = get(*spec, "replicas"); r && (!r->is_int64() || r->get_int64() < 0)) {
+    e.invalidRaw("spec.replicas", render(*r), "must be greater than or equal to 0");
+  }
+  const json::object* sel = obj(*spec, "selector");
+  const json::object* matchLabels = sel ? obj(*sel, "matchLabels") : nullptr;
+  const json::array* exprs = sel ? arr(*sel, "matchExpressions") : nullptr;
+  if (!sel) {
+    e.required("spec.selector");
+  } else if ((!matchLabels || matchLabels->empty()) && (!exprs || exprs->empty())) {
+    std::string k(kind);
+    for (char& c : k) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    e.invalidRaw("spec.selector", render(*sel), "empty selector is invalid for " + k);
+  }
+  const json::object* tmpl = obj(*spec, "template");
+  const json::object* tmeta = tmpl ? obj(*tmpl, "metadata") : nullptr;
+  const json::object* labels = tmeta ? obj(*tmeta, "labels") : nullptr;
+  if (matchLabels) {
+    bool matches = true;
+    for (const auto& [k, v] : *matchLabels) {
+      const json::value* have = labels ? get(*labels, k) : nullptr;
+      matches = matches && have && *have == v;
+    }
+    if (!matches) {
+      e.invalidRaw("spec.template.metadata.labels", labels ? render(*labels) : "null",
+                   "`selector` does not match template `labels`");
+    }
+  }
+  const json::object* podSpec = tmpl ? obj(*tmpl, "spec") : nullptr;
+  if (!podSpec) {
+    e.required("spec.template.spec.containers");
+  } else {
+    validatePodSpec(e, *podSpec, "spec.template.spec", true);
+  }
+  if (old) {
+    const json::object* oldSpec = obj(*old, "spec");
+    const json::value* oldSel = oldSpec ? get(*oldSpec, "selector") : nullptr;
+    if (oldSel && sel && *oldSel != json::value(*sel)) e.invalidRaw("spec.selector", render(*sel), "field is immutable");
+  }
+}
+
+void validateService(Errs& e, const json::object& o) {
+  const json::object* spec = obj(o, "spec");
+  if (!spec) {
+    e.required("spec");
+    return;
+  }
+  std::string type = str(*spec, "type");
+  e.oneOf("spec.type", type, {"ClusterIP", "ExternalName", "LoadBalancer", "NodePort"});
+  if (type == "ExternalName") {
+    std::string name = str(*spec, "externalName");
+    if (name.empty()) e.required("spec.externalName");
+    else e.name("spec.externalName", name, isDns1123Subdomain);
+  }
+  const json::array* ports = arr(*spec, "ports");
+  bool headless = str(*spec, "clusterIP") == "None";
+  if ((!ports || ports->empty()) && type != "ExternalName" && !headless) e.required("spec.ports");
+  std::set<std::string> names;
+  for (size_t i = 0; ports && i < ports->size(); ++i) {
+    std::string pi = idx("spec.ports", i);
+    if (!(*ports)[i].is_object()) continue;
+    const json::object& p = (*ports)[i].get_object();
+    std::string name = str(p, "name");
+    if (name.empty() && ports->size() > 1) e.required(pi + ".name");
+    if (!name.empty()) {
+      e.name(pi + ".name", name, isDns1123Label);
+      if (!names.insert(name).second) e.duplicate(pi + ".name", name);
+    }
+    e.port(pi, p, "port", true);
+    e.oneOf(pi + ".protocol", str(p, "protocol"), {"SCTP", "TCP", "UDP"});
+    if (const json::value* tp = get(p, "targetPort"); tp && tp->is_int64()) e.port(pi, p, "targetPort", false);
+    if (has(p, "nodePort") && type == "ClusterIP") {
+      e.forbidden(pi + ".nodePort", "may not be used when `type` is 'ClusterIP'");
+    }
+  }
+  if (has(*spec, "sessionAffinity")) e.oneOf("spec.sessionAffinity", str(*spec, "sessionAffinity"), {"ClientIP", "None"});
+}
+
+void validatePvc(Errs& e, const json::object& o, const json::object* old) {
+  const json::object* spec = obj(o, "spec");
+  if (!spec) {
+    e.required("spec");
+    return;
+  }
+  const json::array* modes = arr(*spec, "accessModes");
+  if (!modes || modes->empty()) e.required("spec.accessModes", "at least 1 access mode is required");
+  for (size_t i = 0; modes && i < modes->size(); ++i) {
+    e.oneOf(idx("spec.accessModes", i), (*modes)[i].is_string() ? std::string((*modes)[i].get_string()) : "",
+            {"ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"});
+  }
+  const json::object* res = obj(*spec, "resources");
+  const json::object* req = res ? obj(*res, "requests") : nullptr;
+  std::string storage = req ? str(*req, "storage") : "";
+  if (storage.empty()) {
+    e.required("spec.resources[storage]");
+  } else if (auto q = parseQuantity(storage); !q || *q <= 0) {
+    e.invalid("spec.resources.requests[storage]", storage, "must be greater than zero");
+  }
+  if (has(*spec, "volumeMode")) e.oneOf("spec.volumeMode", str(*spec, "volumeMode"), {"Block", "Filesystem"});
+  if (!old) return;
+  // Only resources.requests (for bound claims) and volumeAttributesClassName
+  // may change; volumeName and storageClassName may be set once.
+  const json::object* oldSpec = obj(*old, "spec");
+  if (!oldSpec) return;
+  json::object a = *spec, b = *oldSpec;
+  for (json::object* s : {&a, &b}) {
+    s->erase("volumeAttributesClassName");
+    if (json::object* r = mobj(*s, "resources")) r->erase("requests");
+  }
+  if (str(b, "volumeName").empty()) b.erase("volumeName"), a.erase("volumeName");
+  if (!has(b, "storageClassName")) a.erase("storageClassName");
+  bool bound = obj(*old, "status") && str(*obj(*old, "status"), "phase") == "Bound";
+  const json::object* oldRes = obj(*oldSpec, "resources");
+  const json::object* oldReq = oldRes ? obj(*oldRes, "requests") : nullptr;
+  bool requestsChanged = (oldReq ? json::value(*oldReq) : json::value()) != (req ? json::value(*req) : json::value());
+  if (a != b || (requestsChanged && !bound)) {
+    e.forbidden("spec", "spec is immutable after creation except resources.requests and volumeAttributesClassName "
+                        "for bound claims");
+    return;
+  }
+  if (requestsChanged && !storage.empty()) {
+    const json::object* st = obj(*old, "status");
+    const json::object* cap = st ? obj(*st, "capacity") : nullptr;
+    std::string floor = cap ? str(*cap, "storage") : (oldReq ? str(*oldReq, "storage") : "");
+    auto now = parseQuantity(storage);
+    auto min = parseQuantity(floor);
+    if (now && min && *now < *min) {
+      e.forbidden("spec.resources.requests.storage", "field can not be less than status.capacity");
+    }
+  }
+}
+
+constexpr std::string_view kVolumeSources[] = {
+    "csi", "hostPath", "local", "nfs", "iscsi", "fc", "rbd", "cephfs", "glusterfs", "flexVolume", "awsElasticBlockStore",
+    "gcePersistentDisk", "azureDisk", "azureFile", "vsphereVolume", "quobyte", "portworxVolume", "scaleIO",
+    "storageos", "photonPersistentDisk", "cinder", "flocker"};
+
+void validatePv(Errs& e, const json::object& o, const json::object* old) {
+  const json::object* spec = obj(o, "spec");
+  if (!spec) {
+    e.required("spec");
+    return;
+  }
+  const json::object* cap = obj(*spec, "capacity");
+  if (!cap || str(*cap, "storage").empty()) e.required("spec.capacity");
+  const json::array* modes = arr(*spec, "accessModes");
+  if (!modes || modes->empty()) e.required("spec.accessModes");
+  int sources = 0;
+  for (std::string_view s : kVolumeSources) sources += has(*spec, s);
+  if (sources == 0) e.required("spec", "must specify a volume type");
+  if (sources > 1) e.forbidden("spec", "may not specify more than 1 volume type");
+  e.oneOf("spec.persistentVolumeReclaimPolicy", str(*spec, "persistentVolumeReclaimPolicy"), {"Delete", "Recycle", "Retain"});
+  if (old) {
+    const json::object* oldSpec = obj(*old, "spec");
+    for (std::string_view s : kVolumeSources) {
+      const json::value* a = get(*spec, s);
+      const json::value* b = oldSpec ? get(*oldSpec, s) : nullptr;
+      if ((a == nullptr) != (b == nullptr) || (a && *a != *b)) {
+        e.forbidden("spec.persistentvolumesource", "spec.persistentvolumesource is immutable after creation");
+        break;
+      }
+    }
+  }
+}
+
+void validateStorageClass(Errs& e, const json::object& o, const json::object* old) {
+  if (str(o, "provisioner").empty()) e.required("provisioner");
+  e.oneOf("reclaimPolicy", str(o, "reclaimPolicy"), {"Delete", "Retain"});
+  e.oneOf("volumeBindingMode", str(o, "volumeBindingMode"), {"Immediate", "WaitForFirstConsumer"});
+  if (!old) return;
+  for (std::string_view f : {"parameters", "provisioner", "reclaimPolicy", "volumeBindingMode"}) {
+    const json::value* a = get(o, f);
+    const json::value* b = get(*old, f);
+    if ((a == nullptr) != (b == nullptr) || (a && *a != *b)) {
+      e.forbidden(std::string(f), fmt::format("updates to {} are forbidden.", f));
+    }
+  }
+}
+
+void validateIngressBackend(Errs& e, const json::object& b, const std::string& f) {
+  const json::object* svc = obj(b, "service");
+  bool resource = has(b, "resource");
+  if (svc && resource) {
+    e.invalidRaw(f, "\"\"", "cannot set both resource and service backends");
+    return;
+  }
+  if (!svc && !resource) {
+    e.required(f, "one of `service` or `resource` must be specified");
+    return;
+  }
+  if (!svc) return;
+  std::string name = str(*svc, "name");
+  if (name.empty()) e.required(f + ".service.name");
+  else e.name(f + ".service.name", name, isDns1035Label);
+  const json::object* port = obj(*svc, "port");
+  bool byName = port && has(*port, "name");
+  bool byNumber = port && has(*port, "number");
+  if (byName && byNumber) {
+    e.invalidRaw(f + ".service.port", render(*port), "cannot set both port name & port number");
+  } else if (!byName && !byNumber) {
+    e.invalidRaw(f + ".service.port", port ? render(*port) : "null", "port name or number is required");
+  } else if (byNumber) {
+    e.port(f + ".service.port", *port, "number", true);
+  } else {
+    e.name(f + ".service.port.name", str(*port, "name"), isDns1123Label);
+  }
+}
+
+void validateIngressPath(Errs& e, const json::object& p, const std::string& f) {
+  std::string path = str(p, "path");
+  if (!has(p, "pathType")) {
+    e.required(f + ".pathType", "pathType must be specified");
+  } else {
+    std::string type = str(p, "pathType");
+    e.oneOf(f + ".pathType", type, {"Exact", "ImplementationSpecific", "Prefix"});
+    if (type == "Exact" || type == "Prefix") {
+      if (!path.starts_with('/')) {
+        e.invalid(f + ".path", path, "must be an absolute path");
+      } else {
+        for (std::string_view bad : {"//", "/./", "/../", "%2f", "%2F"}) {
+          if (path.find(bad) != std::string::npos) e.invalid(f + ".path", path, fmt::format("must not contain '{}'", bad));
+        }
+        for (std::string_view bad : {"/..", "/."}) {
+          if (path.ends_with(bad)) e.invalid(f + ".path", path, fmt::format("cannot end with '{}'", bad));
+        }
+      }
+    } else if (!path.empty() && !path.starts_with('/')) {
+      e.invalid(f + ".path", path, "must be an absolute path");
+    }
+  }
+  if (const json::object* b = obj(p, "backend")) validateIngressBackend(e, *b, f + ".backend");
+  else e.required(f + ".backend");
+}
+
+void validateIngress(Errs& e, const json::object& o) {
+  const json::object* spec = obj(o, "spec");
+  const json::array* rules = spec ? arr(*spec, "rules") : nullptr;
+  const json::object* defaultBackend = spec ? obj(*spec, "defaultBackend") : nullptr;
+  if ((!rules || rules->empty()) && !defaultBackend) {
+    e.invalidRaw("spec", spec ? render(*spec) : "null", "either `defaultBackend` or `rules` must be specified");
+  }
+  if (defaultBackend) validateIngressBackend(e, *defaultBackend, "spec.defaultBackend");
+  if (spec && has(*spec, "ingressClassName")) e.name("spec.ingressClassName", str(*spec, "ingressClassName"), isDns1123Subdomain);
+  for (size_t i = 0; rules && i < rules->size(); ++i) {
+    if (!(*rules)[i].is_object()) continue;
+    const json::object& rule = (*rules)[i].get_object();
+    std::string ri = idx("spec.rules", i);
+    std::string host = str(rule, "host");
+    if (!host.empty()) {
+      if (looksLikeIp(host)) e.invalid(ri + ".host", host, "must be a DNS name, not an IP address");
+      else e.name(ri + ".host", host, isWildcardOrSubdomain);
+    }
+    const json::object* http = obj(rule, "http");
+    if (!http) continue;
+    const json::array* paths = arr(*http, "paths");
+    if (!paths || paths->empty()) {
+      e.required(ri + ".http.paths");
+      continue;
+    }
+    for (size_t p = 0; p < paths->size(); ++p) {
+      if ((*paths)[p].is_object()) validateIngressPath(e, (*paths)[p].get_object(), idx(ri + ".http.paths", p));
+    }
+  }
+  const json::array* tls = spec ? arr(*spec, "tls") : nullptr;
+  for (size_t i = 0; tls && i < tls->size(); ++i) {
+    if (!(*tls)[i].is_object()) continue;
+    const json::array* hosts = arr((*tls)[i].get_object(), "hosts");
+    for (size_t h = 0; hosts && h < hosts->size(); ++h) {
+      if ((*hosts)[h].is_string()) {
+        e.name(idx(idx("spec.tls", i) + ".hosts", h), std::string((*hosts)[h].get_string()), isWildcardOrSubdomain);
+      }
+    }
+  }
+}
+
+void validateDataMap(Errs& e, const json::object& o, std::string_view key, bool base64) {
+  const json::object* data = obj(o, key);
+  if (!data) return;
+  for (const auto& [k, v] : *data) {
+    std::string f = fmt::format("{}[{}]", key, std::string_view(k));
+    e.name(f, std::string(k), isConfigKey);
+    if (!v.is_string()) {
+      e.invalidRaw(f, render(v), "must be a string");
+    } else if (base64 && !base::base64Decode(v.get_string())) {
+      e.invalid(f, "<secret contents redacted>", "illegal base64 data");
+    }
+  }
+}
+
+// ConfigMap and Secret: `immutable: true` freezes data and itself.
+void validateImmutableData(Errs& e, const json::object& o, const json::object* old, bool secret) {
+  if (!old) return;
+  const json::value* wasImmutable = get(*old, "immutable");
+  if (!wasImmutable || *wasImmutable != json::value(true)) return;
+  const json::value* now = get(o, "immutable");
+  if (!now || *now != json::value(true)) e.forbidden("immutable", "field is immutable when `immutable` is set");
+  for (std::string_view key : {"data", "binaryData"}) {
+    if (secret && key == "binaryData") continue;
+    const json::value* a = get(o, key);
+    const json::value* b = get(*old, key);
+    if ((a == nullptr) != (b == nullptr) || (a && *a != *b)) {
+      e.forbidden(std::string(key), "field is immutable when `immutable` is set");
+    }
+  }
+}
+
+void validateRules(Errs& e, const json::object& o, bool namespaced) {
+  const json::array* rules = arr(o, "rules");
+  for (size_t i = 0; rules && i < rules->size(); ++i) {
+    if (!(*rules)[i].is_object()) continue;
+    const json::object& r = (*rules)[i].get_object();
+    std::string f = idx("rules", i);
+    const json::array* verbs = arr(r, "verbs");
+    if (!verbs || verbs->empty()) e.required(f + ".verbs", "verbs must contain at least one value");
+    const json::array* urls = arr(r, "nonResourceURLs");
+    bool hasUrls = urls && !urls->empty();
+    if (hasUrls && namespaced) {
+      e.invalidRaw(f + ".nonResourceURLs", render(*urls), "namespaced rules cannot apply to non-resource URLs");
+    }
+    const json::array* resources = arr(r, "resources");
+    bool hasResources = resources && !resources->empty();
+    if (hasUrls && hasResources) {
+      e.invalidRaw(f + ".nonResourceURLs", render(*urls), "rules cannot apply to both regular resources and non-resource URLs");
+    }
+    if (!hasUrls) {
+      const json::array* groups = arr(r, "apiGroups");
+      if (!groups || groups->empty()) e.required(f + ".apiGroups", "resource rules must supply at least one api group");
+      if (!hasResources) e.required(f + ".resources", "resource rules must supply at least one resource");
+    }
+  }
+}
+
+void validateBinding(Errs& e, const json::object& o, const json::object* old, bool cluster) {
+  const json::object* ref = obj(o, "roleRef");
+  if (!ref) {
+    e.required("roleRef");
+  } else {
+    if (str(*ref, "name").empty()) e.required("roleRef.name");
+    if (cluster) e.oneOf("roleRef.kind", str(*ref, "kind"), {"ClusterRole"});
+    else e.oneOf("roleRef.kind", str(*ref, "kind"), {"ClusterRole", "Role"});
+    e.oneOf("roleRef.apiGroup", str(*ref, "apiGroup"), {"rbac.authorization.k8s.io"});
+  }
+  const json::array* subjects = arr(o, "subjects");
+  for (size_t i = 0; subjects && i < subjects->size(); ++i) {
+    if (!(*subjects)[i].is_object()) continue;
+    const json::object& s = (*subjects)[i].get_object();
+    std::string f = idx("subjects", i);
+    std::string kind = str(s, "kind");
+    e.oneOf(f + ".kind", kind, {"Group", "ServiceAccount", "User"});
+    if (str(s, "name").empty()) e.required(f + ".name");
+    if (kind == "ServiceAccount" && cluster && str(s, "namespace").empty()) e.required(f + ".namespace");
+  }
+  if (old && ref) {
+    const json::value* oldRef = get(*old, "roleRef");
+    if (oldRef && *oldRef != json::value(*ref)) e.invalidRaw("roleRef", render(*ref), "cannot change roleRef");
+  }
+}
+
+void specImmutable(Errs& e, const json::object& o, const json::object* old, std::string_view field) {
+  if (!old) return;
+  const json::object* spec = obj(o, "spec");
+  const json::object* oldSpec = obj(*old, "spec");
+  const json::value* a = spec ? get(*spec, field) : nullptr;
+  const json::value* b = oldSpec ? get(*oldSpec, field) : nullptr;
+  if ((a == nullptr) != (b == nullptr) || (a && *a != *b)) {
+    e.invalidRaw("spec." + std::string(field), a ? render(*a) : "null", "field is immutable");
+  }
+}
+
+void validatePodUpdate(Errs& e, const json::object& o, const json::object& old) {
+  const json::object* spec = obj(o, "spec");
+  const json::object* oldSpec = obj(old, "spec");
+  if (!spec || !oldSpec) return;
+  json::object a = *spec, b = *oldSpec;
+  for (json::object* s : {&a, &b}) {
+    for (std::string_view key : {"containers", "initContainers"}) {
+      eachObject(*s, key, [](json::object& c) { c.erase("image"); });
+    }
+    s->erase("activeDeadlineSeconds");
+    s->erase("tolerations");
+    s->erase("terminationGracePeriodSeconds");
+  }
+  if (str(b, "nodeName").empty()) a.erase("nodeName");  // set once, as a binding does
+  if (a != b) {
+    e.forbidden("spec",
+                "pod updates may not change fields other than `spec.containers[*].image`,"
+                "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
+                "existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was "
+                "previously negative)");
+  }
+}
+
+}  // namespace
+
+std::optional<long double> parseQuantity(std::string_view q) {
+  if (q.empty()) return std::nullopt;
+  size_t i = 0;
+  if (q[0] == '+' || q[0] == '-') ++i;
+  size_t digits = i;
+  while (i < q.size() && (std::isdigit(static_cast<unsigned char>(q[i])) || q[i] == '.')) ++i;
+  if (i == digits) return std::nullopt;
+  long double number;
+  try {
+    number = std::stold(std::string(q.substr(0, i)));
+  } catch (...) {
+    return std::nullopt;
+  }
+  std::string_view suffix = q.substr(i);
+  static const std::pair<std::string_view, long double> kSuffixes[] = {
+      {"", 1},         {"n", 1e-9L},     {"u", 1e-6L},      {"m", 1e-3L},      {"k", 1e3L},       {"M", 1e6L},
+      {"G", 1e9L},     {"T", 1e12L},     {"P", 1e15L},      {"E", 1e18L},      {"Ki", 1024.0L},   {"Mi", 1048576.0L},
+      {"Gi", 1073741824.0L}, {"Ti", 1099511627776.0L}, {"Pi", 1125899906842624.0L}, {"Ei", 1152921504606846976.0L}};
+  for (const auto& [s, mult] : kSuffixes) {
+    if (suffix == s) return number * mult;
+  }
+  if (suffix.size() > 1 && (suffix[0] == 'e' || suffix[0] == 'E')) {
+    int exp = 0;
+    for (size_t j = 1; j < suffix.size(); ++j) {
+      if (!std::isdigit(static_cast<unsigned char>(suffix[j])) && !(j == 1 && suffix[j] == '-')) return std::nullopt;
+    }
+    exp = std::stoi(std::string(suffix.substr(1)));
+    return number * std::pow(10.0L, exp);
+  }
+  return std::nullopt;
+}
+
+bool pvcRequestGrew(const json::object& o, const json::object& old) {
+  auto storage = [](const json::object& x) -> std::optional<long double> {
+    const json::object* spec = obj(x, "spec");
+    const json::object* res = spec ? obj(*spec, "resources") : nullptr;
+    const json::object* req = res ? obj(*res, "requests") : nullptr;
+    return req ? parseQuantity(str(*req, "storage")) : std::nullopt;
+  };
+  auto a = storage(o), b = storage(old);
+  return a && b && *a > *b;
+}
+
+void applyDefaults(const ResourceInfo& r, json::object& o, bool create) {
+  const std::string& k = r.kind;
+  bool hasStatus = std::find(r.subresources.begin(), r.subresources.end(), "status") != r.subresources.end();
+  if (create && hasStatus && k != "Node") o.erase("status");
+  if (!r.group.empty() && r.group != "apps" && r.group != "storage.k8s.io" && r.group != "networking.k8s.io" &&
+      r.group != "discovery.k8s.io") {
+    return;
+  }
+  if (k == "Pod") {
+    json::object& spec = ensure(o, "spec");
+    podSpecDefaults(spec);
+    if (create) o["status"] = json::object{{"phase", "Pending"}, {"qosClass", qosClass(spec)}};
+  } else if (k == "Service") {
+    json::object& spec = ensure(o, "spec");
+    def(spec, "type", "ClusterIP");
+    std::string type = str(spec, "type");
+    eachObject(spec, "ports", [](json::object& p) {
+      def(p, "protocol", "TCP");
+      if (const json::value* port = get(p, "port")) def(p, "targetPort", *port);
+    });
+    if (type != "ExternalName") {
+      def(spec, "sessionAffinity", "None");
+      def(spec, "internalTrafficPolicy", "Cluster");
+      def(spec, "ipFamilies", json::array{"IPv4"});
+      def(spec, "ipFamilyPolicy", "SingleStack");
+    }
+    if (type == "NodePort" || type == "LoadBalancer") def(spec, "externalTrafficPolicy", "Cluster");
+    if (type == "LoadBalancer") def(spec, "allocateLoadBalancerNodePorts", true);
+    if (create) o["status"] = json::object{{"loadBalancer", json::object{}}};
+  } else if (k == "PersistentVolumeClaim") {
+    def(ensure(o, "spec"), "volumeMode", "Filesystem");
+    if (create) {
+      o["status"] = json::object{{"phase", "Pending"}};
+      addFinalizer(o, "kubernetes.io/pvc-protection");
+    }
+  } else if (k == "PersistentVolume") {
+    json::object& spec = ensure(o, "spec");
+    def(spec, "persistentVolumeReclaimPolicy", "Retain");
+    def(spec, "volumeMode", "Filesystem");
+    if (create) {
+      o["status"] = json::object{{"phase", "Pending"}};
+      addFinalizer(o, "kubernetes.io/pv-protection");
+    }
+  } else if (k == "StorageClass") {
+    def(o, "reclaimPolicy", "Delete");
+    def(o, "volumeBindingMode", "Immediate");
+  } else if (k == "Deployment") {
+    json::object& spec = ensure(o, "spec");
+    def(spec, "replicas", 1);
+    def(spec, "strategy", json::object{});
+    json::object& strategy = ensure(spec, "strategy");
+    def(strategy, "type", "RollingUpdate");
+    if (str(strategy, "type") == "RollingUpdate") {
+      json::object& ru = ensure(strategy, "rollingUpdate");
+      def(ru, "maxUnavailable", "25%");
+      def(ru, "maxSurge", "25%");
+    }
+    def(spec, "revisionHistoryLimit", 10);
+    def(spec, "progressDeadlineSeconds", 600);
+    templateDefaults(o);
+    if (create) o["status"] = json::object{};
+  } else if (k == "ReplicaSet") {
+    def(ensure(o, "spec"), "replicas", 1);
+    templateDefaults(o);
+    if (create) o["status"] = json::object{{"replicas", 0}};
+  } else if (k == "DaemonSet") {
+    json::object& spec = ensure(o, "spec");
+    json::object& strategy = ensure(spec, "updateStrategy");
+    def(strategy, "type", "RollingUpdate");
+    if (str(strategy, "type") == "RollingUpdate") {
+      json::object& ru = ensure(strategy, "rollingUpdate");
+      def(ru, "maxUnavailable", 1);
+      def(ru, "maxSurge", 0);
+    }
+    def(spec, "revisionHistoryLimit", 10);
+    templateDefaults(o);
+    if (create) {
+      o["status"] = json::object{{"currentNumberScheduled", 0}, {"numberMisscheduled", 0},
+                                 {"desiredNumberScheduled", 0}, {"numberReady", 0}};
+    }
+  } else if (k == "Secret") {
+    def(o, "type", "Opaque");
+    // stringData is write-only: merged into data (base64), never stored.
+    if (const json::object* sd = obj(o, "stringData")) {
+      json::object& data = ensure(o, "data");
+      for (const auto& [key, v] : *sd) {
+        if (v.is_string()) data[key] = base::base64Encode(v.get_string());
+      }
+    }
+    o.erase("stringData");
+  } else if (k == "Endpoints") {
+    eachObject(o, "subsets", [](json::object& s) { eachObject(s, "ports", [](json::object& p) { def(p, "protocol", "TCP"); }); });
+  } else if (k == "EndpointSlice") {
+    eachObject(o, "ports", [](json::object& p) { def(p, "protocol", "TCP"); });
+  } else if (k == "CSIDriver") {
+    json::object& spec = ensure(o, "spec");
+    def(spec, "attachRequired", true);
+    def(spec, "podInfoOnMount", false);
+    def(spec, "requiresRepublish", false);
+    def(spec, "storageCapacity", false);
+    def(spec, "seLinuxMount", false);
+    def(spec, "fsGroupPolicy", "ReadWriteOnceWithFSType");
+    def(spec, "volumeLifecycleModes", json::array{"Persistent"});
+  } else if (k == "Namespace" && create) {
+    def(ensure(o, "spec"), "finalizers", json::array{"kubernetes"});
+    o["status"] = json::object{{"phase", "Active"}};
+  } else if (k == "Ingress" && create) {
+    o["status"] = json::object{{"loadBalancer", json::object{}}};
+  }
+}
+
+FieldErrors validateKind(const ResourceInfo& r, const json::object& o, const json::object* old) {
+  Errs e;
+  const std::string& k = r.kind;
+  const std::string& g = r.group;
+  if (g.empty() && k == "Pod") {
+    if (const json::object* spec = obj(o, "spec")) validatePodSpec(e, *spec, "spec", false);
+    else e.required("spec.containers");
+    if (old) validatePodUpdate(e, o, *old);
+  } else if (g.empty() && k == "Service") {
+    validateService(e, o);
+  } else if (g.empty() && k == "PersistentVolumeClaim") {
+    validatePvc(e, o, old);
+  } else if (g.empty() && k == "PersistentVolume") {
+    validatePv(e, o, old);
+  } else if (g.empty() && k == "ConfigMap") {
+    validateDataMap(e, o, "data", false);
+    validateDataMap(e, o, "binaryData", true);
+    if (const json::object* data = obj(o, "data"); data && obj(o, "binaryData")) {
+      for (const auto& [key, v] : *data) {
+        if (has(*obj(o, "binaryData"), key)) {
+          e.invalid(fmt::format("data[{}]", std::string_view(key)), std::string(key),
+                    "duplicate of key present in binaryData");
+        }
+      }
+    }
+    validateImmutableData(e, o, old, false);
+  } else if (g.empty() && k == "Secret") {
+    validateDataMap(e, o, "data", true);
+    std::string type = str(o, "type");
+    if (type == "kubernetes.io/tls") {
+      const json::object* data = obj(o, "data");
+      for (const char* key : {"tls.crt", "tls.key"}) {
+        if (!data || !has(*data, key)) e.required(fmt::format("data[{}]", key));
+      }
+    }
+    if (old && str(*old, "type") != type) e.invalid("type", type, "field is immutable");
+    validateImmutableData(e, o, old, true);
+  } else if (g.empty() && k == "Node" && old) {
+    const json::object* spec = obj(o, "spec");
+    const json::object* oldSpec = obj(*old, "spec");
+    for (std::string_view f : {"podCIDR", "podCIDRs"}) {
+      const json::value* was = oldSpec ? get(*oldSpec, f) : nullptr;
+      const json::value* now = spec ? get(*spec, f) : nullptr;
+      if (was && (!now || *now != *was)) {
+        e.forbidden("spec." + std::string(f), "node updates may not change podCIDR except from \"\" to valid");
+      }
+    }
+  } else if (g == "apps") {
+    validateWorkload(e, o, old, k);
+  } else if (g == "networking.k8s.io" && k == "Ingress") {
+    validateIngress(e, o);
+  } else if (g == "networking.k8s.io" && k == "IngressClass") {
+    const json::object* spec = obj(o, "spec");
+    if (!spec || str(*spec, "controller").empty()) e.required("spec.controller");
+    specImmutable(e, o, old, "controller");
+  } else if (g == "storage.k8s.io" && k == "StorageClass") {
+    validateStorageClass(e, o, old);
+  } else if (g == "storage.k8s.io" && k == "VolumeAttachment") {
+    const json::object* spec = obj(o, "spec");
+    if (!spec || str(*spec, "attacher").empty()) e.required("spec.attacher");
+    if (!spec || str(*spec, "nodeName").empty()) e.required("spec.nodeName");
+    const json::object* source = spec ? obj(*spec, "source") : nullptr;
+    if (!source || (has(*source, "persistentVolumeName") == has(*source, "inlineVolumeSpec"))) {
+      e.required("spec.source", "must specify exactly one of inlineVolumeSpec and persistentVolumeName");
+    }
+    if (old && obj(*old, "spec") && spec && *obj(*old, "spec") != *spec) {
+      e.invalidRaw("spec", render(*spec), "field is immutable");
+    }
+  } else if (g == "storage.k8s.io" && k == "CSIDriver") {
+    for (std::string_view f : {"attachRequired", "podInfoOnMount", "volumeLifecycleModes", "fsGroupPolicy"}) {
+      specImmutable(e, o, old, f);
+    }
+  } else if (g == "storage.k8s.io" && k == "CSINode") {
+    const json::object* spec = obj(o, "spec");
+    const json::array* drivers = spec ? arr(*spec, "drivers") : nullptr;
+    for (size_t i = 0; drivers && i < drivers->size(); ++i) {
+      if (!(*drivers)[i].is_object()) continue;
+      std::string f = idx("spec.drivers", i);
+      if (str((*drivers)[i].get_object(), "name").empty()) e.required(f + ".name");
+      if (str((*drivers)[i].get_object(), "nodeID").empty()) e.required(f + ".nodeID");
+    }
+  } else if (g == "discovery.k8s.io" && k == "EndpointSlice") {
+    e.oneOf("addressType", str(o, "addressType"), {"FQDN", "IPv4", "IPv6"});
+    if (old && str(*old, "addressType") != str(o, "addressType")) {
+      e.invalid("addressType", str(o, "addressType"), "field is immutable");
+    }
+  } else if (g == "rbac.authorization.k8s.io") {
+    if (k == "Role" || k == "ClusterRole") validateRules(e, o, k == "Role");
+    else validateBinding(e, o, old, k == "ClusterRoleBinding");
+  } else if (g == "coordination.k8s.io" && k == "Lease") {
+    const json::object* spec = obj(o, "spec");
+    if (const json::value* d = spec ? get(*spec, "leaseDurationSeconds") : nullptr;
+        d && (!d->is_int64() || d->get_int64() <= 0)) {
+      e.invalidRaw("spec.leaseDurationSeconds", render(*d), "must be greater than 0");
+    }
+  }
+  return std::move(e.list);
+}
+
+}  // namespace trellis::apiserver::registry

@@ -1,0 +1,36 @@
+// Per-kind defaulting and validation, as kube-apiserver's registry
+// strategies do it for the kinds apiserver-lite serves: required fields,
+// supported values, ranges, cross-field rules (a workload's selector must
+// match its template labels, an Ingress path needs a pathType), immutable
+// fields on update, and the defaults clients read back (a Pod's
+// restartPolicy, a Service's protocol and targetPort, a Deployment's
+// strategy, ...). Messages follow apimachinery's field errors.
+#pragma once
+
+#include <optional>
+#include <string_view>
+
+#include <boost/json/object.hpp>
+
+#include "apiserver-lite/registry/resources.h"
+#include "apiserver-lite/registry/validation.h"
+
+namespace trellis::apiserver::registry {
+
+// Fills in defaults. On create also resets what clients may not set there
+// (status, except a Node's, starts as the server says: a Pod Pending, ...).
+void applyDefaults(const ResourceInfo& r, boost::json::object& obj, bool create);
+
+// Field errors of the object; with `old` (an update) also of changes to
+// immutable fields.
+FieldErrors validateKind(const ResourceInfo& r, const boost::json::object& obj, const boost::json::object* old);
+
+// A resource.Quantity ("1Gi", "500M", "1.5", "100m") as a number of units;
+// nullopt when malformed.
+std::optional<long double> parseQuantity(std::string_view q);
+
+// The storage a PVC requests, and whether `obj` asks for more than `old`.
+// Used for the resize admission rule (the StorageClass must allow expansion).
+bool pvcRequestGrew(const boost::json::object& obj, const boost::json::object& old);
+
+}  // namespace trellis::apiserver::registry
