@@ -383,6 +383,15 @@ TEST_F(KubectlTest, ErrorsReadLikeKubeApiserver) {
       << bad.out;
   auto missing = kubectl("get cm nope");
   EXPECT_EQ(missing.out, "Error from server (NotFound): configmaps \"nope\" not found\n");
+  // Over the 3 MiB default: a Status from the HTTP layer, and nothing stored.
+  testing::writeFile(dir_.file("big.json"), R"({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"big"},"data":{"k":")" +
+                                                std::string(4 << 20, 'x') + "\"}}");
+  auto big = kubectl("create -f " + dir_.file("big.json"));
+  EXPECT_NE(big.out.find("Error from server (RequestEntityTooLarge): error when creating \"" + dir_.file("big.json") +
+                         "\": Request entity too large: limit is 3145728"),
+            std::string::npos)
+      << big.out;
+  EXPECT_NE(kubectl("get cm big").exitCode, 0);
   testing::writeFile(dir_.file("orphan.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: no-such-ns\n");
   auto orphan = kubectl("create -f " + dir_.file("orphan.yaml"));
   EXPECT_NE(orphan.out.find("namespaces \"no-such-ns\" not found"), std::string::npos) << orphan.out;

@@ -220,6 +220,20 @@ int main(int argc, char** argv) {
   opts.name = "apiserver";
   opts.limits.maxBodyBytes = maxRequestBytes;
   opts.limits.maxConcurrentStreams = 1000;  // watches multiplexed over one connection
+  // Requests refused by the HTTP layer still get a Status, as from kube-apiserver.
+  opts.errorResponse = [maxRequestBytes](int status, std::string_view message) {
+    apiserver::registry::ApiError e{status, status == 413   ? "RequestEntityTooLarge"
+                                            : status == 408 ? "Timeout"
+                                            : status >= 500 ? "InternalError"
+                                                            : "BadRequest",
+                                    std::string(message)};
+    if (status == 413) e.message = fmt::format("Request entity too large: limit is {}", maxRequestBytes);
+    http::Response r;
+    r.status = status;
+    r.headers.add("content-type", "application/json");
+    r.body = boost::json::serialize(apiserver::registry::statusObject(e));
+    return r;
+  };
   http::Server server(opts, [&](http::Request& req, std::shared_ptr<http::ResponseWriter> w) {
     // A verified client certificate authenticates by itself; otherwise a bearer token.
     std::optional<apiserver::UserInfo> user;

@@ -40,7 +40,8 @@ void ServerConnection::onClosed() {
   if (worker_->connections.erase(this)) ctx_.stats->activeConnections.dec();
 }
 
-Response errorResponse(int status, std::string_view message) {
+Response errorResponse(const ServerContext& ctx, int status, std::string_view message) {
+  if (ctx.errorResponse) return ctx.errorResponse(status, message);
   Response r;
   r.status = status;
   r.headers.add("content-type", "text/plain; charset=utf-8");
@@ -176,7 +177,8 @@ struct Server::Impl {
   Impl(ServerOptions o, Handler handler)
       : options(std::move(o)),
         stats(std::make_unique<ServerStats>(options.metrics ? *options.metrics : ownMetrics, options.name)),
-        ctx{std::move(handler), options.limits, base::Logger(options.name), stats.get(), options.tls != nullptr} {}
+        ctx{std::move(handler), options.limits, base::Logger(options.name), stats.get(), options.tls != nullptr,
+            options.errorResponse} {}
 
   void accept(Loop& loop) {
     loop.acceptor->async_accept(loop.worker->io, [this, &loop](boost::system::error_code ec, tcp::socket socket) {

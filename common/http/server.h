@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -32,6 +33,10 @@ struct ServerOptions {
   Limits limits;
   std::string name = "http";  // logger name and metrics label
   base::Registry* metrics = nullptr;  // optional: server metrics are registered here
+  // The response for a request the server itself refuses (413, 431, 400,
+  // 408, ...) before any handler sees it; unset: a text/plain body. The API
+  // server answers with a Kubernetes Status here.
+  std::function<Response(int status, std::string_view message)> errorResponse;
 };
 
 class Server {

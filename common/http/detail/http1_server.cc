@@ -141,7 +141,7 @@ class Http1Connection : public ServerConnection {
     if (busy_) return;
     if (parser_.started()) {
       ctx_.stats->timeouts.inc();
-      Response r = errorResponse(408, "request timed out");
+      Response r = errorResponse(ctx_, 408, "request timed out");
       appendResponseHead(output(), r.status, r.headers, BodyFraming::kContentLength, r.body.size(), false);
       output().append(r.body);
       closeAfterFlush();
@@ -218,7 +218,7 @@ class Http1Connection : public ServerConnection {
     ctx_.stats->badRequests.inc();
     ctx_.log.debug("malformed request", {{"peer", peer()}, {"status", parser_.errorStatus()},
                                          {"reason", parser_.errorMessage()}});
-    Response r = errorResponse(parser_.errorStatus(), parser_.errorMessage());
+    Response r = errorResponse(ctx_, parser_.errorStatus(), parser_.errorMessage());
     appendResponseHead(output(), r.status, r.headers, BodyFraming::kContentLength, r.body.size(), false);
     output().append(r.body);
     pendingInput_.clear();

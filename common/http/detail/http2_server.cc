@@ -414,7 +414,7 @@ class Http2Connection : public ServerConnection {
     if (s.responded) return;
     s.dispatched = true;
     ctx_.stats->badRequests.inc();
-    respond(s.id, errorResponse(s.rejectStatus, s.rejectStatus == 413 ? "body larger than the limit"
+    respond(s.id, errorResponse(ctx_, s.rejectStatus, s.rejectStatus == 413 ? "body larger than the limit"
                                                                       : "request header fields too large"));
   }
 
@@ -425,7 +425,7 @@ class Http2Connection : public ServerConnection {
     if (req.method.empty() || req.target.empty() || req.scheme.empty()) {
       // nghttp2 checks pseudo-headers; CONNECT without :path is the one case left.
       s.rejectStatus = 400;
-      respond(s.id, errorResponse(400, "missing request pseudo-header"));
+      respond(s.id, errorResponse(ctx_, 400, "missing request pseudo-header"));
       return;
     }
     s.headOnly = req.method == "HEAD";

@@ -42,6 +42,7 @@ struct ServerContext {
   base::Logger log;
   ServerStats* stats;
   bool tls;
+  std::function<Response(int status, std::string_view message)> errorResponse;  // optional
 };
 
 class ServerConnection : public Connection {
@@ -72,7 +73,8 @@ void runOnConnection(const std::weak_ptr<Conn>& weak, asio::io_context& io, Fn&&
 }
 
 // A small plain-text error body.
-Response errorResponse(int status, std::string_view message);
+// The server's own error answer: ctx.errorResponse when set, else text/plain.
+Response errorResponse(const ServerContext& ctx, int status, std::string_view message);
 
 }  // namespace trellis::http::detail
 
