@@ -488,6 +488,41 @@ TEST_F(KubectlTest, KillNineThenRestartKeepsObjects) {
   EXPECT_EQ(std::count(names.out.begin(), names.out.end(), '\n'), 20) << names.out;
 }
 
+TEST_F(KubectlTest, KillNineDuringWritesLosesNoAcknowledgedObject) {
+  std::string server = kubectl("config view -o jsonpath='{.clusters[0].cluster.server}'").out;
+  std::string token = testing::readFile(dir_.file("data/admin.token"));
+  // Four writers create ConfigMaps one after another and note each name the
+  // server acknowledged (201); the server is killed -9 while they write.
+  std::vector<std::thread> writers;
+  for (int j = 0; j < 4; ++j) {
+    writers.emplace_back([&, j] {
+      std::string acked = dir_.file("acked." + std::to_string(j));
+      testing::run("for i in $(seq 1 100000); do n=w" + std::to_string(j) + "-$i; code=$(curl -sk -o /dev/null -w "
+                   "'%{http_code}' -X POST -H 'Authorization: Bearer " + token + "' -H 'Content-Type: application/json' "
+                   "-d \"{\\\"metadata\\\":{\\\"name\\\":\\\"$n\\\"}}\" " + server +
+                   "/api/v1/namespaces/default/configmaps) || break; [ \"$code\" = 201 ] || break; echo $n >> " + acked +
+                   "; done");
+    });
+  }
+  std::this_thread::sleep_for(1500ms);
+  stop(SIGKILL);
+  for (auto& t : writers) t.join();
+  start();
+  std::string names = kubectl("get cm -o name").out;
+  size_t acknowledged = 0;
+  for (int j = 0; j < 4; ++j) {
+    std::string acked = testing::readFile(dir_.file("acked." + std::to_string(j)));
+    for (size_t pos = 0, nl; (nl = acked.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+      std::string name = acked.substr(pos, nl - pos);
+      ++acknowledged;
+      EXPECT_NE(names.find("configmap/" + name + "\n"), std::string::npos) << name << " was acknowledged, then lost";
+    }
+  }
+  EXPECT_GT(acknowledged, 20u);  // the writers were really writing when the kill came
+  // The restarted server takes writes again.
+  EXPECT_EQ(kubectl("create configmap after-crash").out, "configmap/after-crash created\n");
+}
+
 TEST_F(KubectlTest, TypedCreateCommandsSendProtobufAndItIsUnderstood) {
   // kubectl's `create <kind>` commands encode the object as protobuf.
   EXPECT_EQ(kubectl("create namespace team-b").out, "namespace/team-b created\n");
