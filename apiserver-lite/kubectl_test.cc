@@ -864,5 +864,28 @@ TEST_F(KubectlTest, WatchTablesBookmarksAndExactLists) {
       << last;
 }
 
+TEST_F(KubectlTest, BindingAssignsAPodToANodeOnce) {
+  testing::writeFile(dir_.file("pod.yaml"),
+                     "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a, image: busybox}]\n");
+  ASSERT_EQ(kubectl("apply -f " + dir_.file("pod.yaml")).exitCode, 0);
+  std::string server = kubectl("config view -o jsonpath='{.clusters[0].cluster.server}'").out;
+  std::string token = testing::readFile(dir_.file("data/admin.token"));
+  auto bind = [&](const std::string& node) {
+    return testing::run("curl -sk -w ' %{http_code}' -X POST -H 'Authorization: Bearer " + token +
+                        "' -H 'Content-Type: application/json' -d '{\"apiVersion\":\"v1\",\"kind\":\"Binding\","
+                        "\"metadata\":{\"name\":\"p\"},\"target\":{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"name\":\"" +
+                        node + "\"}}' " + server + "/api/v1/namespaces/default/pods/p/binding")
+        .out;
+  };
+  auto first = bind("node-a");
+  EXPECT_NE(first.find(R"("status":"Success")"), std::string::npos) << first;
+  EXPECT_TRUE(first.ends_with(" 201")) << first;
+  EXPECT_EQ(kubectl("get pods --field-selector spec.nodeName=node-a -o name").out, "pod/p\n");
+  auto again = bind("node-b");
+  EXPECT_TRUE(again.ends_with(" 409")) << again;
+  EXPECT_NE(again.find("pod p is already assigned to node \\\"node-a\\\""), std::string::npos) << again;
+  EXPECT_EQ(kubectl("get pod p -o jsonpath='{.spec.nodeName}'").out, "node-a");
+}
+
 }  // namespace
 }  // namespace trellis::apiserver

@@ -540,6 +540,9 @@ struct ApiHandler::Impl {
   void patch(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req, Part part,
              const std::shared_ptr<http::ResponseWriter>& w);
   std::optional<ApiError> checkNamespace(std::string_view ns);
+  // pods/<name>/binding: assigns the pod to the Binding's target node, once.
+  void bind(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req,
+            const std::shared_ptr<http::ResponseWriter>& w);
   // The PersistentVolumeClaimResize admission rule: only claims whose
   // StorageClass allows expansion may grow.
   std::optional<ApiError> checkPvcResize(const ResourceInfo& r, const json::object& pvc, std::string_view name);
@@ -663,10 +666,10 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
   if (!sub.empty()) {
     bool has = std::find(res->subresources.begin(), res->subresources.end(), sub) != res->subresources.end();
     if (!has) return sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
-    if (sub != "status") {
+    if (sub == "status") part = Part::kStatus;
+    else if (sub != "binding") {
       return sendError(w, ApiError::methodNotAllowed(fmt::format("subresource {} is not served yet", sub)));
     }
-    part = Part::kStatus;
   }
   auto q = parseQuery(req.query());
   const std::string& m = req.method;
@@ -721,6 +724,10 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
       return sendJson(w, 200, toTable(*res, {*obj}, std::to_string(kv->modRevision), time(nullptr)));
     }
     return sendJson(w, 200, *obj);
+  }
+  if (sub == "binding") {
+    if (m != "POST") return sendError(w, ApiError::methodNotAllowed("the server does not allow this method on the requested resource"));
+    return bind(*res, ns, name, req, w);
   }
   if (m == "PUT") return update(*res, ns, name, req, part, w);
   if (m == "DELETE") return remove(*res, ns, name, w);
@@ -1142,6 +1149,38 @@ void ApiHandler::Impl::runWatchDeadlines() {
       }
     }
   }
+}
+
+void ApiHandler::Impl::bind(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req,
+                            const std::shared_ptr<http::ResponseWriter>& w) {
+  auto binding = parseObject(req.body);
+  if (!binding) return sendError(w, ApiError::badRequest(binding.error().message()));
+  const json::value* target = binding->if_contains("target");
+  const json::value* node = target && target->is_object() ? target->get_object().if_contains("name") : nullptr;
+  if (!node || !node->is_string() || node->get_string().empty()) {
+    static const ResourceInfo kBinding{"", "v1", "Binding", "bindings", "binding", true, {}, {}};
+    return sendError(w, ApiError::invalid(kBinding, name, {FieldError::required("target.name", "")}));
+  }
+  std::string key = r.key(ns, name);
+  auto current = cache.get(key);
+  if (!current) return sendError(w, ApiError::notFound(r, name));
+  auto pod = decode(*current);
+  if (!pod) return sendError(w, ApiError::internal("stored object is not valid JSON"));
+  json::object& spec = (*pod)["spec"].is_object() ? (*pod)["spec"].as_object()
+                                                    : ((*pod)["spec"] = json::object{}).as_object();
+  if (const json::value* was = spec.if_contains("nodeName"); was && was->is_string() && !was->get_string().empty()) {
+    return sendError(w, ApiError::conflict(r, name, fmt::format("pod {} is already assigned to node {:?}", name,
+                                                                std::string(was->get_string()))));
+  }
+  spec["nodeName"] = node->get_string();
+  (*pod)["metadata"].as_object().erase("resourceVersion");
+  write(Write{Write::Op::kUpdate, key, json::serialize(*pod), current->modRevision},
+        [this, w, &r, name = std::string(name)](base::Result<KeyValue> kv) {
+          if (!kv) return sendError(w, fromStoreError(kv.error(), r, name));
+          json::object st{{"kind", "Status"}, {"apiVersion", "v1"}, {"metadata", json::object{}}, {"status", "Success"},
+                          {"code", 201}};
+          sendJson(w, 201, st);
+        });
 }
 
 std::optional<ApiError> ApiHandler::Impl::checkPvcResize(const ResourceInfo& r, const json::object& pvc,
