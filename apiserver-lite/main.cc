@@ -159,8 +159,10 @@ int main(int argc, char** argv) {
     log.error("--service-cluster-ip-range", {{"error", cidr.error().message()}});
     return 2;
   }
+  base::Registry metrics;
   apiserver::ApiOptions apiOptions;
   apiOptions.serviceClusterIpRange = serviceRange;
+  apiOptions.metrics = &metrics;
   apiserver::ApiHandler api(**store, cache, apiOptions);
   if (auto st = api.bootstrap(); !st) {
     log.error("creating system namespaces and the default RBAC policy", {{"error", st.error().message()}});
@@ -218,6 +220,7 @@ int main(int argc, char** argv) {
   opts.threads = threads;
   opts.tls = tls;
   opts.name = "apiserver";
+  opts.metrics = &metrics;
   opts.limits.maxBodyBytes = maxRequestBytes;
   opts.limits.maxConcurrentStreams = 1000;  // watches multiplexed over one connection
   // Requests refused by the HTTP layer still get a Status, as from kube-apiserver.
@@ -263,6 +266,10 @@ int main(int argc, char** argv) {
   std::string host = bindAddress == "0.0.0.0" || bindAddress == "::" ? "127.0.0.1" : bindAddress;
   if (host.find(':') != std::string::npos) host = "[" + host + "]";
   std::string url = fmt::format("https://{}:{}", host, server.port());
+  if (auto st = api.publishEndpoint(host.front() == '[' ? "127.0.0.1" : host, server.port()); !st) {
+    log.error("publishing the kubernetes Service", {{"error", st.error().message()}});
+    return 1;
+  }
   if (!kubeconfigPath.empty()) {
     std::string caPem = ca.certPem.empty() ? readAll(tlsCert) : ca.certPem;
     if (auto st = writeFileAtomic(kubeconfigPath, kubeconfig(url, caPem, adminToken), 0600); !st) {

@@ -540,6 +540,7 @@ struct ApiHandler::Impl {
   void patch(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req, Part part,
              const std::shared_ptr<http::ResponseWriter>& w);
   std::optional<ApiError> checkNamespace(std::string_view ns);
+  base::Status ensureObject(const ResourceInfo& r, json::object obj, std::initializer_list<std::string_view> replace = {});
   // pods/<name>/binding: assigns the pod to the Binding's target node, once.
   void bind(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req,
             const std::shared_ptr<http::ResponseWriter>& w);
@@ -557,28 +558,87 @@ void ApiHandler::handle(http::Request& req, const UserInfo& user, std::shared_pt
   impl_->handle(req, user, std::move(w));
 }
 
+// Creates `obj` unless it exists. With `replace` (top-level fields), an
+// existing object where one of them differs gets this one's.
+base::Status ApiHandler::Impl::ensureObject(const ResourceInfo& r, json::object obj,
+                                            std::initializer_list<std::string_view> replace) {
+  std::string name(objectName(obj));
+  std::string ns(objectNamespace(obj));
+  std::string key = r.key(ns, name);
+  if (auto current = cache.get(key); current.ok()) {
+    if (replace.size() == 0) return {};  // present (perhaps changed by the user): kept
+    auto old = decode(*current);
+    if (!old) return base::makeError(base::ErrorCode::kInternal, "stored {} is not JSON", key);
+    json::object updated = *old;
+    for (std::string_view f : replace) updated[f] = obj[f];
+    if (updated == *old) return {};
+    updated["metadata"].as_object().erase("resourceVersion");
+    auto written = writeAndWait(store, Write{Write::Op::kUpdate, key, json::serialize(updated), current->modRevision});
+    return written ? base::Status{} : base::Status(std::move(written).error());
+  }
+  if (auto e = prepareCreate(obj, r, ns, rfc3339Now(), newUid(), "")) {
+    return base::makeError(base::ErrorCode::kInternal, "{}", e->message);
+  }
+  auto written = writeAndWait(store, Write{Write::Op::kCreate, key, json::serialize(obj), 0});
+  if (!written && written.error().code() != base::ErrorCode::kAlreadyExists) return std::move(written).error();
+  return {};
+}
+
 base::Status ApiHandler::bootstrap() {
-  std::vector<std::pair<const ResourceInfo*, json::object>> objects;
   for (const char* name : {"default", "kube-system", "kube-public", "kube-node-lease"}) {
     json::object obj;
     obj["metadata"] = json::object{{"name", name}};
     obj["spec"] = json::object{{"finalizers", json::array{"kubernetes"}}};
     obj["status"] = json::object{{"phase", "Active"}};
-    objects.emplace_back(findResource("", "v1", "namespaces"), std::move(obj));
+    if (auto st = impl_->ensureObject(*findResource("", "v1", "namespaces"), std::move(obj)); !st) return st;
   }
   for (auto& [plural, obj] : bootstrapPolicy()) {
-    objects.emplace_back(findResource("rbac.authorization.k8s.io", "v1", plural), std::move(obj));
-  }
-  for (auto& [r, obj] : objects) {
-    std::string name(objectName(obj));
-    if (impl_->cache.get(r->key("", name)).ok()) continue;  // present (perhaps changed by the user): kept
-    if (auto e = prepareCreate(obj, *r, "", rfc3339Now(), newUid(), "")) {
-      return base::makeError(base::ErrorCode::kInternal, "{}", e->message);
+    if (auto st = impl_->ensureObject(*findResource("rbac.authorization.k8s.io", "v1", plural), std::move(obj)); !st) {
+      return st;
     }
-    auto written = writeAndWait(impl_->store, Write{Write::Op::kCreate, r->key("", name), json::serialize(obj), 0});
-    if (!written && written.error().code() != base::ErrorCode::kAlreadyExists) return std::move(written).error();
   }
   return impl_->authz.start();
+}
+
+base::Status ApiHandler::publishEndpoint(const std::string& ip, int port) {
+  auto range = Ipv4Cidr::parse(impl_->options.serviceClusterIpRange);
+  std::string clusterIp = formatIpv4(range->first());
+  json::object meta{{"name", "kubernetes"}, {"namespace", "default"},
+                    {"labels", json::object{{"component", "apiserver"}, {"provider", "kubernetes"}}}};
+  json::object svc{{"apiVersion", "v1"},
+                   {"kind", "Service"},
+                   {"metadata", meta},
+                   {"spec", json::object{{"type", "ClusterIP"},
+                                         {"clusterIP", clusterIp},
+                                         {"clusterIPs", json::array{json::value(clusterIp)}},
+                                         {"ports", json::array{json::object{{"name", "https"},
+                                                                            {"port", 443},
+                                                                            {"protocol", "TCP"},
+                                                                            {"targetPort", port}}}}}}};
+  if (auto st = impl_->ensureObject(*findResource("", "v1", "services"), std::move(svc)); !st) return st;
+  json::object ep{{"apiVersion", "v1"},
+                  {"kind", "Endpoints"},
+                  {"metadata", meta},
+                  {"subsets", json::array{json::object{
+                                  {"addresses", json::array{json::object{{"ip", ip}}}},
+                                  {"ports", json::array{json::object{{"name", "https"}, {"port", port}, {"protocol", "TCP"}}}}}}}};
+  if (auto st = impl_->ensureObject(*findResource("", "v1", "endpoints"), std::move(ep), {"subsets"}); !st) return st;
+  json::object sliceMeta = meta;
+  sliceMeta["labels"] = json::object{{"kubernetes.io/service-name", "kubernetes"},
+                                     {"endpointslice.kubernetes.io/managed-by", "trellis-apiserver"}};
+  json::object slice{{"apiVersion", "discovery.k8s.io/v1"},
+                     {"kind", "EndpointSlice"},
+                     {"metadata", std::move(sliceMeta)},
+                     {"addressType", "IPv4"},
+                     {"endpoints", json::array{json::object{{"addresses", json::array{json::value(ip)}},
+                                                            {"conditions", json::object{{"ready", true}}}}}},
+                     {"ports", json::array{json::object{{"name", "https"}, {"port", port}, {"protocol", "TCP"}}}}};
+  if (auto st = impl_->ensureObject(*findResource("discovery.k8s.io", "v1", "endpointslices"), std::move(slice),
+                                    {"endpoints", "ports"});
+      !st) {
+    return st;
+  }
+  return {};
 }
 
 bool ApiHandler::Impl::authorized(const UserInfo& user, const RequestAttributes& a,
@@ -617,6 +677,16 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
     http::Response r;
     r.headers.add("content-type", "text/plain; charset=utf-8");
     r.body = "ok";
+    w->respond(std::move(r));
+    return;
+  }
+  if (path == "/metrics" && options.metrics) {
+    options.metrics->gauge("apiserver_registered_watchers", "Watches open now").set(static_cast<double>(cache.watchers()));
+    options.metrics->gauge("apiserver_storage_revision", "The store's current revision")
+        .set(static_cast<double>(cache.revision()));
+    http::Response r;
+    r.headers.add("content-type", base::Registry::kContentType);
+    r.body = options.metrics->render();
     w->respond(std::move(r));
     return;
   }
@@ -688,6 +758,13 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
   attrs.subresource = std::string(sub);
   attrs.name = std::string(name);
   if (!authorized(user, attrs, w)) return;
+  if (options.metrics) {
+    options.metrics
+        ->counter("apiserver_request_total", "Authorized requests by verb, group and resource",
+                  {{"verb", attrs.verb}, {"group", attrs.group}, {"resource", attrs.resource},
+                   {"subresource", attrs.subresource}})
+        .inc();
+  }
   if (res->review) {
     if (m != "POST" || !name.empty()) {
       return sendError(w, ApiError::methodNotAllowed("the server does not allow this method on the requested resource"));

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "apiserver-lite/server/authn.h"
+#include "common/base/metrics.h"
 #include "apiserver-lite/storage/store.h"
 #include "apiserver-lite/storage/watch_cache.h"
 #include "common/http/handler.h"
@@ -27,6 +28,8 @@ struct ApiOptions {
   std::string serviceClusterIpRange = "10.96.0.0/12";  // must parse (checked by the caller)
   // How often watches with allowWatchBookmarks get a BOOKMARK (kube: about a minute).
   std::chrono::milliseconds bookmarkInterval{60'000};
+  // Where request and storage metrics go; /metrics renders it. Null: no /metrics.
+  base::Registry* metrics = nullptr;
 };
 
 class ApiHandler {
@@ -41,6 +44,11 @@ class ApiHandler {
   // kube-system, kube-public, kube-node-lease and the default RBAC policy);
   // blocks until stored; then starts the authorizer.
   base::Status bootstrap();
+
+  // The "kubernetes" Service in default (the range's first address, port
+  // 443) and its Endpoints and EndpointSlice pointing at ip:port, as
+  // kube-apiserver keeps them. Call once serving; blocks until stored.
+  base::Status publishEndpoint(const std::string& ip, int port);
 
   // Starts the namespace finalizer: a namespace being deleted (Terminating)
   // has its contents deleted, then goes itself. Level-triggered: namespaces
