@@ -1,7 +1,9 @@
 // trellis-apiserver driven by the real kubectl (v1.32): what kubectl prints
 // is checked, not only its exit code.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -889,6 +891,31 @@ TEST_F(KubectlTest, BindingAssignsAPodToANodeOnce) {
   EXPECT_TRUE(again.ends_with(" 409")) << again;
   EXPECT_NE(again.find("pod p is already assigned to node \\\"node-a\\\""), std::string::npos) << again;
   EXPECT_EQ(kubectl("get pod p -o jsonpath='{.spec.nodeName}'").out, "node-a");
+}
+
+TEST_F(KubectlTest, InsecurePortOnlyWhenAskedAndOnlyOnLoopback) {
+  // A free port, found by binding port 0.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  std::string port = std::to_string(ntohs(a.sin_port));
+  close(fd);
+  std::string url = "http://127.0.0.1:" + port + "/api/v1/namespaces/default/configmaps";
+  EXPECT_NE(testing::run("curl -sS -o /dev/null " + url).exitCode, 0);  // not served by default
+  stop(SIGTERM);
+  extraArgs_ = {"--insecure-port", port};
+  start();
+  EXPECT_EQ(testing::run("curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' -d "
+                         "'{\"metadata\":{\"name\":\"via-insecure\"}}' " + url).out,
+            "201");
+  EXPECT_EQ(kubectl("get cm via-insecure -o name").out, "configmap/via-insecure\n");
+  // The secure port still wants credentials.
+  std::string server = kubectl("config view -o jsonpath='{.clusters[0].cluster.server}'").out;
+  EXPECT_EQ(testing::run("curl -sk -o /dev/null -w '%{http_code}' " + server + "/api/v1/namespaces").out, "401");
 }
 
 }  // namespace

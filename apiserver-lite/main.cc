@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
   base::addCommonFlags(app, common);
   std::string dataDir, bindAddress = "127.0.0.1", kubeconfigPath, tokensFile, storageKind = "sqlite";
   std::string tlsCert, tlsKey, clientCaFile, serviceRange = "10.96.0.0/12";
-  int port = 6443, threads = 2;
+  int port = 6443, threads = 2, insecurePort = 0;
   size_t maxRequestBytes = 3 * 1024 * 1024;
   app.add_option("--data-dir", dataDir, "Directory for the store, certificates and the admin token")->required();
   app.add_option("--bind-address", bindAddress, "Address to serve HTTPS on")->capture_default_str();
@@ -134,6 +134,11 @@ int main(int argc, char** argv) {
   app.add_option("--storage", storageKind, "Storage backend (sqlite)")->capture_default_str()->check(CLI::IsMember({"sqlite"}));
   app.add_option("--service-cluster-ip-range", serviceRange, "Service ClusterIP range (IPv4 CIDR)")->capture_default_str();
   app.add_option("--max-request-bytes", maxRequestBytes, "Largest request body accepted")->capture_default_str();
+  app.add_option("--insecure-port", insecurePort,
+                 "Also serve plain HTTP on 127.0.0.1:PORT, unauthenticated and with full rights (0: off). "
+                 "For local debugging only")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
   app.add_option("--threads", threads, "HTTP event-loop threads")->capture_default_str()->check(CLI::Range(1, 64));
   CLI11_PARSE(app, argc, argv);
   base::applyCommonFlags(common);
@@ -263,6 +268,26 @@ int main(int argc, char** argv) {
     log.error("starting server", {{"error", st.error().message()}});
     return 1;
   }
+  // The insecure port: loopback only, every request acts as a cluster admin.
+  std::unique_ptr<http::Server> insecure;
+  if (insecurePort > 0) {
+    http::ServerOptions io = opts;
+    io.address = "127.0.0.1";
+    io.port = static_cast<uint16_t>(insecurePort);
+    io.tls = nullptr;
+    io.threads = 1;
+    io.name = "apiserver-insecure";
+    io.metrics = nullptr;
+    apiserver::UserInfo local{"system:insecure-port", "", {"system:masters", "system:authenticated"}};
+    insecure = std::make_unique<http::Server>(io, [&api, local](http::Request& req, std::shared_ptr<http::ResponseWriter> w) {
+      api.handle(req, local, std::move(w));
+    });
+    if (auto st = insecure->start(); !st) {
+      log.error("starting the insecure port", {{"error", st.error().message()}});
+      return 1;
+    }
+    log.warn("serving plain HTTP without authentication", {{"address", "127.0.0.1"}, {"port", insecure->port()}});
+  }
   std::string host = bindAddress == "0.0.0.0" || bindAddress == "::" ? "127.0.0.1" : bindAddress;
   if (host.find(':') != std::string::npos) host = "[" + host + "]";
   std::string url = fmt::format("https://{}:{}", host, server.port());
@@ -278,7 +303,13 @@ int main(int argc, char** argv) {
     }
   }
   log.info("ready", {{"url", url}, {"revision", cache.revision()}, {"kubeconfig", kubeconfigPath}});
-  base::SignalWatcher signals([&] { std::thread([&] { server.stop(std::chrono::seconds(5)); }).detach(); });
+  base::SignalWatcher signals([&] {
+    std::thread([&] {
+      if (insecure) insecure->stop(std::chrono::seconds(5));
+      server.stop(std::chrono::seconds(5));
+    }).detach();
+  });
   server.wait();
+  if (insecure) insecure->wait();
   return 0;
 }
