@@ -1,14 +1,9 @@
-// The Kubernetes REST API over the registry and storage: discovery, and the
-// standard verbs on every served resource. Plugs into common/http as a
-// Handler; answers asynchronously (a write is answered once it is durable).
-//
-// Served so far: /version, /healthz, /livez, /readyz; discovery (/api,
-// /apis, /api/v1, /apis/<group>/<version>, legacy form); get, list (label
-// selectors with =, ==, !=, exists, !exists; metadata.name and
-// metadata.namespace field selectors), watch (resourceVersion replay, 410
-// when compacted, timeoutSeconds), create (generateName), update (optimistic
-// concurrency), delete. Not yet: patch, subresources, finalizers,
-// pagination, tables, authorization.
+// The Kubernetes REST API over the registry and storage: discovery, health,
+// metrics, and the standard verbs on every served resource (get, list,
+// watch, create, update, patch, delete, deletecollection; status and binding
+// subresources; SelfSubjectAccessReview/RulesReview), authorized by RBAC.
+// Plugs into common/http as a Handler; answers asynchronously (a write is
+// answered once it is durable). docs/apiserver.md lists what is served.
 #pragma once
 
 #include <chrono>
