@@ -389,6 +389,18 @@ TEST_F(KubectlTest, ErrorsReadLikeKubeApiserver) {
       << bad.out;
   auto missing = kubectl("get cm nope");
   EXPECT_EQ(missing.out, "Error from server (NotFound): configmaps \"nope\" not found\n");
+  // Unknown fields: kubectl's default strict validation gets kube-apiserver's
+  // strict decoding error; without it they are dropped, never stored.
+  testing::writeFile(dir_.file("typo.yaml"),
+                     "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: typo\n  lables: {a: b}\ndatas:\n  k: v\n");
+  auto strict = kubectl("apply -f " + dir_.file("typo.yaml"));
+  EXPECT_NE(strict.out.find("Error from server (BadRequest): error when creating \"" + dir_.file("typo.yaml") +
+                            "\": ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: "
+                            "unknown field \"datas\", unknown field \"metadata.lables\""),
+            std::string::npos)
+      << strict.out;
+  EXPECT_EQ(kubectl("apply --validate=false -f " + dir_.file("typo.yaml")).out, "configmap/typo created\n");
+  EXPECT_EQ(kubectl("get cm typo -o jsonpath='{.datas}{.metadata.lables}'").out, "");
   // Over the 3 MiB default: a Status from the HTTP layer, and nothing stored.
   testing::writeFile(dir_.file("big.json"), R"({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"big"},"data":{"k":")" +
                                                 std::string(4 << 20, 'x') + "\"}}");
@@ -401,8 +413,8 @@ TEST_F(KubectlTest, ErrorsReadLikeKubeApiserver) {
   testing::writeFile(dir_.file("orphan.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: no-such-ns\n");
   auto orphan = kubectl("create -f " + dir_.file("orphan.yaml"));
   EXPECT_NE(orphan.out.find("namespaces \"no-such-ns\" not found"), std::string::npos) << orphan.out;
-  // Nothing was stored by the failures.
-  EXPECT_EQ(kubectl("get cm -A -o name").out, "");
+  // Nothing was stored by the failures (typo is the one accepted without validation).
+  EXPECT_EQ(kubectl("get cm -A -o name").out, "configmap/typo\n");
 }
 
 TEST_F(KubectlTest, UnauthenticatedRequestsGet401) {

@@ -624,7 +624,56 @@ void validatePodUpdate(Errs& e, const json::object& o, const json::object& old) 
   }
 }
 
+// Top-level fields besides apiVersion, kind and metadata.
+std::vector<std::string_view> topLevelFields(const ResourceInfo& r) {
+  const std::string& k = r.kind;
+  if (k == "ConfigMap") return {"data", "binaryData", "immutable"};
+  if (k == "Secret") return {"data", "stringData", "type", "immutable"};
+  if (k == "ServiceAccount") return {"secrets", "imagePullSecrets", "automountServiceAccountToken"};
+  if (k == "Endpoints") return {"subsets"};
+  if (k == "EndpointSlice") return {"addressType", "endpoints", "ports"};
+  if (k == "Event" && r.group.empty()) {
+    return {"involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp", "count", "type",
+            "eventTime", "series", "action", "related", "reportingComponent", "reportingInstance"};
+  }
+  if (k == "Event") {
+    return {"eventTime", "series", "reportingController", "reportingInstance", "action", "reason", "regarding",
+            "related", "note", "type", "deprecatedSource", "deprecatedFirstTimestamp", "deprecatedLastTimestamp",
+            "deprecatedCount"};
+  }
+  if (k == "StorageClass") {
+    return {"provisioner", "parameters", "reclaimPolicy", "mountOptions", "allowVolumeExpansion", "volumeBindingMode",
+            "allowedTopologies"};
+  }
+  if (k == "Role") return {"rules"};
+  if (k == "ClusterRole") return {"rules", "aggregationRule"};
+  if (k == "RoleBinding" || k == "ClusterRoleBinding") return {"subjects", "roleRef"};
+  if (k == "SelfSubjectAccessReview" || k == "SelfSubjectRulesReview") return {"spec", "status"};
+  return {"spec", "status"};
+}
+
 }  // namespace
+
+std::vector<std::string> unknownFields(const ResourceInfo& r, const json::object& o) {
+  std::vector<std::string> out;
+  auto fields = topLevelFields(r);
+  for (const auto& [k, v] : o) {
+    std::string_view key = k;
+    if (key == "apiVersion" || key == "kind" || key == "metadata") continue;
+    if (std::find(fields.begin(), fields.end(), key) == fields.end()) out.emplace_back(key);
+  }
+  if (const json::object* meta = obj(o, "metadata")) {
+    static constexpr std::string_view kMeta[] = {
+        "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp",
+        "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences", "finalizers",
+        "managedFields"};
+    for (const auto& [k, v] : *meta) {
+      std::string_view key = k;
+      if (std::find(std::begin(kMeta), std::end(kMeta), key) == std::end(kMeta)) out.push_back("metadata." + std::string(key));
+    }
+  }
+  return out;
+}
 
 std::optional<long double> parseQuantity(std::string_view q) {
   if (q.empty()) return std::nullopt;

@@ -8,7 +8,9 @@
 #pragma once
 
 #include <optional>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include <boost/json/object.hpp>
 
@@ -24,6 +26,11 @@ void applyDefaults(const ResourceInfo& r, boost::json::object& obj, bool create)
 // Field errors of the object; with `old` (an update) also of changes to
 // immutable fields.
 FieldErrors validateKind(const ResourceInfo& r, const boost::json::object& obj, const boost::json::object* old);
+
+// Fields of `obj` the kind does not have, as kube-apiserver's strict decoding
+// names them ("datas", "metadata.lables"): checked at the top level and in
+// metadata (deeper levels need schemas apiserver-lite does not carry yet).
+std::vector<std::string> unknownFields(const ResourceInfo& r, const boost::json::object& obj);
 
 // A resource.Quantity ("1Gi", "500M", "1.5", "100m") as a number of units;
 // nullopt when malformed.

@@ -95,6 +95,28 @@ const ResourceInfo& listOptions() {
   return r;
 }
 
+// Fields the kind does not have: with fieldValidation=Strict a 400 worded as
+// kube-apiserver's strict decoding error; otherwise dropped, as decoding into
+// kube-apiserver's types drops them (never stored).
+std::optional<ApiError> unknownFieldsCheck(const ResourceInfo& r, json::object& obj, std::string_view query) {
+  std::vector<std::string> unknown = unknownFields(r, obj);
+  if (unknown.empty()) return std::nullopt;
+  if (query.find("fieldValidation=Strict") != std::string_view::npos) {
+    std::string msg = fmt::format("{} in version {:?} cannot be handled as a {}: strict decoding error: ", r.kind,
+                                  r.version, r.kind);
+    for (size_t i = 0; i < unknown.size(); ++i) msg += fmt::format("{}unknown field {:?}", i ? ", " : "", unknown[i]);
+    return ApiError::badRequest(std::move(msg));
+  }
+  for (const std::string& f : unknown) {
+    if (f.starts_with("metadata.")) {
+      if (json::value* m = obj.if_contains("metadata"); m && m->is_object()) m->get_object().erase(f.substr(9));
+    } else {
+      obj.erase(f);
+    }
+  }
+  return std::nullopt;
+}
+
 // Writes and blocks until the store answers (startup and background work only).
 base::Result<KeyValue> writeAndWait(storage::Store& store, Write w) {
   std::promise<base::Result<KeyValue>> p;
@@ -1296,6 +1318,7 @@ void ApiHandler::Impl::create(const ResourceInfo& r, std::string_view ns, http::
                               const std::shared_ptr<http::ResponseWriter>& w) {
   auto obj = parseObject(req.body);
   if (!obj) return sendError(w, ApiError::badRequest(obj.error().message()));
+  if (auto e = unknownFieldsCheck(r, *obj, req.query())) return sendError(w, *e);
   if (r.namespaced) {
     if (auto e = checkNamespace(ns)) return sendError(w, *e);
   }
@@ -1329,6 +1352,7 @@ void ApiHandler::Impl::update(const ResourceInfo& r, std::string_view ns, std::s
                               Part part, const std::shared_ptr<http::ResponseWriter>& w) {
   auto obj = parseObject(req.body);
   if (!obj) return sendError(w, ApiError::badRequest(obj.error().message()));
+  if (auto e = unknownFieldsCheck(r, *obj, req.query())) return sendError(w, *e);
   std::string key = r.key(ns, name);
   auto current = cache.get(key);
   if (!current) return sendError(w, ApiError::notFound(r, name));
@@ -1419,6 +1443,7 @@ void ApiHandler::Impl::patch(const ResourceInfo& r, std::string_view ns, std::st
     PatchType type;
     Part part;
     json::value doc;
+    std::string query;
     std::shared_ptr<http::ResponseWriter> w;
     int tries = 0;
 
@@ -1432,6 +1457,7 @@ void ApiHandler::Impl::patch(const ResourceInfo& r, std::string_view ns, std::st
                                                                      : applyStrategicMergePatch(*old, doc, *r);
       if (!patched) return sendError(w, ApiError{422, "Invalid", patched.error().message(), name, r->group, r->kind});
       if (!patched->is_object()) return sendError(w, ApiError::badRequest("the patched object is not a JSON object"));
+      if (auto e = unknownFieldsCheck(*r, patched->as_object(), query)) return sendError(w, *e);
       auto self = shared_from_this();
       impl->commitUpdate(*r, ns, name, std::move(patched->as_object()), *old, *current, part, w, [self] {
         if (++self->tries >= 8) return false;
@@ -1445,6 +1471,7 @@ void ApiHandler::Impl::patch(const ResourceInfo& r, std::string_view ns, std::st
   a->r = &r;
   a->ns = std::string(ns);
   a->name = std::string(name);
+  a->query = std::string(req.query());
   a->key = r.key(ns, name);
   a->type = *type;
   a->part = part;
