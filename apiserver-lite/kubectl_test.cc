@@ -87,6 +87,19 @@ TEST_F(KubectlTest, DiscoveryAndHealth) {
   EXPECT_TRUE(sawConfigMaps) << res.out;
   EXPECT_NE(res.out.find("ingresses"), std::string::npos);
   EXPECT_NE(res.out.find("networking.k8s.io/v1"), std::string::npos);
+  // kubectl asks for the aggregated discovery document first: two requests
+  // (/api and /apis) discover everything.
+  auto verbose = kubectl("api-resources --cache-dir " + dir_.file("kcache") + " -v=6");
+  size_t discoveryGets = 0;
+  for (size_t pos = 0; (pos = verbose.out.find(" GET https://", pos)) != std::string::npos; ++pos) ++discoveryGets;
+  EXPECT_EQ(discoveryGets, 2u) << verbose.out;
+  std::string server = kubectl("config view -o jsonpath='{.clusters[0].cluster.server}'").out;
+  auto aggregated = testing::run("curl -sk -H 'Authorization: Bearer " + testing::readFile(dir_.file("data/admin.token")) +
+                                 "' -H 'Accept: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList' " +
+                                 server + "/apis");
+  EXPECT_NE(aggregated.out.find(R"("resource":"deployments","responseKind":{"group":"apps","version":"v1","kind":"Deployment"})"),
+            std::string::npos)
+      << aggregated.out;
   auto version = kubectl("version -o json");
   EXPECT_NE(version.out.find("\"gitVersion\": \"v1.32.0-trellis\""), std::string::npos) << version.out;
 }

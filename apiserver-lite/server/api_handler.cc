@@ -11,6 +11,7 @@
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <boost/json/value_from.hpp>
 #include <fmt/format.h>
 
 #include "apiserver-lite/registry/allocator.h"
@@ -87,6 +88,18 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
   while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
   return s;
+}
+
+// Does the Accept header prefer the aggregated discovery document (v2)?
+bool wantsAggregated(std::string_view accept) {
+  std::string_view first = accept.substr(0, accept.find(','));
+  return first.find("g=apidiscovery.k8s.io") != std::string_view::npos && first.find("v=v2") != std::string_view::npos &&
+         first.find("v=v2beta1") == std::string_view::npos && first.find("as=APIGroupDiscoveryList") != std::string_view::npos;
+}
+
+json::array discoveryVerbs(const ResourceInfo& r) {
+  return r.review ? json::array{"create"}
+                  : json::array{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"};
 }
 
 // The kind list and watch query errors are reported against.
@@ -545,6 +558,8 @@ struct ApiHandler::Impl {
   bool authorized(const UserInfo& user, const RequestAttributes& a, const std::shared_ptr<http::ResponseWriter>& w);
   void review(const ResourceInfo& r, const UserInfo& user, http::Request& req, const std::shared_ptr<http::ResponseWriter>& w);
   void discovery(const std::vector<std::string_view>& segs, const std::shared_ptr<http::ResponseWriter>& w);
+  // apidiscovery.k8s.io/v2 APIGroupDiscoveryList: /api (core) or /apis (the groups) in one answer.
+  void aggregatedDiscovery(bool core, const std::shared_ptr<http::ResponseWriter>& w);
   void openapi(const std::vector<std::string_view>& segs, const std::shared_ptr<http::ResponseWriter>& w);
   void list(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q, bool table,
             const std::shared_ptr<http::ResponseWriter>& w);
@@ -723,10 +738,16 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
   std::string_view group, version;
   size_t rest;
   if (!segs.empty() && segs[0] == "api") {
-    if (segs.size() < 2) return discovery(segs, w);
+    if (segs.size() < 2) {
+      if (wantsAggregated(req.headers.get("accept").value_or(""))) return aggregatedDiscovery(true, w);
+      return discovery(segs, w);
+    }
     version = segs[1];
     rest = 2;
   } else if (!segs.empty() && segs[0] == "apis") {
+    if (segs.size() == 1 && wantsAggregated(req.headers.get("accept").value_or(""))) {
+      return aggregatedDiscovery(false, w);
+    }
     if (segs.size() < 3) return discovery(segs, w);
     group = segs[1];
     version = segs[2];
@@ -887,6 +908,51 @@ void ApiHandler::Impl::review(const ResourceInfo& r, const UserInfo& user, http:
   sendJson(w, 201, *obj);
 }
 
+void ApiHandler::Impl::aggregatedDiscovery(bool core, const std::shared_ptr<http::ResponseWriter>& w) {
+  json::array items;
+  for (const GroupVersion& gv : servedGroupVersions()) {
+    if (gv.group.empty() != core) continue;
+    json::array resources;
+    for (const ResourceInfo& r : servedResources()) {
+      if (r.group != gv.group || r.version != gv.version) continue;
+      json::object kind{{"group", r.group}, {"version", r.version}, {"kind", r.kind}};
+      json::object res{{"resource", r.plural},
+                       {"responseKind", kind},
+                       {"scope", r.namespaced ? "Namespaced" : "Cluster"},
+                       {"singularResource", r.singular},
+                       {"verbs", discoveryVerbs(r)}};
+      if (!r.shortNames.empty()) res["shortNames"] = json::value_from(r.shortNames);
+      if (!r.categories.empty()) res["categories"] = json::value_from(r.categories);
+      json::array subs;
+      for (const std::string& sub : r.subresources) {
+        if (sub == "status") {
+          subs.push_back(json::object{{"subresource", "status"}, {"responseKind", kind},
+                                      {"verbs", json::array{"get", "patch", "update"}}});
+        } else if (sub == "binding") {
+          subs.push_back(json::object{{"subresource", "binding"},
+                                      {"responseKind", json::object{{"group", ""}, {"version", "v1"}, {"kind", "Binding"}}},
+                                      {"verbs", json::array{"create"}}});
+        }
+      }
+      if (!subs.empty()) res["subresources"] = std::move(subs);
+      resources.push_back(std::move(res));
+    }
+    json::object meta;
+    if (!core) meta["name"] = gv.group;
+    items.push_back(json::object{
+        {"metadata", std::move(meta)},
+        {"versions", json::array{json::object{
+                         {"version", gv.version}, {"resources", std::move(resources)}, {"freshness", "Current"}}}}});
+  }
+  http::Response r;
+  r.headers.add("content-type", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList");
+  r.body = json::serialize(json::object{{"kind", "APIGroupDiscoveryList"},
+                                        {"apiVersion", "apidiscovery.k8s.io/v2"},
+                                        {"metadata", json::object{}},
+                                        {"items", std::move(items)}});
+  w->respond(std::move(r));
+}
+
 void ApiHandler::Impl::discovery(const std::vector<std::string_view>& segs, const std::shared_ptr<http::ResponseWriter>& w) {
   if (segs.size() == 1 && segs[0] == "api") {
     json::object v{{"kind", "APIVersions"}, {"versions", json::array{"v1"}},
@@ -916,8 +982,7 @@ void ApiHandler::Impl::discovery(const std::vector<std::string_view>& segs, cons
   json::array resources;
   for (const ResourceInfo& r : servedResources()) {
     if (r.group != group || r.version != version) continue;
-    json::array verbs = r.review ? json::array{"create"}
-                                 : json::array{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"};
+    json::array verbs = discoveryVerbs(r);
     json::object o{{"name", r.plural}, {"singularName", r.singular}, {"namespaced", r.namespaced}, {"kind", r.kind},
                    {"verbs", verbs}};
     if (!r.shortNames.empty()) {
