@@ -943,5 +943,28 @@ TEST_F(KubectlTest, InsecurePortOnlyWhenAskedAndOnlyOnLoopback) {
   EXPECT_EQ(testing::run("curl -sk -o /dev/null -w '%{http_code}' " + server + "/api/v1/namespaces").out, "401");
 }
 
+TEST_F(KubectlTest, ScaleSubresourceAndServerDryRun) {
+  ASSERT_EQ(kubectl("create deployment web --image=nginx:1.27").exitCode, 0);
+  EXPECT_EQ(kubectl("scale deployment web --replicas=3").out, "deployment.apps/web scaled\n");
+  EXPECT_EQ(kubectl("get deployment web -o jsonpath='{.spec.replicas}'").out, "3");
+  auto scale = kubectl("get --raw /apis/apps/v1/namespaces/default/deployments/web/scale").out;
+  EXPECT_NE(scale.find(R"("kind":"Scale","apiVersion":"autoscaling/v1")"), std::string::npos) << scale;
+  EXPECT_NE(scale.find(R"("spec":{"replicas":3},"status":{"replicas":0,"selector":"app=web"})"), std::string::npos) << scale;
+  // Server-side dry runs validate and answer, and store nothing.
+  EXPECT_EQ(kubectl("scale deployment web --replicas=5 --dry-run=server").out, "deployment.apps/web scaled (server dry run)\n");
+  EXPECT_EQ(kubectl("create configmap ghost --dry-run=server").out, "configmap/ghost created (server dry run)\n");
+  EXPECT_EQ(kubectl("label deployment web tier=front --dry-run=server").out, "deployment.apps/web labeled (server dry run)\n");
+  EXPECT_EQ(kubectl("delete deployment web --dry-run=server").out, "deployment.apps \"web\" deleted (server dry run)\n");
+  EXPECT_EQ(kubectl("get deployment web -o jsonpath='{.spec.replicas} {.metadata.labels.tier}'").out, "3 ");
+  EXPECT_NE(kubectl("get configmap ghost").exitCode, 0);
+  auto invalid = kubectl("create deployment bad --image= --dry-run=server");
+  EXPECT_NE(invalid.exitCode, 0);
+  // kubectl diff runs on server dry runs: it shows the change and changes nothing.
+  testing::writeFile(dir_.file("cm.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: diffed}\ndata: {a: '1'}\n");
+  auto diff = kubectl("diff -f " + dir_.file("cm.yaml"));
+  EXPECT_NE(diff.out.find("+  a: \"1\""), std::string::npos) << diff.out;
+  EXPECT_NE(kubectl("get configmap diffed").exitCode, 0);
+}
+
 }  // namespace
 }  // namespace trellis::apiserver

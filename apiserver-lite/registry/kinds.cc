@@ -801,9 +801,10 @@ void applyDefaults(const ResourceInfo& r, json::object& o, bool create) {
   } else if (k == "Secret") {
     def(o, "type", "Opaque");
     // stringData is write-only: merged into data (base64), never stored.
-    if (const json::object* sd = obj(o, "stringData")) {
+    if (const json::object* found = obj(o, "stringData")) {
+      json::object sd = *found;  // a copy: adding "data" may move o's members
       json::object& data = ensure(o, "data");
-      for (const auto& [key, v] : *sd) {
+      for (const auto& [key, v] : sd) {
         if (v.is_string()) data[key] = base::base64Encode(v.get_string());
       }
     }

@@ -60,8 +60,8 @@ const std::vector<ResourceInfo>& servedResources() {
     add("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, {}, {}, NameRule::kPathSegment);
     add("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, {}, {}, NameRule::kPathSegment);
     // apps/v1
-    add("apps", "v1", "Deployment", "deployments", true, {"deploy"}, {"status"}, NameRule::kSubdomain, {"all"});
-    add("apps", "v1", "ReplicaSet", "replicasets", true, {"rs"}, {"status"}, NameRule::kSubdomain, {"all"});
+    add("apps", "v1", "Deployment", "deployments", true, {"deploy"}, {"status", "scale"}, NameRule::kSubdomain, {"all"});
+    add("apps", "v1", "ReplicaSet", "replicasets", true, {"rs"}, {"status", "scale"}, NameRule::kSubdomain, {"all"});
     add("apps", "v1", "DaemonSet", "daemonsets", true, {"ds"}, {"status"}, NameRule::kSubdomain, {"all"});
     // authorization.k8s.io/v1: reviews, answered and not stored
     add("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false, {});

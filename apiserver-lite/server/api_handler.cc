@@ -102,6 +102,30 @@ json::array discoveryVerbs(const ResourceInfo& r) {
                   : json::array{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"};
 }
 
+// dryRun=All (checked by the handler: no other value gets this far).
+bool isDryRun(std::string_view query) { return query.find("dryRun=All") != std::string_view::npos; }
+bool isDryRun(const std::map<std::string, std::string>& q) { return q.count("dryRun") && q.at("dryRun") == "All"; }
+
+// A DELETE's dry run: dryRun=All in the query or ["All"] in the
+// DeleteOptions body (where kubectl puts it).
+base::Result<bool> deleteDryRun(const http::Request& req) {
+  if (isDryRun(req.query())) return true;
+  if (req.body.empty()) return false;
+  boost::system::error_code ec;
+  json::value opts = json::parse(req.body, ec);
+  if (ec || !opts.is_object()) return base::makeError(base::ErrorCode::kInvalidArgument, "invalid DeleteOptions body");
+  const json::value* dry = opts.get_object().if_contains("dryRun");
+  if (!dry || dry->is_null()) return false;
+  if (!dry->is_array()) return base::makeError(base::ErrorCode::kInvalidArgument, "DeleteOptions.dryRun must be a list");
+  for (const json::value& v : dry->get_array()) {
+    if (!v.is_string() || v.get_string() != "All") {
+      return base::makeError(base::ErrorCode::kInvalidArgument, "dryRun: Unsupported value: {}: supported values: \"All\"",
+                             json::serialize(v));
+    }
+  }
+  return !dry->get_array().empty();
+}
+
 // The kind list and watch query errors are reported against.
 const ResourceInfo& listOptions() {
   static const ResourceInfo r{"meta.k8s.io", "v1", "ListOptions.meta.k8s.io", "", "", false, {}, {}};
@@ -407,13 +431,60 @@ ApiError fromStoreError(const base::Error& e, const ResourceInfo& r, std::string
 // Which part of an object a write may change: for kinds with a status
 // subresource the main resource cannot change status, and /status changes
 // nothing but status (kube-apiserver's status strategies).
-enum class Part { kMain, kStatus };
+// Which part of an object a write is for: the main resource, /status, or
+// /scale (autoscaling/v1 Scale: spec.replicas of a Deployment or ReplicaSet).
+enum class Part { kMain, kStatus, kScale };
+
+// The autoscaling/v1 Scale view of a workload.
+json::object toScale(const json::object& obj) {
+  const json::object& meta = obj.at("metadata").as_object();
+  json::object m;
+  for (const char* k : {"name", "namespace", "uid", "resourceVersion", "creationTimestamp"}) {
+    if (const json::value* v = meta.if_contains(k)) m[k] = *v;
+  }
+  const json::value* spec = obj.if_contains("spec");
+  const json::value* status = obj.if_contains("status");
+  auto intAt = [](const json::value* o, std::string_view k) -> int64_t {
+    const json::value* v = o && o->is_object() ? o->get_object().if_contains(k) : nullptr;
+    return v && v->is_int64() ? v->get_int64() : 0;
+  };
+  std::string selector;
+  if (const json::value* sel = spec && spec->is_object() ? spec->get_object().if_contains("selector") : nullptr;
+      sel && sel->is_object()) {
+    if (const json::value* ml = sel->get_object().if_contains("matchLabels"); ml && ml->is_object()) {
+      for (const auto& [k, v] : ml->get_object()) {
+        selector += (selector.empty() ? "" : ",") + std::string(k) + "=" + (v.is_string() ? std::string(v.get_string()) : "");
+      }
+    }
+  }
+  return json::object{{"kind", "Scale"},
+                      {"apiVersion", "autoscaling/v1"},
+                      {"metadata", std::move(m)},
+                      {"spec", json::object{{"replicas", intAt(spec, "replicas")}}},
+                      {"status", json::object{{"replicas", intAt(status, "replicas")}, {"selector", selector}}}};
+}
+
+// The workload `obj` with the replicas (and the resourceVersion precondition) of a Scale.
+base::Result<json::object> fromScale(json::object obj, const json::object& scale) {
+  const json::value* spec = scale.if_contains("spec");
+  const json::value* replicas = spec && spec->is_object() ? spec->get_object().if_contains("replicas") : nullptr;
+  if (replicas && !replicas->is_int64()) {
+    return base::makeError(base::ErrorCode::kInvalidArgument, "Scale spec.replicas must be an integer");
+  }
+  obj["spec"].as_object()["replicas"] = replicas ? replicas->get_int64() : 0;
+  json::object& meta = obj["metadata"].as_object();
+  const json::value* sm = scale.if_contains("metadata");
+  const json::value* rv = sm && sm->is_object() ? sm->get_object().if_contains("resourceVersion") : nullptr;
+  if (rv && rv->is_string() && !rv->get_string().empty()) meta["resourceVersion"] = *rv;
+  else meta.erase("resourceVersion");
+  return obj;
+}
 
 void applyPart(json::object& obj, const json::object& old, const ResourceInfo& r, Part part) {
   bool hasStatus = std::find(r.subresources.begin(), r.subresources.end(), "status") != r.subresources.end();
   if (!hasStatus) return;
   auto oldStatus = old.find("status");
-  if (part == Part::kMain) {
+  if (part != Part::kStatus) {
     if (oldStatus != old.end()) obj["status"] = oldStatus->value();
     else obj.erase("status");
     return;
@@ -551,7 +622,22 @@ struct ApiHandler::Impl {
   std::thread deadlineThread{[this] { runWatchDeadlines(); }};
   void runWatchDeadlines();
 
-  void write(Write w, std::function<void(base::Result<KeyValue>)> done) { store.write(std::move(w), std::move(done)); }
+  // Every write of a request goes through here. dryRun=All: nothing is
+  // stored; `done` gets what the store would have (for a delete, the object).
+  void write(Write w, bool dryRun, std::function<void(base::Result<KeyValue>)> done) {
+    if (!dryRun) return store.write(std::move(w), std::move(done));
+    KeyValue kv;
+    kv.key = w.key;
+    kv.modRevision = w.expected;
+    if (w.op == Write::Op::kDelete) {
+      auto current = cache.get(w.key);
+      if (!current) return done(std::move(current).error());
+      kv = *current;
+    } else {
+      kv.value = std::move(w.value);
+    }
+    done(std::move(kv));
+  }
 
   void handle(http::Request& req, const UserInfo& user, std::shared_ptr<http::ResponseWriter> w);
   // Sends 403 and returns false unless RBAC allows the request.
@@ -571,9 +657,10 @@ struct ApiHandler::Impl {
   void deleteCollection(const ResourceInfo& r, std::string_view ns, const std::map<std::string, std::string>& q,
                         const std::shared_ptr<http::ResponseWriter>& w);
   void commitUpdate(const ResourceInfo& r, std::string_view ns, std::string_view name, json::object obj,
-                    const json::object& old, const KeyValue& current, Part part,
+                    const json::object& old, const KeyValue& current, Part part, bool dryRun,
                     const std::shared_ptr<http::ResponseWriter>& w, std::function<bool()> retryOnConflict);
-  void remove(const ResourceInfo& r, std::string_view ns, std::string_view name, const std::shared_ptr<http::ResponseWriter>& w);
+  void remove(const ResourceInfo& r, std::string_view ns, std::string_view name, bool dryRun,
+              const std::shared_ptr<http::ResponseWriter>& w);
   void patch(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req, Part part,
              const std::shared_ptr<http::ResponseWriter>& w);
   std::optional<ApiError> checkNamespace(std::string_view ns);
@@ -780,12 +867,17 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
     bool has = std::find(res->subresources.begin(), res->subresources.end(), sub) != res->subresources.end();
     if (!has) return sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
     if (sub == "status") part = Part::kStatus;
+    else if (sub == "scale") part = Part::kScale;
     else if (sub != "binding") {
       return sendError(w, ApiError::methodNotAllowed(fmt::format("subresource {} is not served yet", sub)));
     }
   }
   auto q = parseQuery(req.query());
   const std::string& m = req.method;
+  if (auto it = q.find("dryRun"); it != q.end() && it->second != "All") {
+    return sendError(w, ApiError::invalid(listOptions(), "", {FieldError{FieldError::Type::kNotSupported, "dryRun",
+                                                                         goQuote(it->second), R"(supported values: "All")"}}));
+  }
   RequestAttributes attrs;
   attrs.verb = m == "GET" || m == "HEAD"
                    ? (name.empty() ? (q.count("watch") && (q["watch"] == "true" || q["watch"] == "1") ? "watch" : "list")
@@ -829,7 +921,12 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
       }
       return create(*res, ns, req, w);
     }
-    if (m == "DELETE") return deleteCollection(*res, ns, q, w);
+    if (m == "DELETE") {
+      auto dry = deleteDryRun(req);
+      if (!dry) return sendError(w, ApiError::badRequest(dry.error().message()));
+      if (*dry) q["dryRun"] = "All";
+      return deleteCollection(*res, ns, q, w);
+    }
     return sendError(w, ApiError::methodNotAllowed(fmt::format("the server does not allow this method on the requested resource")));
   }
   if (res->namespaced && ns.empty()) {
@@ -840,6 +937,7 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
     if (!kv) return sendError(w, ApiError::notFound(*res, name));
     auto obj = decode(*kv);
     if (!obj) return sendError(w, ApiError::internal("stored object is not valid JSON"));
+    if (part == Part::kScale) return sendJson(w, 200, toScale(*obj));
     if (wantsTable(req.headers.get("accept").value_or(""))) {
       return sendJson(w, 200, toTable(*res, {*obj}, std::to_string(kv->modRevision), time(nullptr)));
     }
@@ -850,7 +948,11 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
     return bind(*res, ns, name, req, w);
   }
   if (m == "PUT") return update(*res, ns, name, req, part, w);
-  if (m == "DELETE") return remove(*res, ns, name, w);
+  if (m == "DELETE") {
+    auto dry = deleteDryRun(req);
+    if (!dry) return sendError(w, ApiError::badRequest(dry.error().message()));
+    return remove(*res, ns, name, *dry, w);
+  }
   if (m == "PATCH") return patch(*res, ns, name, req, part, w);
   sendError(w, ApiError::methodNotAllowed("the server does not allow this method on the requested resource"));
 }
@@ -928,6 +1030,10 @@ void ApiHandler::Impl::aggregatedDiscovery(bool core, const std::shared_ptr<http
         if (sub == "status") {
           subs.push_back(json::object{{"subresource", "status"}, {"responseKind", kind},
                                       {"verbs", json::array{"get", "patch", "update"}}});
+        } else if (sub == "scale") {
+          subs.push_back(json::object{{"subresource", "scale"},
+                                      {"responseKind", json::object{{"group", "autoscaling"}, {"version", "v1"}, {"kind", "Scale"}}},
+                                      {"verbs", json::array{"get", "patch", "update"}}});
         } else if (sub == "binding") {
           subs.push_back(json::object{{"subresource", "binding"},
                                       {"responseKind", json::object{{"group", ""}, {"version", "v1"}, {"kind", "Binding"}}},
@@ -996,9 +1102,18 @@ void ApiHandler::Impl::discovery(const std::vector<std::string_view>& segs, cons
       o["categories"] = std::move(c);
     }
     resources.push_back(std::move(o));
-    if (std::find(r.subresources.begin(), r.subresources.end(), "status") != r.subresources.end()) {
-      resources.push_back(json::object{{"name", r.plural + "/status"}, {"singularName", ""}, {"namespaced", r.namespaced},
-                                       {"kind", r.kind}, {"verbs", json::array{"get", "patch", "update"}}});
+    for (const std::string& sub : r.subresources) {
+      if (sub == "status") {
+        resources.push_back(json::object{{"name", r.plural + "/status"}, {"singularName", ""}, {"namespaced", r.namespaced},
+                                         {"kind", r.kind}, {"verbs", json::array{"get", "patch", "update"}}});
+      } else if (sub == "scale") {
+        resources.push_back(json::object{{"name", r.plural + "/scale"}, {"singularName", ""}, {"namespaced", r.namespaced},
+                                         {"group", "autoscaling"}, {"version", "v1"}, {"kind", "Scale"},
+                                         {"verbs", json::array{"get", "patch", "update"}}});
+      } else if (sub == "binding") {
+        resources.push_back(json::object{{"name", r.plural + "/binding"}, {"singularName", ""}, {"namespaced", r.namespaced},
+                                         {"kind", "Binding"}, {"verbs", json::array{"create"}}});
+      }
     }
   }
   if (resources.empty()) return sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
@@ -1338,7 +1453,7 @@ void ApiHandler::Impl::bind(const ResourceInfo& r, std::string_view ns, std::str
   }
   spec["nodeName"] = node->get_string();
   (*pod)["metadata"].as_object().erase("resourceVersion");
-  write(Write{Write::Op::kUpdate, key, json::serialize(*pod), current->modRevision},
+  write(Write{Write::Op::kUpdate, key, json::serialize(*pod), current->modRevision}, isDryRun(req.query()),
         [this, w, &r, name = std::string(name)](base::Result<KeyValue> kv) {
           if (!kv) return sendError(w, fromStoreError(kv.error(), r, name));
           json::object st{{"kind", "Status"}, {"apiVersion", "v1"}, {"metadata", json::object{}}, {"status", "Success"},
@@ -1404,7 +1519,7 @@ void ApiHandler::Impl::create(const ResourceInfo& r, std::string_view ns, http::
     reserved = std::move(*a);
   }
   std::string body = json::serialize(*obj);
-  write(Write{Write::Op::kCreate, r.key(ns, name), std::move(body), 0},
+  write(Write{Write::Op::kCreate, r.key(ns, name), std::move(body), 0}, isDryRun(req.query()),
         [this, w, &r, name, reserved](base::Result<KeyValue> kv) {
           allocator.release(reserved);  // stored now (or failed): the cache has the truth
           if (!kv) return sendError(w, fromStoreError(kv.error(), r, name));
@@ -1417,13 +1532,20 @@ void ApiHandler::Impl::update(const ResourceInfo& r, std::string_view ns, std::s
                               Part part, const std::shared_ptr<http::ResponseWriter>& w) {
   auto obj = parseObject(req.body);
   if (!obj) return sendError(w, ApiError::badRequest(obj.error().message()));
-  if (auto e = unknownFieldsCheck(r, *obj, req.query())) return sendError(w, *e);
+  if (part != Part::kScale) {
+    if (auto e = unknownFieldsCheck(r, *obj, req.query())) return sendError(w, *e);
+  }
   std::string key = r.key(ns, name);
   auto current = cache.get(key);
   if (!current) return sendError(w, ApiError::notFound(r, name));
   auto old = decode(*current);
   if (!old) return sendError(w, ApiError::internal("stored object is not valid JSON"));
-  commitUpdate(r, ns, name, std::move(*obj), *old, *current, part, w, nullptr);
+  if (part == Part::kScale) {
+    auto scaled = fromScale(*old, *obj);
+    if (!scaled) return sendError(w, ApiError::badRequest(scaled.error().message()));
+    obj = std::move(*scaled);
+  }
+  commitUpdate(r, ns, name, std::move(*obj), *old, *current, part, isDryRun(req.query()), w, nullptr);
 }
 
 // What every write of a new version goes through (PUT and PATCH): metadata
@@ -1433,7 +1555,7 @@ void ApiHandler::Impl::update(const ResourceInfo& r, std::string_view ns, std::s
 // the store is retried by `retryOnConflict` when given (it returns false to
 // give up), else answered 409.
 void ApiHandler::Impl::commitUpdate(const ResourceInfo& r, std::string_view ns, std::string_view name, json::object obj,
-                                    const json::object& old, const KeyValue& current, Part part,
+                                    const json::object& old, const KeyValue& current, Part part, bool dryRun,
                                     const std::shared_ptr<http::ResponseWriter>& w,
                                     std::function<bool()> retryOnConflict) {
   int64_t rv = objectResourceVersion(obj);
@@ -1441,7 +1563,7 @@ void ApiHandler::Impl::commitUpdate(const ResourceInfo& r, std::string_view ns, 
   applyDefaults(r, obj, false);
   if (auto e = prepareUpdate(obj, old, r, ns, name)) return sendError(w, *e);
   applyPart(obj, old, r, part);
-  if (part == Part::kMain) {
+  if (part != Part::kStatus) {
     if (FieldErrors errs = validateKind(r, obj, &old); !errs.empty()) {
       return sendError(w, ApiError::invalid(r, name, std::move(errs)));
     }
@@ -1464,11 +1586,12 @@ void ApiHandler::Impl::commitUpdate(const ResourceInfo& r, std::string_view ns, 
   obj["metadata"].as_object().erase("resourceVersion");
   bool finalized = beingDeleted(obj) && !hasFinalizers(obj);
   write(Write{finalized ? Write::Op::kDelete : Write::Op::kUpdate, current.key, json::serialize(obj), current.modRevision},
-        [this, w, &r, n = std::string(name), reserved, retry = std::move(retryOnConflict)](base::Result<KeyValue> kv) {
+        dryRun,
+        [this, w, &r, part, n = std::string(name), reserved, retry = std::move(retryOnConflict)](base::Result<KeyValue> kv) {
           allocator.release(reserved);
           if (!kv && kv.error().code() == base::ErrorCode::kConflict && retry && retry()) return;
           if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
-          sendJson(w, 200, *decode(*kv));
+          sendJson(w, 200, part == Part::kScale ? toScale(*decode(*kv)) : *decode(*kv));
         });
 }
 
@@ -1517,14 +1640,21 @@ void ApiHandler::Impl::patch(const ResourceInfo& r, std::string_view ns, std::st
       if (!current) return sendError(w, ApiError::notFound(*r, name));
       auto old = decode(*current);
       if (!old) return sendError(w, ApiError::internal("stored object is not valid JSON"));
-      base::Result<json::value> patched = type == PatchType::kMerge  ? applyMergePatch(*old, doc)
-                                          : type == PatchType::kJson ? applyJsonPatch(*old, doc)
-                                                                     : applyStrategicMergePatch(*old, doc, *r);
+      json::object target = part == Part::kScale ? toScale(*old) : *old;
+      base::Result<json::value> patched = type == PatchType::kMerge  ? applyMergePatch(target, doc)
+                                          : type == PatchType::kJson ? applyJsonPatch(target, doc)
+                                                                     : applyStrategicMergePatch(target, doc, *r);
       if (!patched) return sendError(w, ApiError{422, "Invalid", patched.error().message(), name, r->group, r->kind});
       if (!patched->is_object()) return sendError(w, ApiError::badRequest("the patched object is not a JSON object"));
-      if (auto e = unknownFieldsCheck(*r, patched->as_object(), query)) return sendError(w, *e);
+      if (part == Part::kScale) {
+        auto scaled = fromScale(*old, patched->as_object());
+        if (!scaled) return sendError(w, ApiError::badRequest(scaled.error().message()));
+        *patched = std::move(*scaled);
+      } else if (auto e = unknownFieldsCheck(*r, patched->as_object(), query)) {
+        return sendError(w, *e);
+      }
       auto self = shared_from_this();
-      impl->commitUpdate(*r, ns, name, std::move(patched->as_object()), *old, *current, part, w, [self] {
+      impl->commitUpdate(*r, ns, name, std::move(patched->as_object()), *old, *current, part, isDryRun(query), w, [self] {
         if (++self->tries >= 8) return false;
         self->run();  // the object changed under us: read it again, apply the patch again
         return true;
@@ -1574,7 +1704,7 @@ void ApiHandler::Impl::deleteCollection(const ResourceInfo& r, std::string_view 
   if (victims.empty()) return finish(st);
   for (const KeyValue& kv : victims) {
     std::string name = kv.key.substr(kv.key.rfind('/') + 1);
-    write(Write{Write::Op::kDelete, kv.key, "", kv.modRevision}, [st, finish, &r, name](base::Result<KeyValue> res) {
+    write(Write{Write::Op::kDelete, kv.key, "", kv.modRevision}, isDryRun(q), [st, finish, &r, name](base::Result<KeyValue> res) {
       std::lock_guard g(st->mu);
       // Gone meanwhile or changed meanwhile: not this request's failure.
       if (!res && res.error().code() != base::ErrorCode::kNotFound && res.error().code() != base::ErrorCode::kConflict &&
@@ -1586,7 +1716,7 @@ void ApiHandler::Impl::deleteCollection(const ResourceInfo& r, std::string_view 
   }
 }
 
-void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::string_view name,
+void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::string_view name, bool dryRun,
                               const std::shared_ptr<http::ResponseWriter>& w) {
   std::string n(name);
   auto current = cache.get(r.key(ns, name));
@@ -1604,7 +1734,7 @@ void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::s
     meta["deletionGracePeriodSeconds"] = 0;
     meta.erase("resourceVersion");
     (*obj)["status"] = json::object{{"phase", "Terminating"}};
-    return write(Write{Write::Op::kUpdate, current->key, json::serialize(*obj), current->modRevision},
+    return write(Write{Write::Op::kUpdate, current->key, json::serialize(*obj), current->modRevision}, dryRun,
                  [this, w, &r, n](base::Result<KeyValue> kv) {
                    if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
                    sendJson(w, 200, *decode(*kv));
@@ -1618,13 +1748,13 @@ void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::s
     meta["deletionTimestamp"] = rfc3339Now();
     meta["deletionGracePeriodSeconds"] = 0;
     meta.erase("resourceVersion");
-    return write(Write{Write::Op::kUpdate, current->key, json::serialize(*obj), current->modRevision},
+    return write(Write{Write::Op::kUpdate, current->key, json::serialize(*obj), current->modRevision}, dryRun,
                  [w, &r, n](base::Result<KeyValue> kv) {
                    if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
                    sendJson(w, 200, *decode(*kv));
                  });
   }
-  write(Write{Write::Op::kDelete, r.key(ns, name), "", 0}, [w, &r, n](base::Result<KeyValue> kv) {
+  write(Write{Write::Op::kDelete, r.key(ns, name), "", 0}, dryRun, [w, &r, n](base::Result<KeyValue> kv) {
     if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
     auto obj = decode(*kv);
     sendJson(w, 200, *obj);
