@@ -1,5 +1,6 @@
 #include "apiserver-lite/server/api_handler.h"
 
+#include <array>
 #include <charconv>
 #include <condition_variable>
 #include <functional>
@@ -538,8 +539,30 @@ struct ApiHandler::Impl {
   ApiOptions options;
   ServiceAllocator allocator;
   RbacAuthorizer authz{cache};
+  // apiserver_request_total by resource (index in servedResources()) and
+  // verb, created up front so counting costs no lookup.
+  static constexpr std::string_view kVerbs[] = {"get", "list", "watch", "create", "update", "patch", "delete",
+                                                 "deletecollection"};
+  std::vector<std::array<base::Counter*, std::size(kVerbs)>> requestCounters;
   Impl(storage::Store& s, storage::WatchCache& c, ApiOptions o)
-      : store(s), cache(c), options(std::move(o)), allocator(*Ipv4Cidr::parse(options.serviceClusterIpRange)) {}
+      : store(s), cache(c), options(std::move(o)), allocator(*Ipv4Cidr::parse(options.serviceClusterIpRange)) {
+    if (!options.metrics) return;
+    for (const ResourceInfo& r : servedResources()) {
+      auto& row = requestCounters.emplace_back();
+      for (size_t v = 0; v < std::size(kVerbs); ++v) {
+        row[v] = &options.metrics->counter("apiserver_request_total", "Authorized requests by verb, group and resource",
+                                            {{"verb", std::string(kVerbs[v])}, {"group", r.group}, {"resource", r.plural}});
+      }
+    }
+  }
+  base::Counter* requestCounter(const ResourceInfo& r, std::string_view verb) {
+    if (requestCounters.empty()) return nullptr;
+    size_t row = static_cast<size_t>(&r - servedResources().data());
+    for (size_t v = 0; v < std::size(kVerbs); ++v) {
+      if (kVerbs[v] == verb) return requestCounters[row][v];
+    }
+    return nullptr;
+  }
 
   bool isService(const ResourceInfo& r) const { return r.kind == "Service" && r.group.empty(); }
 
@@ -893,13 +916,7 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
   attrs.subresource = std::string(sub);
   attrs.name = std::string(name);
   if (!authorized(user, attrs, w)) return;
-  if (options.metrics) {
-    options.metrics
-        ->counter("apiserver_request_total", "Authorized requests by verb, group and resource",
-                  {{"verb", attrs.verb}, {"group", attrs.group}, {"resource", attrs.resource},
-                   {"subresource", attrs.subresource}})
-        .inc();
-  }
+  if (base::Counter* c = requestCounter(*res, attrs.verb)) c->inc();
   if (res->review) {
     if (m != "POST" || !name.empty()) {
       return sendError(w, ApiError::methodNotAllowed("the server does not allow this method on the requested resource"));

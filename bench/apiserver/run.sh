@@ -13,7 +13,8 @@
 #   rss       after start-up with those objects, and after the load
 #
 # ROUNDS rounds of creates/puts/gets, interleaved, medians reported. The
-# server (and etcd) pinned to SERVER_CPU, h2load to LOADGEN_CPU.
+# server (one event-loop thread) and etcd pinned to SERVER_CPU, h2load to
+# LOADGEN_CPU.
 # Knobs: ROUNDS (3) CREATES (10000) GETS (100000) CLIENTS (8) STREAMS (1)
 #        SERVER_CPU (1) LOADGEN_CPU (0) OUT_DIR (keep results)
 set -uo pipefail
@@ -60,7 +61,7 @@ start_apiserver() {
     rm -f "$WORK/kubeconfig"
     local t0; t0=$(date +%s%N)
     taskset -c "$SERVER_CPU" "$BIN" --data-dir "$WORK/data" --secure-port 0 --write-kubeconfig "$WORK/kubeconfig" \
-        --log-level warn >> "$WORK/apiserver.log" 2>&1 &
+        --threads 1 --log-level warn >> "$WORK/apiserver.log" 2>&1 &
     PID[apiserver]=$!
     for _ in $(seq 20000); do [[ -s $WORK/kubeconfig ]] && break; sleep 0.001; done
     [[ -s $WORK/kubeconfig ]] || die "trellis-apiserver did not become ready: $(tail -5 "$WORK/apiserver.log")"
@@ -107,6 +108,16 @@ for r in $(seq "$ROUNDS"); do
     name=$(api "$SERVER/api/v1/namespaces/bench/configmaps?limit=1" | sed -n 's/.*"name":"\(cm-[a-z0-9]*\)".*/\1/p' | head -1)
     h2 -n "$GETS" --log-file "$RES/get.$r.log" "$SERVER/api/v1/namespaces/bench/configmaps/$name" > "$RES/get.$r.out" 2>&1
     grep -q "$GETS succeeded" "$RES/get.$r.out" || die "gets failed: $(tail -5 "$RES/get.$r.out")"
+    if [[ $r == 1 ]]; then
+        # start-up and memory with the first round's objects stored
+        stop_apiserver
+        start_apiserver
+        STARTUP_FIRST_MS=$STARTUP_MS
+        FIRST_OBJECTS=$(api "$SERVER/api/v1/namespaces/bench/configmaps" | grep -o '"generateName"' | wc -l)
+        sleep 0.5
+        RSS_FIRST=$(rss_kb "${PID[apiserver]}")
+        log "restarted with $FIRST_OBJECTS ConfigMaps in $STARTUP_FIRST_MS ms"
+    fi
 done
 
 log "list5k: storing 5,000 ConfigMaps"
@@ -149,6 +160,8 @@ read -r w50 w99 < <(sed -n 's/.*p50=\([0-9.]*\) p99=\([0-9.]*\).*/\1 \2/p' "$RES
 printf '%-34s %12s %10s %10s %s\n' "watch event after response" "" "$w50" "$w99" "p99 <= 5 ms"
 read -r s50 s99 < <(sed -n 's/^event_after_request_sent_ms p50=\([0-9.]*\) p99=\([0-9.]*\).*/\1 \2/p' "$RES/watch.out")
 printf '%-34s %12s %10s %10s\n' "watch event after request sent" "" "$s50" "$s99"
-printf '%-34s %12s %s\n' "startup to ready ($objects objects)" "${STARTUP_MS} ms" "<= 200 ms (10,000 objects)"
-printf '%-34s %12s %s\n' "RSS after restart" "$((RSS_RESTARTED / 1024)) MiB" "<= 60 MB (10,000 objects)"
+printf '%-34s %12s %s\n' "startup to ready ($FIRST_OBJECTS objects)" "${STARTUP_FIRST_MS} ms" "<= 200 ms (10,000 objects)"
+printf '%-34s %12s %s\n' "RSS after restart ($FIRST_OBJECTS obj.)" "$((RSS_FIRST / 1024)) MiB" "<= 60 MB (10,000 objects)"
+printf '%-34s %12s\n' "startup to ready ($objects objects)" "${STARTUP_MS} ms"
+printf '%-34s %12s\n' "RSS after restart ($objects obj.)" "$((RSS_RESTARTED / 1024)) MiB"
 printf '%-34s %12s\n' "RSS after the load" "$((RSS_LOADED / 1024)) MiB"
