@@ -17,7 +17,7 @@ PACKAGES=(
     libssl-dev libnghttp2-dev
     libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
     libnl-3-dev libnl-route-3-dev libbpf-dev
-    libsqlite3-dev libcli11-dev libfmt-dev
+    libsqlite3-dev libcli11-dev libfmt-dev libyaml-dev
     libgtest-dev libgmock-dev libbenchmark-dev
     # real clients and peers used by tests and benchmarks
     curl openssl nghttp2-client nginx apache2-utils procps util-linux iproute2 etcd-server etcd-client
