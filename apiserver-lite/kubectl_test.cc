@@ -14,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "common/testing/apiserver_process.h"
 #include "common/testing/testing.h"
 
 namespace trellis::apiserver {
@@ -27,41 +28,19 @@ class KubectlTest : public ::testing::Test {
   void TearDown() override { stop(SIGTERM); }
 
   void start() {
-    kubeconfig_ = dir_.file("kubeconfig");
-    unlink(kubeconfig_.c_str());
-    pid_ = fork();
-    if (pid_ == 0) {
-      std::string log = dir_.file("apiserver.log");
-      freopen(log.c_str(), "a", stderr);
-      std::vector<std::string> args{"trellis-apiserver", "--data-dir", dir_.file("data"), "--secure-port", "0",
-                                    "--write-kubeconfig", kubeconfig_};
-      args.insert(args.end(), extraArgs_.begin(), extraArgs_.end());
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(TRELLIS_APISERVER_BIN, argv.data());
-      _exit(127);
-    }
-    ASSERT_TRUE(testing::waitFor([&] { return access(kubeconfig_.c_str(), R_OK) == 0; }, 10s))
-        << testing::readFile(dir_.file("apiserver.log"));
+    ASSERT_TRUE(server_.start(extraArgs_)) << server_.log();
+    kubeconfig_ = server_.kubeconfig();
   }
-
-  void stop(int sig) {
-    if (pid_ <= 0) return;
-    kill(pid_, sig);
-    int st;
-    waitpid(pid_, &st, 0);
-    pid_ = -1;
-  }
+  void stop(int sig) { server_.stop(sig); }
 
   testing::CommandResult kubectl(const std::string& args) {
     return testing::run("kubectl --kubeconfig " + kubeconfig_ + " " + args);
   }
 
   testing::TempDir dir_;
+  testing::ApiServerProcess server_{TRELLIS_APISERVER_BIN, dir_.path()};
   std::vector<std::string> extraArgs_;  // for the next start()
   std::string kubeconfig_;
-  pid_t pid_ = -1;
 };
 
 TEST_F(KubectlTest, DiscoveryAndHealth) {

@@ -3,8 +3,10 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include <boost/json/serialize.hpp>
@@ -121,6 +123,7 @@ int main(int argc, char** argv) {
   std::string dataDir, bindAddress = "127.0.0.1", kubeconfigPath, tokensFile, storageKind = "sqlite";
   std::string tlsCert, tlsKey, clientCaFile, serviceRange = "10.96.0.0/12";
   int port = 6443, threads = 2, insecurePort = 0;
+  double compactionSeconds = 300;
   size_t maxRequestBytes = 3 * 1024 * 1024;
   app.add_option("--data-dir", dataDir, "Directory for the store, certificates and the admin token")->required();
   app.add_option("--bind-address", bindAddress, "Address to serve HTTPS on")->capture_default_str();
@@ -139,6 +142,11 @@ int main(int argc, char** argv) {
                  "For local debugging only")
       ->capture_default_str()
       ->check(CLI::Range(0, 65535));
+  app.add_option("--compaction-interval", compactionSeconds,
+                 "Seconds between compactions of the store's history: each keeps what changed since the previous one "
+                 "(as kube-apiserver's --etcd-compaction-interval); watches from older revisions get 410 Gone. 0: never")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--threads", threads, "HTTP event-loop threads")->capture_default_str()->check(CLI::Range(1, 64));
   CLI11_PARSE(app, argc, argv);
   base::applyCommonFlags(common);
@@ -174,6 +182,45 @@ int main(int argc, char** argv) {
     return 1;
   }
   api.startNamespaceFinalizer();
+  // Compaction: every interval, drop history older than the revision current
+  // at the previous tick.
+  std::mutex compactMu;
+  std::condition_variable compactCv;
+  bool compactStop = false;
+  std::thread compactor;
+  if (compactionSeconds > 0) {
+    compactor = std::thread([&] {
+      auto interval = std::chrono::duration<double>(compactionSeconds);
+      apiserver::storage::Revision previous = 0;
+      std::unique_lock g(compactMu);
+      while (!compactCv.wait_for(g, interval, [&] { return compactStop; })) {
+        apiserver::storage::Revision now = cache.revision();
+        if (previous > 0) {
+          if (auto st = (*store)->compact(previous); !st) {
+            log.warn("compaction failed", {{"revision", previous}, {"error", st.error().message()}});
+          } else {
+            cache.compact(previous);
+            log.debug("compacted", {{"revision", previous}});
+          }
+        }
+        previous = now;
+      }
+    });
+  }
+  struct StopCompactor {
+    std::mutex& mu;
+    std::condition_variable& cv;
+    bool& stop;
+    std::thread& t;
+    ~StopCompactor() {
+      {
+        std::lock_guard g(mu);
+        stop = true;
+      }
+      cv.notify_all();
+      if (t.joinable()) t.join();
+    }
+  } stopCompactor{compactMu, compactCv, compactStop, compactor};
 
   http::PemPair ca;
   std::shared_ptr<http::TlsServerConfig> tls;

@@ -111,6 +111,11 @@ bool WatchCache::atRevision(WatchId id, const std::function<void(Revision)>& fn)
   return true;
 }
 
+void WatchCache::compact(Revision upTo) {
+  std::lock_guard g(mu_);
+  while (!history_.empty() && history_.front().kv.modRevision <= upTo) history_.pop_front();
+}
+
 void WatchCache::unwatch(WatchId id) {
   std::lock_guard g(mu_);
   watchers_.erase(id);

@@ -46,6 +46,9 @@ class WatchCache {
   // Events under `prefix` with revision > `from` (from = 0: only new ones).
   base::Result<WatchId> watch(const std::string& prefix, Revision from, WatchFn fn);
   void unwatch(WatchId id);
+  // The store was compacted up to `upTo`: history at or below it is dropped
+  // here too, so a watch from there gets Gone as the store would answer.
+  void compact(Revision upTo);
   // Calls fn(revision) in order with the watcher's events: every event up to
   // `revision` under its prefix has been handed to it before. For bookmarks.
   // False (fn not called) when the watcher is gone.
