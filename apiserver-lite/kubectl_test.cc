@@ -898,16 +898,7 @@ TEST_F(KubectlTest, BindingAssignsAPodToANodeOnce) {
 }
 
 TEST_F(KubectlTest, InsecurePortOnlyWhenAskedAndOnlyOnLoopback) {
-  // A free port, found by binding port 0.
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  std::string port = std::to_string(ntohs(a.sin_port));
-  close(fd);
+  std::string port = std::to_string(testing::freeTcpPort());
   std::string url = "http://127.0.0.1:" + port + "/api/v1/namespaces/default/configmaps";
   EXPECT_NE(testing::run("curl -sS -o /dev/null " + url).exitCode, 0);  // not served by default
   stop(SIGTERM);

@@ -25,7 +25,7 @@ class ClientAgainstNginx : public ::testing::Test {
     if (testing::run("command -v nginx").exitCode != 0) GTEST_FAIL() << "nginx is not installed (scripts/setup.sh)";
     testing::makeCertificate(dir_.path(), "srv", "nginx.test", {"localhost"});
     // A free port: bind 0, read it, release it.
-    port_ = freePort();
+    port_ = testing::freeTcpPort();
     std::string conf = R"(worker_processes 1;
 daemon off;
 pid @D@/nginx.pid;
@@ -78,17 +78,6 @@ http {
     }
   }
 
-  static uint16_t freePort() {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    close(fd);
-    return ntohs(a.sin_port);
-  }
 
   std::string url(const std::string& path) { return "https://localhost:" + std::to_string(port_) + path; }
 

@@ -176,8 +176,8 @@ struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {
     ListOptions lo;
     lo.labelSelector = options.labelSelector;
     lo.fieldSelector = options.fieldSelector;
-    lo.allowWatchBookmarks = true;
-    lo.timeoutSeconds = randomBetween(300, 600);
+    lo.allowWatchBookmarks = options.bookmarks;
+    lo.timeoutSeconds = options.watchTimeoutSeconds > 0 ? options.watchTimeoutSeconds : randomBetween(300, 600);
     struct Shared {
       std::mutex mu;
       std::condition_variable cv;

@@ -50,6 +50,8 @@ struct InformerOptions {
   std::string fieldSelector;
   std::chrono::milliseconds resync{0};  // 0: no periodic resync
   int64_t pageSize = 500;
+  int watchTimeoutSeconds = 0;  // the server ends each watch after this; 0: 5-10 min at random
+  bool bookmarks = true;        // allowWatchBookmarks (keeps the resume revision fresh)
 };
 
 class Informer {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -50,6 +51,9 @@ std::string rawTrickle(uint16_t port, const std::string& data, char filler, std:
 bool waitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
 
 std::string readFile(const std::string& path);
+
+// A loopback TCP port that was free a moment ago (bound to port 0, closed).
+uint16_t freeTcpPort();
 void writeFile(const std::string& path, const std::string& data);
 
 }  // namespace trellis::testing

@@ -1,0 +1,380 @@
+// common/kube against a real trellis-apiserver process: informers under
+// concurrent writers, a server killed mid-watch, compaction (410) and
+// relist, the work queue, and leader election between processes.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <boost/json/serialize.hpp>
+
+#include "common/kube/client.h"
+#include "common/kube/config.h"
+#include "common/kube/informer.h"
+#include "common/kube/leader.h"
+#include "common/kube/workqueue.h"
+#include "common/testing/apiserver_process.h"
+#include "common/testing/testing.h"
+
+namespace trellis::kube {
+namespace {
+
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+
+class KubeTest : public ::testing::Test {
+ protected:
+  void startServer(std::vector<std::string> args = {}) {
+    ASSERT_TRUE(server_.start(args, port_)) << server_.log();
+  }
+  std::unique_ptr<Client> newClient(ClientOptions o = {}) {
+    auto cfg = loadKubeconfig({server_.kubeconfig()});
+    EXPECT_TRUE(cfg) << (cfg ? "" : cfg.error().message());
+    auto c = Client::create(*cfg, o);
+    EXPECT_TRUE(c);
+    return std::move(*c);
+  }
+  json::object configMap(const std::string& name, const std::string& value) {
+    return json::object{{"metadata", json::object{{"name", name}, {"namespace", "default"}}},
+                        {"data", json::object{{"v", value}}}};
+  }
+  // name -> resourceVersion of a fresh LIST.
+  std::map<std::string, std::string> freshList(Client& c) {
+    auto l = c.listAll(resources::kConfigMaps, "default", {});
+    EXPECT_TRUE(l);
+    std::map<std::string, std::string> out;
+    for (auto& o : l->items) out[std::string(objectName(o))] = std::string(objectResourceVersion(o));
+    return out;
+  }
+  std::map<std::string, std::string> cacheView(const Informer& inf) {
+    std::map<std::string, std::string> out;
+    for (auto& o : inf.list()) out[std::string(objectName(*o))] = std::string(objectResourceVersion(*o));
+    return out;
+  }
+
+  testing::TempDir dir_;
+  int port_ = testing::freeTcpPort();
+  testing::ApiServerProcess server_{TRELLIS_APISERVER_BIN, dir_.path()};
+};
+
+// What the handlers were told, applied to a map: must end equal to the server.
+struct HandlerView {
+  std::mutex mu;
+  std::map<std::string, std::string> objects;  // name -> rv
+  int duplicates = 0;                          // an add for a known object, a delete for an unknown one
+  EventHandler handler() {
+    return {.onAdd =
+                [this](const ObjectPtr& o) {
+                  std::lock_guard g(mu);
+                  duplicates += objects.count(std::string(objectName(*o)));
+                  objects[std::string(objectName(*o))] = std::string(objectResourceVersion(*o));
+                },
+            .onUpdate =
+                [this](const ObjectPtr&, const ObjectPtr& n) {
+                  std::lock_guard g(mu);
+                  objects[std::string(objectName(*n))] = std::string(objectResourceVersion(*n));
+                },
+            .onDelete =
+                [this](const ObjectPtr& o) {
+                  std::lock_guard g(mu);
+                  duplicates += objects.erase(std::string(objectName(*o))) == 0;
+                }};
+  }
+  std::map<std::string, std::string> snapshot() {
+    std::lock_guard g(mu);
+    return objects;
+  }
+};
+
+TEST_F(KubeTest, ClientVerbsAndTypedErrors) {
+  startServer();
+  auto c = newClient();
+  auto created = c->create(resources::kConfigMaps, "default", configMap("a", "1"));
+  ASSERT_TRUE(created) << created.error().message();
+  auto again = c->create(resources::kConfigMaps, "default", configMap("a", "1"));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), base::ErrorCode::kAlreadyExists);
+  auto missing = c->get(resources::kConfigMaps, "default", "nope");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), base::ErrorCode::kNotFound);
+  EXPECT_EQ(missing.error().message(), "configmaps \"nope\" not found");
+  json::object stale = *created;
+  json::object fresh = *created;
+  fresh["data"].as_object()["v"] = "2";
+  ASSERT_TRUE(c->update(resources::kConfigMaps, fresh));
+  stale["data"].as_object()["v"] = "3";
+  auto conflict = c->update(resources::kConfigMaps, stale);  // the old resourceVersion
+  ASSERT_FALSE(conflict);
+  EXPECT_EQ(conflict.error().code(), base::ErrorCode::kConflict);
+  auto patched = c->patch(resources::kConfigMaps, "default", "a", PatchType::kMerge, R"({"data":{"w":"x"}})");
+  ASSERT_TRUE(patched) << patched.error().message();
+  EXPECT_EQ(json::serialize(patched->at("data")), R"({"v":"2","w":"x"})");
+  auto invalid = c->create(resources::kConfigMaps, "default", configMap("Bad_Name", "1"));
+  ASSERT_FALSE(invalid);
+  EXPECT_EQ(invalid.error().code(), base::ErrorCode::kInvalidArgument);
+  ASSERT_TRUE(c->remove(resources::kConfigMaps, "default", "a"));
+  EXPECT_EQ(c->get(resources::kConfigMaps, "default", "a").error().code(), base::ErrorCode::kNotFound);
+  // Pages through continue tokens.
+  for (int i = 0; i < 25; ++i) ASSERT_TRUE(c->create(resources::kConfigMaps, "default", configMap("p" + std::to_string(i), "")));
+  auto all = c->listAll(resources::kConfigMaps, "default", {}, 7);
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->items.size(), 25u);
+}
+
+TEST_F(KubeTest, InformerCacheEqualsAFreshListAfterTenThousandRandomWrites) {
+  startServer();
+  auto c = newClient({.qps = 0});
+  Informer inf(*c, resources::kConfigMaps, {.ns = "default"});
+  HandlerView view;
+  inf.addHandler(view.handler());
+  inf.addIndex("value", [](const json::object& o) {
+    const json::value* d = o.if_contains("data");
+    const json::value* v = d && d->is_object() ? d->get_object().if_contains("v") : nullptr;
+    return v && v->is_string() ? std::vector<std::string>{std::string(v->get_string())} : std::vector<std::string>{};
+  });
+  inf.start();
+  ASSERT_TRUE(inf.waitForSync(10s));
+  std::vector<std::thread> writers;
+  std::atomic<int> ops{0};
+  for (int w = 0; w < 4; ++w) {
+    writers.emplace_back([&, w] {
+      auto client = newClient({.qps = 0});
+      std::mt19937 rng(static_cast<unsigned>(w));
+      for (int i = 0; i < 2500; ++i) {
+        std::string name = "w" + std::to_string(w) + "-" + std::to_string(rng() % 200);
+        switch (rng() % 3) {
+          case 0:
+            static_cast<void>(client->create(resources::kConfigMaps, "default", configMap(name, std::to_string(i % 7))));
+            break;
+          case 1:
+            static_cast<void>(client->patch(resources::kConfigMaps, "default", name, PatchType::kMerge,
+                                            R"({"data":{"v":")" + std::to_string(i % 7) + "\"}}"));
+            break;
+          default:
+            static_cast<void>(client->remove(resources::kConfigMaps, "default", name));
+        }
+        ++ops;
+      }
+    });
+  }
+  for (auto& t : writers) t.join();
+  EXPECT_EQ(ops.load(), 10000);
+  auto want = freshList(*c);
+  ASSERT_TRUE(testing::waitFor([&] { return cacheView(inf) == want; }, 10s))
+      << "cache " << cacheView(inf).size() << " vs list " << want.size();
+  EXPECT_TRUE(testing::waitFor([&] { return view.snapshot() == want; }, 5s));
+  EXPECT_EQ(view.duplicates, 0);
+  // The index agrees with the objects.
+  size_t indexed = 0;
+  for (int v = 0; v < 7; ++v) indexed += inf.byIndex("value", std::to_string(v)).size();
+  EXPECT_EQ(indexed, want.size());
+  EXPECT_EQ(inf.stats().lists, 1u);  // one LIST; the rest came by watch
+}
+
+TEST_F(KubeTest, KilledServerMidWatchEndsWithACorrectCache) {
+  startServer();
+  auto c = newClient({.qps = 0, .maxRetries = 2, .initialBackoff = 50ms});
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(c->create(resources::kConfigMaps, "default", configMap("k" + std::to_string(i), "a")));
+  Informer inf(*c, resources::kConfigMaps, {.ns = "default"});
+  HandlerView view;
+  inf.addHandler(view.handler());
+  inf.start();
+  ASSERT_TRUE(inf.waitForSync(10s));
+  server_.stop(SIGKILL);
+  startServer();  // same port, same data
+  // Changes made while the informer reconnects: updates, deletes, new objects.
+  auto c2 = newClient();
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(c2->remove(resources::kConfigMaps, "default", "k" + std::to_string(i)));
+  for (int i = 10; i < 20; ++i) {
+    ASSERT_TRUE(c2->patch(resources::kConfigMaps, "default", "k" + std::to_string(i), PatchType::kMerge, R"({"data":{"v":"b"}})"));
+  }
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(c2->create(resources::kConfigMaps, "default", configMap("n" + std::to_string(i), "c")));
+  auto want = freshList(*c2);
+  ASSERT_EQ(want.size(), 15u);
+  ASSERT_TRUE(testing::waitFor([&] { return cacheView(inf) == want; }, 20s)) << server_.log();
+  EXPECT_TRUE(testing::waitFor([&] { return view.snapshot() == want; }, 5s));
+  EXPECT_EQ(view.duplicates, 0);
+  EXPECT_GE(inf.stats().watches, 2u);  // it watched again after the kill
+}
+
+TEST_F(KubeTest, CompactionGivesGoneAndACleanRelist) {
+  startServer({"--compaction-interval", "0.3"});
+  auto c = newClient({.qps = 0});
+  ASSERT_TRUE(c->create(resources::kNamespaces, "", json::object{{"metadata", json::object{{"name", "busy"}}}}));
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(c->create(resources::kConfigMaps, "default", configMap("g" + std::to_string(i), "x")));
+  // Watches of 1 s without bookmarks: when one ends, the informer resumes
+  // from the revision of the last event it saw in "default".
+  Informer inf(*c, resources::kConfigMaps, {.ns = "default", .watchTimeoutSeconds = 1, .bookmarks = false});
+  HandlerView view;
+  inf.addHandler(view.handler());
+  inf.start();
+  ASSERT_TRUE(inf.waitForSync(10s));
+  // Writes elsewhere move the revision on and compaction passes the
+  // informer's: its next resume gets 410 Gone, and it relists.
+  for (int i = 0; i < 50; ++i) {
+    json::object cm = configMap("b" + std::to_string(i), "y");
+    cm["metadata"].as_object()["namespace"] = "busy";
+    ASSERT_TRUE(c->create(resources::kConfigMaps, "busy", cm));
+  }
+  ASSERT_TRUE(testing::waitFor([&] { return inf.stats().gone >= 1; }, 10s)) << "no 410 seen";
+  ASSERT_TRUE(c->remove(resources::kConfigMaps, "default", "g0"));  // after the relist, still seen
+  auto want = freshList(*c);
+  ASSERT_TRUE(testing::waitFor([&] { return cacheView(inf) == want; }, 10s));
+  EXPECT_TRUE(testing::waitFor([&] { return view.snapshot() == want; }, 5s));
+  EXPECT_EQ(view.duplicates, 0);
+  EXPECT_GE(inf.stats().lists, 2u);  // relisted after the 410
+}
+
+TEST_F(KubeTest, WorkQueueDeduplicatesAndNeverHandsAKeyToTwoWorkers) {
+  WorkQueue q(1ms, 50ms);
+  std::mutex mu;
+  std::set<std::string> inFlight;
+  std::atomic<int> overlaps{0}, processed{0};
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 4; ++w) {
+    workers.emplace_back([&] {
+      while (auto key = q.get()) {
+        {
+          std::lock_guard g(mu);
+          if (!inFlight.insert(*key).second) ++overlaps;
+        }
+        std::this_thread::sleep_for(1ms);
+        {
+          std::lock_guard g(mu);
+          inFlight.erase(*key);
+        }
+        ++processed;
+        q.done(*key);
+      }
+    });
+  }
+  for (int round = 0; round < 50; ++round) {
+    for (int k = 0; k < 10; ++k) q.add("k" + std::to_string(k));
+  }
+  q.add("x");
+  q.add("x");
+  EXPECT_LE(q.length(), 11u);  // a key waits once, however often added
+  q.addRateLimited("slow");
+  q.addRateLimited("slow");
+  EXPECT_EQ(q.numRequeues("slow"), 2);
+  q.forget("slow");
+  EXPECT_EQ(q.numRequeues("slow"), 0);
+  std::this_thread::sleep_for(200ms);
+  q.shutDownWithDrain();
+  for (auto& t : workers) t.join();
+  EXPECT_EQ(overlaps.load(), 0);
+  EXPECT_GE(processed.load(), 12);
+  EXPECT_LE(processed.load(), 520);
+  EXPECT_FALSE(q.get().has_value());
+}
+
+// A candidate in a child process: prints "leading <id>" lines to a file while
+// it leads. Killed -9 by the test.
+pid_t candidate(const std::string& kubeconfig, const std::string& id, const std::string& out) {
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  auto cfg = loadKubeconfig({kubeconfig});
+  auto client = Client::create(*cfg, {.qps = 0});
+  LeaderElector le(**client, {.ns = "default",
+                              .name = "trellis-test",
+                              .identity = id,
+                              .leaseDuration = 2000ms,
+                              .renewDeadline = 1500ms,
+                              .retryPeriod = 200ms});
+  le.run([&](std::stop_token st) {
+    while (!st.stop_requested()) {
+      FILE* f = fopen(out.c_str(), "a");
+      if (f) {
+        fprintf(f, "%s %lld\n", id.c_str(),
+                static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count()));
+        fclose(f);
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+  });
+  _exit(0);
+}
+
+TEST_F(KubeTest, LeaderElectionHasOneLeaderAndHandsOverAfterKillNine) {
+  startServer();
+  std::string log = dir_.file("leading.log");
+  pid_t a = candidate(server_.kubeconfig(), "a", log);
+  pid_t b = candidate(server_.kubeconfig(), "b", log);
+  ASSERT_TRUE(testing::waitFor([&] { return !testing::readFile(log).empty(); }, 10s));
+  std::this_thread::sleep_for(1500ms);
+  std::string first = testing::readFile(log).substr(0, 1);
+  pid_t leader = first == "a" ? a : b;
+  pid_t other = first == "a" ? b : a;
+  auto killedAt = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+  kill(leader, SIGKILL);
+  waitpid(leader, nullptr, 0);
+  std::string second = first == "a" ? "b" : "a";
+  ASSERT_TRUE(testing::waitFor([&] { return testing::readFile(log).find(second + " ") != std::string::npos; }, 10s));
+  std::this_thread::sleep_for(500ms);
+  kill(other, SIGKILL);
+  waitpid(other, nullptr, 0);
+  // Exactly one leader at any time: the lines of a stop before b's start, and
+  // the handover came within the lease duration (+ a retry period and slack).
+  std::string text = testing::readFile(log);
+  long long lastFirst = 0, firstSecond = 0;
+  bool switched = false;
+  for (size_t pos = 0, nl; (nl = text.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+    std::string line = text.substr(pos, nl - pos);
+    std::string who = line.substr(0, 1);
+    long long t = std::stoll(line.substr(2));
+    if (who == first) {
+      EXPECT_FALSE(switched) << "the first leader wrote after the second began:\n" << text;
+      lastFirst = t;
+    } else {
+      if (!switched) firstSecond = t;
+      switched = true;
+    }
+  }
+  EXPECT_TRUE(switched);
+  EXPECT_LE(lastFirst, killedAt + 100);
+  EXPECT_LT(firstSecond - killedAt, 2000 + 200 + 1500) << text;
+}
+
+TEST_F(KubeTest, KubectlLiteGetsWatchesAndLeads) {
+  startServer();
+  std::string k = std::string(TRELLIS_KUBECTL_LITE_BIN) + " --kubeconfig " + server_.kubeconfig() + " ";
+  auto ns = testing::run(k + "get ns default");
+  EXPECT_EQ(ns.exitCode, 0);
+  EXPECT_NE(ns.out.find(R"("name":"default")"), std::string::npos) << ns.out;
+  auto missing = testing::run(k + "get cm nope -n default");
+  EXPECT_NE(missing.exitCode, 0);
+  EXPECT_NE(missing.out.find("configmaps \"nope\" not found"), std::string::npos) << missing.out;
+  std::vector<std::string> lines;
+  std::mutex mu;
+  std::thread watcher([&] {
+    testing::runStreaming("timeout -s TERM 3 " + k + "watch cm -n default", [&](const std::string& l) {
+      std::lock_guard g(mu);
+      lines.push_back(l.substr(0, l.rfind(' ')));  // without the resourceVersion
+    });
+  });
+  std::this_thread::sleep_for(1s);
+  auto c = newClient();
+  ASSERT_TRUE(c->create(resources::kConfigMaps, "default", configMap("seen", "1")));
+  ASSERT_TRUE(c->patch(resources::kConfigMaps, "default", "seen", PatchType::kMerge, R"({"data":{"v":"2"}})"));
+  ASSERT_TRUE(c->remove(resources::kConfigMaps, "default", "seen"));
+  watcher.join();
+  std::lock_guard g(mu);
+  EXPECT_EQ(lines, (std::vector<std::string>{"ADDED default/seen", "MODIFIED default/seen", "DELETED default/seen"}));
+}
+
+}  // namespace
+}  // namespace trellis::kube
