@@ -19,6 +19,8 @@
 
 #include "common/kube/client.h"
 #include "common/kube/config.h"
+#include "common/kube/controller.h"
+#include "common/kube/events.h"
 #include "common/kube/informer.h"
 #include "common/kube/leader.h"
 #include "common/kube/workqueue.h"
@@ -374,6 +376,63 @@ TEST_F(KubeTest, KubectlLiteGetsWatchesAndLeads) {
   watcher.join();
   std::lock_guard g(mu);
   EXPECT_EQ(lines, (std::vector<std::string>{"ADDED default/seen", "MODIFIED default/seen", "DELETED default/seen"}));
+}
+
+TEST_F(KubeTest, ControllerReconcilesRequeuesFailuresAndRecordsAggregatedEvents) {
+  startServer();
+  auto c = newClient({.qps = 0});
+  SharedInformers informers(*c);
+  auto cms = informers.get(resources::kConfigMaps, "default");
+  EXPECT_EQ(informers.get(resources::kConfigMaps, "default"), cms);  // shared: one per resource and namespace
+  EventRecorder events(*c, {.component = "test-controller"});
+  base::Registry metrics;
+  std::mutex mu;
+  std::map<std::string, int> reconciles;
+  Controller ctl({.name = "test", .workers = 2, .metrics = &metrics}, [&](const std::string& key) -> base::Status {
+    int n;
+    {
+      std::lock_guard g(mu);
+      n = ++reconciles[key];
+    }
+    if (key == "default/flaky" && n == 1) return base::makeError(base::ErrorCode::kUnavailable, "first try fails");
+    if (auto obj = cms->get(key)) events.record(*obj, "Normal", "Reconciled", "seen by the test controller");
+    return {};
+  });
+  ctl.watch(*cms);
+  informers.start();
+  ASSERT_TRUE(informers.waitForSync(10s));
+  std::jthread runner([&](std::stop_token st) { ctl.run(st); });
+  ASSERT_TRUE(c->create(resources::kConfigMaps, "default", configMap("steady", "1")));
+  ASSERT_TRUE(c->create(resources::kConfigMaps, "default", configMap("flaky", "1")));
+  ASSERT_TRUE(testing::waitFor([&] {
+    std::lock_guard g(mu);
+    return reconciles["default/flaky"] >= 2 && reconciles["default/steady"] >= 1;
+  }, 10s));
+  // Three more changes to "steady": the same event again, aggregated into one with a count.
+  for (int i = 2; i <= 4; ++i) {
+    ASSERT_TRUE(c->patch(resources::kConfigMaps, "default", "steady", PatchType::kMerge,
+                         R"({"data":{"v":")" + std::to_string(i) + "\"}}"));
+    ASSERT_TRUE(testing::waitFor([&] {
+      std::lock_guard g(mu);
+      return reconciles["default/steady"] >= i;
+    }, 10s));
+  }
+  events.flush();
+  runner.request_stop();
+  runner.join();
+  auto list = c->list(resources::kEvents, "default", {.fieldSelector = "involvedObject.name=steady"});
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->items.size(), 1u) << "repeats were not aggregated";
+  const json::object& ev = list->items[0];
+  EXPECT_EQ(ev.at("reason").as_string(), "Reconciled");
+  EXPECT_EQ(ev.at("count").as_int64(), 4);
+  EXPECT_EQ(ev.at("involvedObject").at("kind").as_string(), "ConfigMap");
+  std::string text = metrics.render();
+  EXPECT_NE(text.find("trellis_controller_reconcile_errors_total{controller=\"test\"} 1"), std::string::npos) << text;
+  // kubectl describe shows the event (filtered by the object's uid).
+  auto d = testing::run("kubectl --kubeconfig " + server_.kubeconfig() + " describe cm steady");
+  EXPECT_NE(d.out.find("Reconciled"), std::string::npos) << d.out;
+  EXPECT_NE(d.out.find("(x4 over"), std::string::npos) << d.out;
 }
 
 }  // namespace
