@@ -30,6 +30,20 @@ int randomBetween(int lo, int hi) {
 
 }  // namespace
 
+IndexFunc labelIndex(std::string key) {
+  return [key](const json::object& o) -> std::vector<std::string> {
+    const json::value* m = o.if_contains("metadata");
+    const json::value* labels = m && m->is_object() ? m->get_object().if_contains("labels") : nullptr;
+    const json::value* v = labels && labels->is_object() ? labels->get_object().if_contains(key) : nullptr;
+    if (!v || !v->is_string()) return {};
+    return {std::string(v->get_string())};
+  };
+}
+
+IndexFunc namespaceIndex() {
+  return [](const json::object& o) -> std::vector<std::string> { return {std::string(objectNamespace(o))}; };
+}
+
 struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {
   Client& client;
   Resource resource;
@@ -178,6 +192,12 @@ struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {
     lo.fieldSelector = options.fieldSelector;
     lo.allowWatchBookmarks = options.bookmarks;
     lo.timeoutSeconds = options.watchTimeoutSeconds > 0 ? options.watchTimeoutSeconds : randomBetween(300, 600);
+    if (options.resync.count() > 0) {
+      // Resyncs run between watch streams (so handlers never run on two
+      // threads at once): a stream lasts at most one resync period.
+      int period = static_cast<int>((options.resync.count() + 999) / 1000);
+      lo.timeoutSeconds = std::min(lo.timeoutSeconds, std::max(1, period));
+    }
     struct Shared {
       std::mutex mu;
       std::condition_variable cv;

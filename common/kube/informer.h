@@ -44,11 +44,18 @@ struct EventHandler {
 // The values an object has for an index ("node" -> {"node-a"}).
 using IndexFunc = std::function<std::vector<std::string>(const boost::json::object&)>;
 
+// An index of objects by the value of one label ("app" -> {"web"}).
+IndexFunc labelIndex(std::string key);
+// An index by namespace.
+IndexFunc namespaceIndex();
+
 struct InformerOptions {
   std::string ns;  // "" for all namespaces (and for cluster-scoped resources)
   std::string labelSelector;
   std::string fieldSelector;
-  std::chrono::milliseconds resync{0};  // 0: no periodic resync
+  // Every period each cached object goes to onUpdate(old == new); 0: never.
+  // (Whole seconds; watch streams are cut to this length to make room.)
+  std::chrono::milliseconds resync{0};
   int64_t pageSize = 500;
   int watchTimeoutSeconds = 0;  // the server ends each watch after this; 0: 5-10 min at random
   bool bookmarks = true;        // allowWatchBookmarks (keeps the resume revision fresh)

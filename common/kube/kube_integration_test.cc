@@ -17,6 +17,7 @@
 
 #include <boost/json/serialize.hpp>
 
+#include "common/http/server.h"
 #include "common/kube/client.h"
 #include "common/kube/config.h"
 #include "common/kube/controller.h"
@@ -433,6 +434,76 @@ TEST_F(KubeTest, ControllerReconcilesRequeuesFailuresAndRecordsAggregatedEvents)
   auto d = testing::run("kubectl --kubeconfig " + server_.kubeconfig() + " describe cm steady");
   EXPECT_NE(d.out.find("Reconciled"), std::string::npos) << d.out;
   EXPECT_NE(d.out.find("(x4 over"), std::string::npos) << d.out;
+}
+
+TEST_F(KubeTest, RetriesHonourRetryAfterAndTheRateLimiterPaces) {
+  // A plain HTTP server that answers 429 (Retry-After: 1), then 503, then the object.
+  std::atomic<int> calls{0};
+  http::ServerOptions so;
+  so.port = 0;
+  http::Server server(so, [&](http::Request&, std::shared_ptr<http::ResponseWriter> w) {
+    int n = ++calls;
+    http::Response r;
+    r.headers.add("content-type", "application/json");
+    if (n == 1) {
+      r.status = 429;
+      r.headers.add("retry-after", "1");
+      r.body = R"({"kind":"Status","status":"Failure","reason":"TooManyRequests","code":429})";
+    } else if (n == 2) {
+      r.status = 503;
+      r.body = R"({"kind":"Status","status":"Failure","reason":"ServiceUnavailable","code":503})";
+    } else {
+      r.body = R"({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"default"}})";
+    }
+    w->respond(std::move(r));
+  });
+  ASSERT_TRUE(server.start());
+  RestConfig cfg;
+  cfg.server = "http://127.0.0.1:" + std::to_string(server.port());
+  auto c = Client::create(cfg, {.qps = 0, .initialBackoff = 10ms});
+  ASSERT_TRUE(c);
+  auto start = std::chrono::steady_clock::now();
+  auto got = (*c)->get(resources::kConfigMaps, "default", "a");
+  auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(calls.load(), 3);
+  EXPECT_GE(took, 500ms);  // Retry-After: 1 (with jitter 0.5x-1.5x)
+  // No retries left: the last Status is the error.
+  calls = 0;
+  auto none = Client::create(cfg, {.qps = 0, .maxRetries = 0});
+  auto failed = (*none)->get(resources::kConfigMaps, "default", "a");
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error().code(), base::ErrorCode::kResourceExhausted);
+  // qps 20, burst 1: 11 requests take about half a second.
+  calls = 2;  // answer with the object from now on
+  auto paced = Client::create(cfg, {.qps = 20, .burst = 1});
+  start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 11; ++i) ASSERT_TRUE((*paced)->get(resources::kConfigMaps, "default", "a"));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 450ms);
+  server.stop(0ms);
+}
+
+TEST_F(KubeTest, LabelIndexAndResync) {
+  startServer();
+  auto c = newClient({.qps = 0});
+  for (int i = 0; i < 6; ++i) {
+    json::object cm = configMap("l" + std::to_string(i), "x");
+    cm["metadata"].as_object()["labels"] = json::object{{"app", i % 2 ? "web" : "db"}};
+    ASSERT_TRUE(c->create(resources::kConfigMaps, "default", cm));
+  }
+  std::atomic<int> resyncs{0};
+  Informer inf(*c, resources::kConfigMaps, {.ns = "default", .resync = 1000ms});
+  inf.addIndex("app", labelIndex("app"));
+  inf.addHandler({.onUpdate = [&](const ObjectPtr& a, const ObjectPtr& b) { resyncs += a == b; }});
+  inf.start();
+  ASSERT_TRUE(inf.waitForSync(10s));
+  EXPECT_EQ(inf.byIndex("app", "web").size(), 3u);
+  EXPECT_EQ(inf.byIndex("app", "db").size(), 3u);
+  ASSERT_TRUE(c->patch(resources::kConfigMaps, "default", "l0", PatchType::kMerge, R"({"metadata":{"labels":{"app":"web"}}})"));
+  ASSERT_TRUE(testing::waitFor([&] { return inf.byIndex("app", "web").size() == 4; }, 5s));
+  EXPECT_EQ(inf.byIndex("app", "db").size(), 2u);
+  // Resync: every object handed to onUpdate as unchanged, once per period.
+  ASSERT_TRUE(testing::waitFor([&] { return resyncs.load() >= 6; }, 5s));
 }
 
 }  // namespace
