@@ -53,7 +53,11 @@ echo "Started: trellis-apiserver (pid $apipid) on https://127.0.0.1:$apiport, da
 echo "  export KUBECONFIG=$state/kubeconfig"
 echo "  kubectl get namespaces ->"
 kubectl --kubeconfig "$state/kubeconfig" get namespaces | sed 's/^/    /'
-echo "  kubectl apply -f, get, describe, patch, label, delete, get -w, wait   (see docs/apiserver.md)"
+echo "  kubectl apply -f, get, describe, patch, label, delete, get -w, wait, auth can-i   (see docs/apiserver.md)"
+echo "  trellis-kubectl-lite (common/kube: client, informers, leader election) get namespaces ->"
+build/default/local/trellis-kubectl-lite --kubeconfig "$state/kubeconfig" get namespaces |
+    sed -n 's/.*"name":"\([^"]*\)".*/    namespace\/\1/p'
+echo "    also: trellis-kubectl-lite --kubeconfig $state/kubeconfig watch configmaps | lead LEASE --identity ID"
 echo "Not yet running (later issues): controllers, CSI, CNI, servicelb, ingress, trellis up."
 
 if [[ ${TRELLIS_RUN_ONCE:-0} == 1 ]]; then
