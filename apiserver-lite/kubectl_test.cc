@@ -936,5 +936,17 @@ TEST_F(KubectlTest, ScaleSubresourceAndServerDryRun) {
   EXPECT_NE(kubectl("get configmap diffed").exitCode, 0);
 }
 
+TEST_F(KubectlTest, ServerSideApplyCreatesThenMerges) {
+  testing::writeFile(dir_.file("ssa.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  labels: {a: b}\n"
+                                            "data:\n  k: v\n");
+  EXPECT_EQ(kubectl("apply --server-side -f " + dir_.file("ssa.yaml")).out, "configmap/ssa serverside-applied\n");
+  testing::writeFile(dir_.file("ssa.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  k: w\n  j: x\n");
+  EXPECT_EQ(kubectl("apply --server-side -f " + dir_.file("ssa.yaml")).out, "configmap/ssa serverside-applied\n");
+  // Merged into what is there (fields this manager stops applying are kept: no field ownership yet).
+  EXPECT_EQ(kubectl("get cm ssa -o jsonpath='{.data.k}{.data.j} {.metadata.labels.a}'").out, "wx b");
+  auto invalid = kubectl("apply --server-side -f " + dir_.file("ssa.yaml") + " --field-manager=''");
+  EXPECT_NE(invalid.exitCode, 0);
+}
+
 }  // namespace
 }  // namespace trellis::apiserver

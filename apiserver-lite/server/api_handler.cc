@@ -25,6 +25,7 @@
 #include "common/base/base64.h"
 #include "common/base/log.h"
 #include "common/http/certgen.h"
+#include "common/kube/yaml.h"
 
 namespace trellis::apiserver {
 
@@ -1614,13 +1615,15 @@ void ApiHandler::Impl::commitUpdate(const ResourceInfo& r, std::string_view ns, 
 
 namespace {
 
-enum class PatchType { kMerge, kJson, kStrategic };
+// kApply: server-side apply (application/apply-patch+yaml), simplified: see patch().
+enum class PatchType { kMerge, kJson, kStrategic, kApply };
 
 std::optional<PatchType> patchType(std::string_view contentType) {
   std::string_view type = trim(contentType.substr(0, contentType.find(';')));
   if (http::equalsIgnoreCase(type, "application/merge-patch+json")) return PatchType::kMerge;
   if (http::equalsIgnoreCase(type, "application/json-patch+json")) return PatchType::kJson;
   if (http::equalsIgnoreCase(type, "application/strategic-merge-patch+json")) return PatchType::kStrategic;
+  if (http::equalsIgnoreCase(type, "application/apply-patch+yaml")) return PatchType::kApply;
   return std::nullopt;
 }
 
@@ -1636,11 +1639,42 @@ void ApiHandler::Impl::patch(const ResourceInfo& r, std::string_view ns, std::st
     return sendError(w, ApiError::unsupportedMediaType(
                             "the body of the request was in an unknown format - accepted media types include: "
                             "application/json-patch+json, application/merge-patch+json, "
-                            "application/strategic-merge-patch+json"));
+                            "application/strategic-merge-patch+json, application/apply-patch+yaml"));
   }
-  boost::system::error_code ec;
-  json::value doc = json::parse(req.body, ec);
-  if (ec) return sendError(w, ApiError::badRequest("error decoding patch: " + ec.message()));
+  json::value doc;
+  if (*type == PatchType::kApply) {
+    // Server-side apply, simplified: the applied configuration creates the
+    // object, or is merged into it as a strategic merge patch. Field
+    // ownership (managedFields), conflicts between managers and removal of
+    // fields a manager stops applying are not implemented.
+    auto q = parseQuery(req.query());
+    if (q["fieldManager"].empty()) {
+      return sendError(w, ApiError::invalid(listOptions(), "", {FieldError::required("fieldManager", "is required for apply patch")}));
+    }
+    auto parsed = kube::parseYaml(req.body);
+    if (!parsed || !parsed->is_object()) {
+      return sendError(w, ApiError::badRequest("error decoding YAML: " +
+                                               (parsed ? std::string("not a mapping") : parsed.error().message())));
+    }
+    doc = std::move(*parsed);
+    if (auto e = checkTypeMeta(doc.as_object(), r)) return sendError(w, *e);
+    if (part == Part::kMain && !cache.get(r.key(ns, name)).ok()) {
+      json::object& obj = doc.as_object();
+      json::value& meta = obj["metadata"];
+      if (!meta.is_object()) meta = json::object{};
+      if (objectName(obj) != name) {
+        return sendError(w, ApiError::badRequest(fmt::format(
+                                "the name of the object ({}) does not match the name on the URL ({})", objectName(obj), name)));
+      }
+      req.body = json::serialize(obj);
+      req.headers.set("content-type", "application/json");
+      return create(r, ns, req, w);
+    }
+  } else {
+    boost::system::error_code ec;
+    doc = json::parse(req.body, ec);
+    if (ec) return sendError(w, ApiError::badRequest("error decoding patch: " + ec.message()));
+  }
   struct Attempt : std::enable_shared_from_this<Attempt> {
     Impl* impl;
     const ResourceInfo* r;
@@ -1660,7 +1694,7 @@ void ApiHandler::Impl::patch(const ResourceInfo& r, std::string_view ns, std::st
       json::object target = part == Part::kScale ? toScale(*old) : *old;
       base::Result<json::value> patched = type == PatchType::kMerge  ? applyMergePatch(target, doc)
                                           : type == PatchType::kJson ? applyJsonPatch(target, doc)
-                                                                     : applyStrategicMergePatch(target, doc, *r);
+                                                                     : applyStrategicMergePatch(target, doc, *r);  // and kApply
       if (!patched) return sendError(w, ApiError{422, "Invalid", patched.error().message(), name, r->group, r->kind});
       if (!patched->is_object()) return sendError(w, ApiError::badRequest("the patched object is not a JSON object"));
       if (part == Part::kScale) {
