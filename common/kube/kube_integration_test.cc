@@ -506,5 +506,26 @@ TEST_F(KubeTest, LabelIndexAndResync) {
   ASSERT_TRUE(testing::waitFor([&] { return resyncs.load() >= 6; }, 5s));
 }
 
+TEST_F(KubeTest, InformerOverHttp1ChunkedWatch) {
+  // Cleartext to apiserver-lite's insecure port: HTTP/1.1, watches as chunked responses.
+  int insecure = testing::freeTcpPort();
+  startServer({"--insecure-port", std::to_string(insecure)});
+  RestConfig cfg;
+  cfg.server = "http://127.0.0.1:" + std::to_string(insecure);
+  auto c = Client::create(cfg, {.qps = 0});
+  ASSERT_TRUE(c);
+  Informer inf(**c, resources::kConfigMaps, {.ns = "default"});
+  HandlerView view;
+  inf.addHandler(view.handler());
+  inf.start();
+  ASSERT_TRUE(inf.waitForSync(10s));
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE((*c)->create(resources::kConfigMaps, "default", configMap("h" + std::to_string(i), "1")));
+  ASSERT_TRUE((*c)->remove(resources::kConfigMaps, "default", "h0"));
+  auto want = freshList(**c);
+  ASSERT_EQ(want.size(), 19u);
+  ASSERT_TRUE(testing::waitFor([&] { return view.snapshot() == want; }, 10s));
+  EXPECT_EQ(inf.stats().lists, 1u);
+}
+
 }  // namespace
 }  // namespace trellis::kube
