@@ -1,0 +1,69 @@
+// trellis-cni's built-in IPAM: addresses from host-local compatible
+// `ranges` (or a single `subnet`), one address per range set per
+// attachment (container id + interface name), kept on disk so that they
+// survive crashes and reboots.
+//
+// The store is a directory per network, <dataDir>/<network>/: a file per
+// allocated address (named by the address, holding "containerID\nifname"),
+// created with O_EXCL and fsynced with its directory before the address is
+// handed out; a `lock` file flock()ed around every change, so concurrent
+// plugin processes never hand out one address twice; `last_reserved.<set>`
+// remembers where the round-robin search continues. ADD for an attachment
+// that already holds addresses gets the same ones back (idempotent); DEL
+// releases them (and is idempotent); GC releases every address whose
+// attachment is not in the valid list (cni.dev/valid-attachments).
+#pragma once
+
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <boost/json/object.hpp>
+
+#include "cni/plugin/protocol.h"
+
+namespace trellis::cni {
+
+struct IpRange {
+  std::string subnet;      // CIDR
+  std::string rangeStart;  // optional, inclusive
+  std::string rangeEnd;    // optional, inclusive
+  std::string gateway;     // optional; default: the subnet's first address
+};
+
+struct IpamConfig {
+  std::vector<std::vector<IpRange>> rangeSets;  // one address from each set
+  std::vector<Route> routes;
+  std::string dataDir = "/var/lib/cni/networks";
+};
+
+// The "ipam" object of a network configuration (host-local's keys: ranges,
+// subnet/rangeStart/rangeEnd/gateway, routes, dataDir). kInvalidConfig errors
+// name the field.
+std::variant<IpamConfig, Error> parseIpamConfig(const boost::json::object& ipam);
+
+using Attachment = std::pair<std::string, std::string>;  // container id, ifname
+
+class Ipam {
+ public:
+  Ipam(IpamConfig config, std::string network);
+
+  // One address per range set for the attachment (the same ones again if it
+  // has them), with each set's gateway, and the configured routes.
+  std::variant<Result, Error> allocate(const std::string& containerId, const std::string& ifname);
+  // Releases the attachment's addresses; no error when it holds none.
+  std::optional<Error> release(const std::string& containerId, const std::string& ifname);
+  // Releases every address whose attachment is not in `valid`.
+  std::optional<Error> gc(const std::set<Attachment>& valid);
+  // Every allocation: address -> attachment.
+  std::vector<std::pair<std::string, Attachment>> allocations() const;
+
+ private:
+  IpamConfig config_;
+  std::string dir_;
+};
+
+}  // namespace trellis::cni
