@@ -1,0 +1,309 @@
+// trellis-cni: the CNI plugin (SPEC.md 1.1.0). A per-node bridge, a veth
+// pair per pod moved into the pod's netns, addresses from the built-in IPAM,
+// a default route via the bridge. Verbs: ADD, DEL, CHECK, STATUS, GC,
+// VERSION; errors are the spec's JSON error object on stdout with exit 1.
+//
+// Configuration keys (as the reference bridge plugin where they mean the
+// same): bridge ("trellis0"), isGateway (true), mtu (0: the kernel's
+// default), hairpinMode (false), ipam (host-local compatible: ranges or
+// subnet, routes, dataDir), dns (copied into the result).
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <iterator>
+#include <set>
+
+#include <boost/json/serialize.hpp>
+#include <fmt/format.h>
+
+#include "cni/plugin/ipam.h"
+#include "cni/plugin/protocol.h"
+#include "common/linux/netlink.h"
+
+extern char** environ;
+
+using namespace trellis;
+using namespace trellis::cni;
+namespace json = boost::json;
+
+namespace {
+
+struct NetConf {
+  std::string bridge = "trellis0";
+  bool isGateway = true;
+  bool hairpin = false;
+  int mtu = 0;
+};
+
+std::variant<NetConf, Error> parseNetConf(const json::object& c) {
+  NetConf n;
+  if (const json::value* v = c.if_contains("bridge"); v && !v->is_null()) {
+    if (!v->is_string() || v->get_string().empty() || v->get_string().size() > 15) {
+      return Error{ErrorCode::kInvalidConfig, "bridge: must be an interface name (1-15 characters)", ""};
+    }
+    n.bridge = std::string(v->get_string());
+  }
+  auto boolean = [&](const char* key, bool& into) -> std::optional<Error> {
+    const json::value* v = c.if_contains(key);
+    if (!v || v->is_null()) return std::nullopt;
+    if (!v->is_bool()) return Error{ErrorCode::kInvalidConfig, fmt::format("{}: must be true or false", key), ""};
+    into = v->get_bool();
+    return std::nullopt;
+  };
+  if (auto e = boolean("isGateway", n.isGateway)) return *e;
+  if (auto e = boolean("hairpinMode", n.hairpin)) return *e;
+  if (const json::value* v = c.if_contains("mtu"); v && !v->is_null()) {
+    if (!v->is_int64() || v->get_int64() < 0 || v->get_int64() > 65535) {
+      return Error{ErrorCode::kInvalidConfig, "mtu: must be a number from 0 to 65535", ""};
+    }
+    n.mtu = static_cast<int>(v->get_int64());
+  }
+  return n;
+}
+
+std::variant<IpamConfig, Error> ipamOf(const json::object& c) {
+  const json::value* ipam = c.if_contains("ipam");
+  if (!ipam || !ipam->is_object()) return Error{ErrorCode::kInvalidConfig, "ipam: missing", ""};
+  const json::value* type = ipam->get_object().if_contains("type");
+  std::string t = type && type->is_string() ? std::string(type->get_string()) : "";
+  if (!t.empty() && t != "host-local" && t != "trellis-cni") {
+    return Error{ErrorCode::kUnsupportedField, fmt::format("ipam.type: {:?} is not supported (the built-in IPAM takes "
+                                                           "\"host-local\" configurations)", t), ""};
+  }
+  return parseIpamConfig(ipam->get_object());
+}
+
+// FNV-1a: stable names and MACs per attachment.
+uint64_t hash(std::string_view s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+std::string hostVethName(const Invocation& inv) {
+  return fmt::format("veth{:08x}", static_cast<uint32_t>(hash(inv.containerId + "/" + inv.ifname)));
+}
+std::string podMac(const Invocation& inv) {
+  uint64_t h = hash("mac/" + inv.containerId + "/" + inv.ifname);
+  return fmt::format("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", (h >> 24) & 0xff, (h >> 16) & 0xff, (h >> 8) & 0xff, h & 0xff);
+}
+
+
+std::string prefixOf(const std::string& cidr) { return cidr.substr(cidr.find('/')); }
+
+std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& ipam) {
+  auto nsfd = sys::openNetns(inv.netns);
+  if (!nsfd) {
+    return Error{nsfd.error().code() == base::ErrorCode::kNotFound ? ErrorCode::kUnknownContainer
+                                                                   : ErrorCode::kInvalidEnvironment,
+                 "CNI_NETNS: " + nsfd.error().message(), ""};
+  }
+  struct CloseFd {
+    int fd;
+    ~CloseFd() { close(fd); }
+  } closeFd{*nsfd};
+  auto allocated = ipam.allocate(inv.containerId, inv.ifname);
+  if (std::holds_alternative<Error>(allocated)) return allocated;
+  Result r = std::get<Result>(allocated);
+  std::string veth = hostVethName(inv);
+  auto fail = [&](const base::Error& e) -> std::variant<Result, Error> {
+    // Undo what this ADD did; GC covers what a crash leaves behind.
+    if (auto nl = sys::Netlink::open(); nl) static_cast<void>((*nl)->deleteLink(veth));
+    static_cast<void>(ipam.release(inv.containerId, inv.ifname));
+    return Error{ErrorCode::kIo, e.message(), ""};
+  };
+  auto nl = sys::Netlink::open();
+  if (!nl) return fail(nl.error());
+  sys::Netlink& host = **nl;
+  if (auto st = host.ensureBridge(nc.bridge, nc.mtu); !st) return fail(st.error());
+  if (nc.isGateway) {
+    for (const IpConfig& ip : r.ips) {
+      if (auto st = host.addAddress(nc.bridge, ip.gateway + prefixOf(ip.address)); !st) return fail(st.error());
+    }
+  }
+  // Already there (a repeated ADD)? Then only make sure of the settings.
+  bool present = false;
+  static_cast<void>(sys::inNetns(inv.netns, [&]() -> base::Status {
+    if (auto pod = sys::Netlink::open(); pod) present = (*pod)->exists(inv.ifname);
+    return {};
+  }));
+  std::string tmp = fmt::format("tmp{:08x}", static_cast<uint32_t>(hash(veth)));
+  if (!present) {
+    if (host.exists(veth)) static_cast<void>(host.deleteLink(veth));  // a half-done earlier ADD
+    if (auto st = host.createVeth(veth, tmp, *nsfd, nc.mtu); !st) return fail(st.error());
+  }
+  if (auto st = host.setMaster(veth, nc.bridge); !st) return fail(st.error());
+  if (auto st = host.setUp(veth); !st) return fail(st.error());
+  if (nc.hairpin) std::ofstream(fmt::format("/sys/class/net/{}/brport/hairpin_mode", veth)) << "1";
+  std::string mac = podMac(inv);
+  auto inPod = sys::inNetns(inv.netns, [&]() -> base::Status {
+    auto pod = sys::Netlink::open();
+    if (!pod) return std::move(pod).error();
+    sys::Netlink& p = **pod;
+    if (!p.exists(inv.ifname)) {
+      if (auto st = p.setMac(tmp, mac); !st) return st;
+      if (auto st = p.rename(tmp, inv.ifname); !st) return st;
+    }
+    for (const IpConfig& ip : r.ips) {
+      if (auto st = p.addAddress(inv.ifname, ip.address); !st) return st;
+    }
+    if (auto st = p.setUp(inv.ifname); !st) return st;
+    if (auto st = p.setUp("lo"); !st) return st;
+    if (nc.isGateway) {
+      for (const IpConfig& ip : r.ips) {
+        std::string any = ip.v6() ? "::/0" : "0.0.0.0/0";
+        if (auto st = p.addRoute(any, ip.gateway, inv.ifname); !st) return st;
+      }
+    }
+    for (const Route& rt : r.routes) {
+      if (nc.isGateway && (rt.dst == "0.0.0.0/0" || rt.dst == "::/0")) continue;  // added above
+      std::string gw = rt.gw;
+      if (gw.empty()) {
+        for (const IpConfig& ip : r.ips) {
+          if (ip.v6() == (rt.dst.find(':') != std::string::npos)) gw = ip.gateway;
+        }
+      }
+      if (auto st = p.addRoute(rt.dst, gw, inv.ifname); !st) return st;
+    }
+    return {};
+  });
+  if (!inPod) return fail(inPod.error());
+  auto bridgeMac = host.mac(nc.bridge);
+  auto vethMac = host.mac(veth);
+  r.interfaces = {Interface{nc.bridge, bridgeMac ? *bridgeMac : "", "", nc.mtu},
+                  Interface{veth, vethMac ? *vethMac : "", "", nc.mtu},
+                  Interface{inv.ifname, mac, inv.netns, nc.mtu}};
+  for (IpConfig& ip : r.ips) ip.interface = 2;
+  if (nc.isGateway) {
+    std::vector<Route> routes;
+    for (const IpConfig& ip : r.ips) {
+      Route def;
+      def.dst = ip.v6() ? "::/0" : "0.0.0.0/0";
+      def.gw = ip.gateway;
+      routes.push_back(def);
+    }
+    for (const Route& rt : r.routes) {
+      if (rt.dst != "0.0.0.0/0" && rt.dst != "::/0") routes.push_back(rt);
+    }
+    r.routes = std::move(routes);
+  }
+  if (const json::value* dns = inv.config.if_contains("dns"); dns && dns->is_object()) {
+    auto parsed = resultFromJson(json::object{{"dns", *dns}});
+    if (std::holds_alternative<Result>(parsed)) r.dns = std::get<Result>(parsed).dns;
+  }
+  return r;
+}
+
+// DEL: idempotent; works without a netns (the host end has a stable name).
+std::optional<Error> del(const Invocation& inv, Ipam& ipam) {
+  if (!inv.netns.empty()) {
+    auto st = sys::inNetns(inv.netns, [&]() -> base::Status {
+      auto pod = sys::Netlink::open();
+      if (!pod) return std::move(pod).error();
+      auto gone = (*pod)->deleteLink(inv.ifname);
+      if (!gone && gone.error().code() != base::ErrorCode::kNotFound) return gone;
+      return {};
+    });
+    if (!st && st.error().code() != base::ErrorCode::kNotFound) return Error{ErrorCode::kIo, st.error().message(), ""};
+  }
+  if (auto nl = sys::Netlink::open(); nl) {
+    auto gone = (*nl)->deleteLink(hostVethName(inv));
+    if (!gone && gone.error().code() != base::ErrorCode::kNotFound) return Error{ErrorCode::kIo, gone.error().message(), ""};
+  }
+  return ipam.release(inv.containerId, inv.ifname);
+}
+
+std::optional<Error> check(const Invocation& inv, Ipam& ipam) {
+  bool held = false;
+  for (const auto& [ip, who] : ipam.allocations()) held |= who == Attachment{inv.containerId, inv.ifname};
+  if (!held) return Error{ErrorCode::kUnknownContainer, "no address is allocated to this attachment", ""};
+  bool present = false;
+  auto st = sys::inNetns(inv.netns, [&]() -> base::Status {
+    auto pod = sys::Netlink::open();
+    if (!pod) return std::move(pod).error();
+    present = (*pod)->exists(inv.ifname);
+    return {};
+  });
+  if (!st) return Error{ErrorCode::kUnknownContainer, st.error().message(), ""};
+  if (!present) return Error{ErrorCode::kUnknownContainer, fmt::format("{} is missing in {}", inv.ifname, inv.netns), ""};
+  return std::nullopt;
+}
+
+std::optional<Error> gc(const Invocation& inv, Ipam& ipam) {
+  std::set<Attachment> valid;
+  if (const json::value* v = inv.config.if_contains("cni.dev/valid-attachments"); v && v->is_array()) {
+    for (const json::value& a : v->get_array()) {
+      if (!a.is_object()) continue;
+      const json::value* id = a.get_object().if_contains("containerID");
+      const json::value* ifn = a.get_object().if_contains("ifname");
+      if (id && id->is_string() && ifn && ifn->is_string()) valid.emplace(id->get_string(), ifn->get_string());
+    }
+  }
+  return ipam.gc(valid);
+}
+
+int emit(const json::object& o, int code) {
+  std::string text = json::serialize(o);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fputc('\n', stdout);
+  return code;
+}
+
+int fail(const Error& e, std::string_view version) { return emit(e.toJson(version), 1); }
+
+}  // namespace
+
+int main() {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; *e; ++e) {
+    std::string_view kv(*e);
+    size_t eq = kv.find('=');
+    if (eq != std::string_view::npos && kv.substr(0, 4) == "CNI_") env.emplace(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  if (!env.count("CNI_COMMAND")) {
+    std::fprintf(stderr, "trellis-cni: a CNI plugin; run by a container runtime (CNI_COMMAND is not set)\n");
+    return fail(Error{ErrorCode::kInvalidEnvironment, "CNI_COMMAND is not set", ""}, latestVersion());
+  }
+  std::string input;
+  if (env["CNI_COMMAND"] != "VERSION") input.assign(std::istreambuf_iterator<char>(std::cin), {});
+  auto parsed = parseInvocation(env, input);
+  if (std::holds_alternative<Error>(parsed)) return fail(std::get<Error>(parsed), latestVersion());
+  Invocation inv = std::move(std::get<Invocation>(parsed));
+  if (inv.command == Command::kVersion) return emit(versionInfo(), 0);
+  auto nc = parseNetConf(inv.config);
+  if (std::holds_alternative<Error>(nc)) return fail(std::get<Error>(nc), inv.cniVersion);
+  auto ipamConfig = ipamOf(inv.config);
+  if (std::holds_alternative<Error>(ipamConfig)) return fail(std::get<Error>(ipamConfig), inv.cniVersion);
+  std::string network;
+  if (const json::value* n = inv.config.if_contains("name"); n && n->is_string()) network = std::string(n->get_string());
+  Ipam ipam(std::get<IpamConfig>(ipamConfig), network);
+  switch (inv.command) {
+    case Command::kAdd: {
+      auto r = add(inv, std::get<NetConf>(nc), ipam);
+      if (std::holds_alternative<Error>(r)) return fail(std::get<Error>(r), inv.cniVersion);
+      return emit(toJson(std::get<Result>(r), inv.cniVersion), 0);
+    }
+    case Command::kDel:
+      if (auto e = del(inv, ipam)) return fail(*e, inv.cniVersion);
+      return 0;
+    case Command::kCheck:
+      if (auto e = check(inv, ipam)) return fail(*e, inv.cniVersion);
+      return 0;
+    case Command::kGc:
+      if (auto e = gc(inv, ipam)) return fail(*e, inv.cniVersion);
+      return 0;
+    case Command::kStatus:
+      // Ready once the configuration is complete (checked above) and the
+      // IPAM store can be written.
+      if (access(std::get<IpamConfig>(ipamConfig).dataDir.c_str(), W_OK) != 0 &&
+          access("/var/lib", W_OK) != 0) {
+        return fail(Error{ErrorCode::kNotReady, "the IPAM data directory is not writable", ""}, inv.cniVersion);
+      }
+      return 0;
+    case Command::kVersion:
+      break;
+  }
+  return 0;
+}

@@ -1,0 +1,178 @@
+// trellis-cni exec'd as a runtime does it (environment + stdin config), in
+// network namespaces this test creates (root). Everything created — netns,
+// bridge, veths, IPAM files — is removed at the end, also on failure.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <fmt/format.h>
+
+#include "common/testing/testing.h"
+
+namespace trellis::cni {
+namespace {
+
+namespace json = boost::json;
+
+class CniTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(geteuid(), 0u) << "these tests create network namespaces and links: run them as root";
+    tag_ = fmt::format("{}", getpid() % 100000);
+    bridge_ = "trt" + tag_;
+  }
+  void TearDown() override {
+    for (const std::string& ns : netns_) testing::run("ip netns del " + ns);
+    testing::run("ip link del " + bridge_);
+  }
+  std::string netns(const std::string& name) {
+    std::string n = "trellis-t" + tag_ + "-" + name;
+    EXPECT_EQ(testing::run("ip netns add " + n).exitCode, 0);
+    netns_.push_back(n);
+    return n;
+  }
+  std::string config(std::string_view version = "1.0.0") {
+    return fmt::format(R"({{"cniVersion":"{}","name":"tnet","type":"trellis-cni","bridge":"{}",)"
+                       R"("ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.77.{}.0/24"}}]],"dataDir":"{}"}},)"
+                       R"("dns":{{"nameservers":["10.96.0.10"]}}}})",
+                       version, bridge_, getpid() % 200 + 20, dir_.file("ipam"));
+  }
+  // Runs the plugin with CNI_* variables and `cfg` on stdin.
+  testing::CommandResult exec(const std::string& command, const std::string& id, const std::string& ns,
+                              const std::string& cfg, const std::string& ifname = "eth0") {
+    std::string file = dir_.file("cfg-" + std::to_string(counter_++) + ".json");
+    testing::writeFile(file, cfg);
+    std::string env = "CNI_COMMAND=" + command + " CNI_PATH=/usr/lib/cni";
+    if (!id.empty()) env += " CNI_CONTAINERID='" + id + "'";
+    if (!ns.empty()) env += " CNI_NETNS=" + ns;
+    if (!ifname.empty()) env += " CNI_IFNAME=" + ifname;
+    return testing::run("env " + env + " " + TRELLIS_CNI_BIN + " < " + file + " 2>/dev/null");
+  }
+  static std::string ipOf(const std::string& out) {
+    json::value v = json::parse(out);
+    std::string a(v.at("ips").at(0).at("address").as_string());
+    return a.substr(0, a.find('/'));
+  }
+  size_t allocations() {
+    size_t n = 0;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir_.file("ipam/tnet"), ec)) {
+      std::string name = e.path().filename().string();
+      n += name != "lock" && name.rfind("last_reserved", 0) != 0;
+    }
+    return n;
+  }
+  size_t veths() { return std::stoul(testing::run("ip -o link show type veth | wc -l").out); }
+
+  testing::TempDir dir_;
+  std::string tag_, bridge_;
+  std::vector<std::string> netns_;
+  int counter_ = 0;
+};
+
+TEST_F(CniTest, VersionAndBadInputChangeNothing) {
+  auto v = exec("VERSION", "", "", "");
+  EXPECT_EQ(v.exitCode, 0);
+  EXPECT_EQ(v.out, R"({"cniVersion":"1.1.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]})"
+                   "\n");
+  size_t before = veths();
+  std::string ns = "/var/run/netns/" + netns("bad");
+  auto badId = exec("ADD", "../escape", ns, config());
+  EXPECT_NE(badId.exitCode, 0);
+  EXPECT_NE(badId.out.find(R"("code":4)"), std::string::npos) << badId.out;
+  testing::writeFile(dir_.file("not-a-netns"), "");
+  auto notNs = exec("ADD", "c1", dir_.file("not-a-netns"), config());
+  EXPECT_NE(notNs.exitCode, 0);
+  EXPECT_NE(notNs.out.find("is not a network namespace"), std::string::npos) << notNs.out;
+  auto oldVersion = exec("ADD", "c1", ns, config("0.2.0"));
+  EXPECT_NE(oldVersion.out.find(R"("code":1)"), std::string::npos) << oldVersion.out;
+  auto badJson = exec("ADD", "c1", ns, "{not json");
+  EXPECT_NE(badJson.out.find(R"("code":6)"), std::string::npos) << badJson.out;
+  auto badIfname = exec("ADD", "c1", ns, config(), "eth0/../x");
+  EXPECT_NE(badIfname.out.find(R"("code":4)"), std::string::npos) << badIfname.out;
+  EXPECT_EQ(veths(), before);
+  EXPECT_EQ(allocations(), 0u);
+}
+
+TEST_F(CniTest, AddConnectsPodsAndDelRemovesEverything) {
+  size_t before = veths();
+  std::string a = netns("a"), b = netns("b");
+  auto addA = exec("ADD", "pod-a", "/var/run/netns/" + a, config());
+  ASSERT_EQ(addA.exitCode, 0) << addA.out;
+  auto addB = exec("ADD", "pod-b", "/var/run/netns/" + b, config());
+  ASSERT_EQ(addB.exitCode, 0) << addB.out;
+  json::value r = json::parse(addA.out);
+  EXPECT_EQ(r.at("cniVersion").as_string(), "1.0.0");
+  EXPECT_EQ(r.at("interfaces").at(2).at("sandbox").as_string(), "/var/run/netns/" + a);
+  EXPECT_EQ(r.at("ips").at(0).at("interface").as_int64(), 2);
+  EXPECT_FALSE(r.at("ips").at(0).as_object().contains("version"));  // 1.0.0 format
+  EXPECT_EQ(r.at("routes").at(0).at("dst").as_string(), "0.0.0.0/0");
+  EXPECT_EQ(r.at("dns").at("nameservers").at(0).as_string(), "10.96.0.10");
+  std::string ipA = ipOf(addA.out), ipB = ipOf(addB.out);
+  EXPECT_NE(ipA, ipB);
+  std::string gateway(r.at("ips").at(0).at("gateway").as_string());
+  EXPECT_EQ(testing::run("ip netns exec " + a + " ping -c1 -W2 " + ipB).exitCode, 0);
+  EXPECT_EQ(testing::run("ip netns exec " + b + " ping -c1 -W2 " + gateway).exitCode, 0);
+  // Repeated ADD: the same address; CHECK agrees.
+  auto again = exec("ADD", "pod-a", "/var/run/netns/" + a, config());
+  ASSERT_EQ(again.exitCode, 0) << again.out;
+  EXPECT_EQ(ipOf(again.out), ipA);
+  EXPECT_EQ(exec("CHECK", "pod-a", "/var/run/netns/" + a, config()).exitCode, 0);
+  EXPECT_EQ(veths(), before + 2);
+  EXPECT_EQ(allocations(), 2u);
+  // DEL, twice (idempotent); B without a netns (the runtime lost it).
+  EXPECT_EQ(exec("DEL", "pod-a", "/var/run/netns/" + a, config()).exitCode, 0);
+  EXPECT_EQ(exec("DEL", "pod-a", "/var/run/netns/" + a, config()).exitCode, 0);
+  EXPECT_EQ(exec("DEL", "pod-b", "", config()).exitCode, 0);
+  EXPECT_EQ(veths(), before);
+  EXPECT_EQ(allocations(), 0u);
+  EXPECT_NE(exec("CHECK", "pod-a", "/var/run/netns/" + a, config()).exitCode, 0);
+  // Results in an older version's format.
+  auto old = exec("ADD", "pod-a", "/var/run/netns/" + a, config("0.4.0"));
+  ASSERT_EQ(old.exitCode, 0) << old.out;
+  EXPECT_EQ(json::parse(old.out).at("ips").at(0).at("version").as_string(), "4");
+  EXPECT_EQ(exec("DEL", "pod-a", "/var/run/netns/" + a, config("0.4.0")).exitCode, 0);
+}
+
+TEST_F(CniTest, ParallelAddsGetDistinctAddressesAndGcReleasesTheInvalid) {
+  size_t before = veths();
+  constexpr int kPods = 16;
+  std::vector<std::string> spaces;
+  for (int i = 0; i < kPods; ++i) spaces.push_back(netns("p" + std::to_string(i)));
+  std::mutex mu;
+  std::set<std::string> ips;
+  std::vector<std::thread> runners;
+  for (int t = 0; t < 8; ++t) {
+    runners.emplace_back([&, t] {
+      for (int i = t; i < kPods; i += 8) {
+        auto r = exec("ADD", "pod-" + std::to_string(i), "/var/run/netns/" + spaces[i], config());
+        std::lock_guard g(mu);
+        EXPECT_EQ(r.exitCode, 0) << r.out;
+        if (r.exitCode == 0) ips.insert(ipOf(r.out));
+      }
+    });
+  }
+  for (auto& t : runners) t.join();
+  EXPECT_EQ(ips.size(), static_cast<size_t>(kPods));
+  EXPECT_EQ(testing::run("ip netns exec " + spaces[0] + " ping -c1 -W2 " + *ips.rbegin()).exitCode, 0);
+  // GC with only pod-0 valid (1.1.0 config): every other address is released.
+  std::string cfg = config("1.1.0");
+  cfg.insert(cfg.size() - 1, R"(,"cni.dev/valid-attachments":[{"containerID":"pod-0","ifname":"eth0"}])");
+  auto gc = exec("GC", "", "", cfg, "");
+  EXPECT_EQ(gc.exitCode, 0) << gc.out;
+  EXPECT_EQ(allocations(), 1u);
+  for (int i = 0; i < kPods; ++i) {
+    EXPECT_EQ(exec("DEL", "pod-" + std::to_string(i), "/var/run/netns/" + spaces[i], config()).exitCode, 0);
+  }
+  EXPECT_EQ(veths(), before);
+  EXPECT_EQ(allocations(), 0u);
+}
+
+}  // namespace
+}  // namespace trellis::cni

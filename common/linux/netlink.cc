@@ -1,0 +1,246 @@
+#include "common/linux/netlink.h"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <net/if.h>
+#include <netlink/netlink.h>
+#include <netlink/route/addr.h>
+#include <netlink/route/link.h>
+#include <netlink/route/link/bridge.h>
+#include <netlink/route/link/veth.h>
+#include <netlink/route/route.h>
+#include <sched.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+#include <utility>
+
+namespace trellis::sys {
+
+namespace {
+
+base::Error nlError(int err, std::string_view what) {
+  base::ErrorCode code = base::ErrorCode::kIo;
+  if (err == -NLE_EXIST) code = base::ErrorCode::kAlreadyExists;
+  if (err == -NLE_OBJ_NOTFOUND || err == -NLE_NODEV) code = base::ErrorCode::kNotFound;
+  if (err == -NLE_PERM) code = base::ErrorCode::kPermissionDenied;
+  return base::Error(code, std::string(what) + ": " + nl_geterror(err));
+}
+
+// Owns one reference to a link object (move-only).
+struct LinkPtr {
+  rtnl_link* p = nullptr;
+  LinkPtr() = default;
+  LinkPtr(LinkPtr&& o) noexcept : p(std::exchange(o.p, nullptr)) {}
+  LinkPtr& operator=(LinkPtr&& o) noexcept {
+    std::swap(p, o.p);
+    return *this;
+  }
+  LinkPtr(const LinkPtr&) = delete;
+  LinkPtr& operator=(const LinkPtr&) = delete;
+  ~LinkPtr() {
+    if (p) rtnl_link_put(p);
+  }
+};
+
+}  // namespace
+
+struct Netlink::Impl {
+  nl_sock* sock = nullptr;
+  ~Impl() {
+    if (sock) nl_socket_free(sock);
+  }
+  base::Result<LinkPtr> link(const std::string& name) {
+    LinkPtr l;
+    int err = rtnl_link_get_kernel(sock, 0, name.c_str(), &l.p);
+    if (err < 0) return nlError(err, "link " + name);
+    return l;
+  }
+  base::Status change(const std::string& name, const std::function<void(rtnl_link*)>& edit, std::string_view what) {
+    auto l = link(name);
+    if (!l) return std::move(l).error();
+    LinkPtr c;
+    c.p = rtnl_link_alloc();
+    edit(c.p);
+    int err = rtnl_link_change(sock, l->p, c.p, 0);
+    if (err < 0) return nlError(err, std::string(what) + " " + name);
+    return {};
+  }
+};
+
+Netlink::Netlink(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Netlink::~Netlink() = default;
+
+base::Result<std::unique_ptr<Netlink>> Netlink::open() {
+  auto impl = std::make_unique<Impl>();
+  impl->sock = nl_socket_alloc();
+  if (!impl->sock) return base::makeError(base::ErrorCode::kResourceExhausted, "nl_socket_alloc");
+  int err = nl_connect(impl->sock, NETLINK_ROUTE);
+  if (err < 0) return nlError(err, "connecting to rtnetlink");
+  return std::unique_ptr<Netlink>(new Netlink(std::move(impl)));
+}
+
+bool Netlink::exists(const std::string& ifname) { return impl_->link(ifname).ok(); }
+
+base::Result<int> Netlink::ifindex(const std::string& ifname) {
+  auto l = impl_->link(ifname);
+  if (!l) return std::move(l).error();
+  return rtnl_link_get_ifindex(l->p);
+}
+
+base::Result<std::string> Netlink::mac(const std::string& ifname) {
+  auto l = impl_->link(ifname);
+  if (!l) return std::move(l).error();
+  nl_addr* a = rtnl_link_get_addr(l->p);
+  if (!a) return std::string();
+  char buf[64];
+  nl_addr2str(a, buf, sizeof buf);
+  return std::string(buf);
+}
+
+base::Status Netlink::ensureBridge(const std::string& name, int mtu) {
+  if (!exists(name)) {
+    LinkPtr br;
+    br.p = rtnl_link_bridge_alloc();
+    rtnl_link_set_name(br.p, name.c_str());
+    if (mtu > 0) rtnl_link_set_mtu(br.p, static_cast<unsigned>(mtu));
+    int err = rtnl_link_add(impl_->sock, br.p, NLM_F_CREATE | NLM_F_EXCL);
+    if (err < 0 && err != -NLE_EXIST) return nlError(err, "creating bridge " + name);  // EXIST: a concurrent ADD won
+  }
+  return setUp(name);
+}
+
+base::Status Netlink::createVeth(const std::string& hostName, const std::string& peerName, int netnsFd, int mtu) {
+  LinkPtr veth;
+  veth.p = rtnl_link_veth_alloc();
+  if (!veth.p) return base::makeError(base::ErrorCode::kResourceExhausted, "rtnl_link_veth_alloc");
+  rtnl_link_set_name(veth.p, hostName.c_str());
+  if (mtu > 0) rtnl_link_set_mtu(veth.p, static_cast<unsigned>(mtu));
+  rtnl_link* peer = rtnl_link_veth_get_peer(veth.p);
+  rtnl_link_set_name(peer, peerName.c_str());
+  if (mtu > 0) rtnl_link_set_mtu(peer, static_cast<unsigned>(mtu));
+  rtnl_link_set_ns_fd(peer, netnsFd);
+  int err = rtnl_link_add(impl_->sock, veth.p, NLM_F_CREATE | NLM_F_EXCL);
+  rtnl_link_put(peer);
+  if (err < 0) return nlError(err, "creating veth " + hostName);
+  return {};
+}
+
+base::Status Netlink::setMaster(const std::string& ifname, const std::string& master) {
+  auto m = ifindex(master);
+  if (!m) return std::move(m).error();
+  int idx = *m;
+  return impl_->change(ifname, [idx](rtnl_link* c) { rtnl_link_set_master(c, idx); }, "attaching to " + master);
+}
+
+base::Status Netlink::setUp(const std::string& ifname) {
+  return impl_->change(ifname, [](rtnl_link* c) { rtnl_link_set_flags(c, IFF_UP); }, "setting up");
+}
+
+base::Status Netlink::setMac(const std::string& ifname, const std::string& mac) {
+  nl_addr* a = nullptr;
+  int err = nl_addr_parse(mac.c_str(), AF_LLC, &a);
+  if (err < 0) return nlError(err, "MAC " + mac);
+  auto st = impl_->change(ifname, [a](rtnl_link* c) { rtnl_link_set_addr(c, a); }, "setting the MAC of");
+  nl_addr_put(a);
+  return st;
+}
+
+base::Status Netlink::rename(const std::string& ifname, const std::string& newName) {
+  return impl_->change(ifname, [&newName](rtnl_link* c) { rtnl_link_set_name(c, newName.c_str()); }, "renaming");
+}
+
+base::Status Netlink::addAddress(const std::string& ifname, const std::string& cidr) {
+  auto idx = ifindex(ifname);
+  if (!idx) return std::move(idx).error();
+  nl_addr* local = nullptr;
+  int err = nl_addr_parse(cidr.c_str(), AF_UNSPEC, &local);
+  if (err < 0) return nlError(err, "address " + cidr);
+  rtnl_addr* addr = rtnl_addr_alloc();
+  rtnl_addr_set_ifindex(addr, *idx);
+  rtnl_addr_set_local(addr, local);
+  if (nl_addr_get_family(local) == AF_INET6) rtnl_addr_set_flags(addr, IFA_F_NODAD);
+  err = rtnl_addr_add(impl_->sock, addr, 0);
+  rtnl_addr_put(addr);
+  nl_addr_put(local);
+  if (err < 0 && err != -NLE_EXIST) return nlError(err, "adding " + cidr + " to " + ifname);
+  return {};
+}
+
+base::Status Netlink::addRoute(const std::string& dst, const std::string& gateway, const std::string& ifname) {
+  auto idx = ifindex(ifname);
+  if (!idx) return std::move(idx).error();
+  nl_addr* d = nullptr;
+  int err = nl_addr_parse(dst.c_str(), AF_UNSPEC, &d);
+  if (err < 0) return nlError(err, "route destination " + dst);
+  rtnl_route* route = rtnl_route_alloc();
+  rtnl_route_set_family(route, static_cast<uint8_t>(nl_addr_get_family(d)));
+  rtnl_route_set_dst(route, d);
+  rtnl_nexthop* nh = rtnl_route_nh_alloc();
+  rtnl_route_nh_set_ifindex(nh, *idx);
+  nl_addr* gw = nullptr;
+  if (!gateway.empty()) {
+    err = nl_addr_parse(gateway.c_str(), nl_addr_get_family(d), &gw);
+    if (err < 0) {
+      rtnl_route_nh_free(nh);
+      rtnl_route_put(route);
+      nl_addr_put(d);
+      return nlError(err, "gateway " + gateway);
+    }
+    rtnl_route_nh_set_gateway(nh, gw);
+  } else {
+    rtnl_route_set_scope(route, RT_SCOPE_LINK);
+  }
+  rtnl_route_add_nexthop(route, nh);
+  err = rtnl_route_add(impl_->sock, route, NLM_F_CREATE);
+  rtnl_route_put(route);
+  nl_addr_put(d);
+  if (gw) nl_addr_put(gw);
+  if (err < 0 && err != -NLE_EXIST) return nlError(err, "route to " + dst + " via " + (gateway.empty() ? ifname : gateway));
+  return {};
+}
+
+base::Status Netlink::deleteLink(const std::string& ifname) {
+  auto l = impl_->link(ifname);
+  if (!l) return std::move(l).error();
+  int err = rtnl_link_delete(impl_->sock, l->p);
+  if (err < 0) return nlError(err, "deleting " + ifname);
+  return {};
+}
+
+base::Result<int> openNetns(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    return base::Error(e == ENOENT ? base::ErrorCode::kNotFound : base::ErrorCode::kIo,
+                       "network namespace " + path + ": " + std::strerror(e));
+  }
+  struct statfs fs;
+  if (fstatfs(fd, &fs) != 0 || (fs.f_type != static_cast<decltype(fs.f_type)>(NSFS_MAGIC) &&
+                                fs.f_type != static_cast<decltype(fs.f_type)>(PROC_SUPER_MAGIC))) {
+    ::close(fd);
+    return base::makeError(base::ErrorCode::kInvalidArgument, "{} is not a network namespace", path);
+  }
+  return fd;
+}
+
+base::Status inNetns(const std::string& path, const std::function<base::Status()>& fn) {
+  auto fd = openNetns(path);
+  if (!fd) return std::move(fd).error();
+  base::Status result;
+  std::thread t([&] {
+    if (setns(*fd, CLONE_NEWNET) != 0) {
+      result = base::Error::fromErrno(errno, "setns " + path);
+      return;
+    }
+    result = fn();
+  });
+  t.join();
+  ::close(*fd);
+  return result;
+}
+
+}  // namespace trellis::sys

@@ -1,0 +1,60 @@
+// Kernel network configuration over rtnetlink (libnl-route), and running
+// code inside another network namespace. Every call works in the network
+// namespace of the calling thread when its Netlink was opened; use
+// inNetns() to open one inside a pod's namespace.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/base/result.h"
+
+namespace trellis::sys {
+
+class Netlink {
+ public:
+  // A NETLINK_ROUTE socket in the calling thread's network namespace.
+  static base::Result<std::unique_ptr<Netlink>> open();
+  ~Netlink();
+  Netlink(const Netlink&) = delete;
+  Netlink& operator=(const Netlink&) = delete;
+
+  bool exists(const std::string& ifname);
+  base::Result<int> ifindex(const std::string& ifname);
+  base::Result<std::string> mac(const std::string& ifname);
+
+  // A Linux bridge, created if missing; mtu 0 leaves the kernel's default.
+  base::Status ensureBridge(const std::string& name, int mtu);
+  // A veth pair: `hostName` here, `peerName` created directly in the
+  // network namespace open as `netnsFd`.
+  base::Status createVeth(const std::string& hostName, const std::string& peerName, int netnsFd, int mtu);
+  base::Status setMaster(const std::string& ifname, const std::string& master);
+  base::Status setUp(const std::string& ifname);
+  base::Status setMac(const std::string& ifname, const std::string& mac);
+  // The link must be down (a new veth end is).
+  base::Status rename(const std::string& ifname, const std::string& newName);
+  // "10.244.1.5/24" (v4 or v6); an existing identical address is fine.
+  base::Status addAddress(const std::string& ifname, const std::string& cidr);
+  // A route to `dst` (CIDR) via `gateway` (may be empty: on-link) out of `ifname`.
+  base::Status addRoute(const std::string& dst, const std::string& gateway, const std::string& ifname);
+  // kNotFound when there is no such link.
+  base::Status deleteLink(const std::string& ifname);
+
+  struct Impl;
+
+ private:
+  explicit Netlink(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Runs `fn` on a helper thread that has joined the network namespace at
+// `path` (e.g. /var/run/netns/x or /proc/<pid>/ns/net); kNotFound when
+// the path does not exist, kInvalidArgument when it is not a network
+// namespace.
+base::Status inNetns(const std::string& path, const std::function<base::Status()>& fn);
+
+// Opens a network namespace file for createVeth (close it when done).
+base::Result<int> openNetns(const std::string& path);
+
+}  // namespace trellis::sys
