@@ -174,5 +174,34 @@ TEST_F(CniTest, ParallelAddsGetDistinctAddressesAndGcReleasesTheInvalid) {
   EXPECT_EQ(allocations(), 0u);
 }
 
+TEST_F(CniTest, ChainsWithTheReferenceTuningPlugin) {
+  // As a runtime runs a conflist [trellis-cni, tuning]: tuning gets our
+  // result as prevResult, validates it, and changes the pod's interface.
+  ASSERT_EQ(access("/usr/lib/cni/tuning", X_OK), 0) << "containernetworking-plugins is not installed (scripts/setup.sh)";
+  std::string ns = netns("chain");
+  std::string path = "/var/run/netns/" + ns;
+  auto add = exec("ADD", "pod-c", path, config());
+  ASSERT_EQ(add.exitCode, 0) << add.out;
+  std::string tuning = fmt::format(R"({{"cniVersion":"1.0.0","name":"tnet","type":"tuning",)"
+                                   R"("sysctl":{{"net.ipv4.conf.eth0.accept_redirects":"0"}},"mtu":1400,"prevResult":{}}})",
+                                   add.out.substr(0, add.out.find_last_not_of('\n') + 1));
+  std::string file = dir_.file("tuning.json");
+  testing::writeFile(file, tuning);
+  auto tuned = testing::run("env CNI_COMMAND=ADD CNI_CONTAINERID=pod-c CNI_NETNS=" + path +
+                            " CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni /usr/lib/cni/tuning < " + file);
+  ASSERT_EQ(tuned.exitCode, 0) << tuned.out;
+  // tuning passes our result on, and did its work in the pod.
+  json::value passed = json::parse(tuned.out);
+  EXPECT_EQ(passed.at("ips").at(0).at("address"), json::parse(add.out).at("ips").at(0).at("address"));
+  EXPECT_NE(testing::run("ip netns exec " + ns + " ip link show eth0").out.find("mtu 1400"), std::string::npos);
+  EXPECT_EQ(testing::run("ip netns exec " + ns + " sysctl -n net.ipv4.conf.eth0.accept_redirects").out, "0\n");
+  // DEL in reverse order.
+  auto untuned = testing::run("env CNI_COMMAND=DEL CNI_CONTAINERID=pod-c CNI_NETNS=" + path +
+                              " CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni /usr/lib/cni/tuning < " + file);
+  EXPECT_EQ(untuned.exitCode, 0) << untuned.out;
+  EXPECT_EQ(exec("DEL", "pod-c", path, config()).exitCode, 0);
+  EXPECT_EQ(allocations(), 0u);
+}
+
 }  // namespace
 }  // namespace trellis::cni
