@@ -9,6 +9,7 @@
 // subnet, routes, dataDir), dns (copied into the result).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -22,6 +23,7 @@
 #include "cni/plugin/ipam.h"
 #include "cni/plugin/protocol.h"
 #include "common/linux/netlink.h"
+#include "common/linux/nftables.h"
 
 extern char** environ;
 
@@ -35,7 +37,10 @@ struct NetConf {
   std::string bridge = "trellis0";
   bool isGateway = true;
   bool hairpin = false;
+  bool ipMasq = false;
   int mtu = 0;
+  std::vector<std::string> clusterCidrs;  // not masqueraded to (default: the IPAM subnets)
+  std::string nftTable = "trellis";       // the nftables table (inet family) Trellis owns
 };
 
 std::variant<NetConf, Error> parseNetConf(const json::object& c) {
@@ -55,6 +60,23 @@ std::variant<NetConf, Error> parseNetConf(const json::object& c) {
   };
   if (auto e = boolean("isGateway", n.isGateway)) return *e;
   if (auto e = boolean("hairpinMode", n.hairpin)) return *e;
+  if (auto e = boolean("ipMasq", n.ipMasq)) return *e;
+  if (const json::value* v = c.if_contains("clusterCIDR"); v && !v->is_null()) {
+    auto add = [&](const json::value& x) -> bool {
+      if (!x.is_string() || x.get_string().find('/') == std::string::npos) return false;
+      n.clusterCidrs.emplace_back(x.get_string());
+      return true;
+    };
+    bool ok = v->is_array() ? std::all_of(v->get_array().begin(), v->get_array().end(), add) : add(*v);
+    if (!ok) return Error{ErrorCode::kInvalidConfig, "clusterCIDR: must be a CIDR or a list of CIDRs", ""};
+  }
+  if (const json::value* v = c.if_contains("nftTable"); v && !v->is_null()) {
+    std::string t = v->is_string() ? std::string(v->get_string()) : "";
+    bool ok = !t.empty() && t.size() <= 32 &&
+              std::all_of(t.begin(), t.end(), [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_'; });
+    if (!ok) return Error{ErrorCode::kInvalidConfig, "nftTable: must be 1-32 letters, digits or '_'", ""};
+    n.nftTable = t;
+  }
   if (const json::value* v = c.if_contains("mtu"); v && !v->is_null()) {
     if (!v->is_int64() || v->get_int64() < 0 || v->get_int64() > 65535) {
       return Error{ErrorCode::kInvalidConfig, "mtu: must be a number from 0 to 65535", ""};
@@ -92,6 +114,36 @@ std::string podMac(const Invocation& inv) {
 
 
 std::string prefixOf(const std::string& cidr) { return cidr.substr(cidr.find('/')); }
+
+// Masquerade of pod traffic leaving the cluster: one rule per family in
+// Trellis's own table, matching sets of pod subnets and cluster CIDRs;
+// applied as one nftables transaction, idempotent.
+base::Status ensureMasquerade(const NetConf& nc, const Result& r) {
+  const std::string& t = nc.nftTable;
+  std::string script = fmt::format(
+      "add table inet {0}\n"
+      "add set inet {0} masq4 {{ type ipv4_addr; flags interval; auto-merge; }}\n"
+      "add set inet {0} cluster4 {{ type ipv4_addr; flags interval; auto-merge; }}\n"
+      "add set inet {0} masq6 {{ type ipv6_addr; flags interval; auto-merge; }}\n"
+      "add set inet {0} cluster6 {{ type ipv6_addr; flags interval; auto-merge; }}\n"
+      "add chain inet {0} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n"
+      "flush chain inet {0} postrouting\n"
+      "add rule inet {0} postrouting ip saddr @masq4 ip daddr != @cluster4 masquerade\n"
+      "add rule inet {0} postrouting ip6 saddr @masq6 ip6 daddr != @cluster6 masquerade\n",
+      t);
+  auto element = [&](const std::string& set4, const std::string& cidr) {
+    bool v6 = cidr.find(':') != std::string::npos;
+    script += fmt::format("add element inet {} {}{} {{ {} }}\n", t, set4, v6 ? "6" : "4", cidr);
+  };
+  for (const IpConfig& ip : r.ips) {
+    // The subnet of the address: the network of "a.b.c.d/len".
+    std::string cidr = ip.address;
+    element("masq", cidr);
+    if (nc.clusterCidrs.empty()) element("cluster", cidr);
+  }
+  for (const std::string& c : nc.clusterCidrs) element("cluster", c);
+  return sys::nftApply(script);
+}
 
 std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& ipam) {
   auto nsfd = sys::openNetns(inv.netns);
@@ -137,6 +189,9 @@ std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& 
   if (auto st = host.setMaster(veth, nc.bridge); !st) return fail(st.error());
   if (auto st = host.setUp(veth); !st) return fail(st.error());
   if (nc.hairpin) std::ofstream(fmt::format("/sys/class/net/{}/brport/hairpin_mode", veth)) << "1";
+  if (nc.ipMasq) {
+    if (auto st = ensureMasquerade(nc, r); !st) return fail(st.error());
+  }
   std::string mac = podMac(inv);
   auto inPod = sys::inNetns(inv.netns, [&]() -> base::Status {
     auto pod = sys::Netlink::open();

@@ -30,6 +30,7 @@ class CniTest : public ::testing::Test {
   void TearDown() override {
     for (const std::string& ns : netns_) testing::run("ip netns del " + ns);
     testing::run("ip link del " + bridge_);
+    testing::run("nft delete table inet trellis_t" + tag_ + " 2>/dev/null");
   }
   std::string netns(const std::string& name) {
     std::string n = "trellis-t" + tag_ + "-" + name;
@@ -201,6 +202,27 @@ TEST_F(CniTest, ChainsWithTheReferenceTuningPlugin) {
   EXPECT_EQ(untuned.exitCode, 0) << untuned.out;
   EXPECT_EQ(exec("DEL", "pod-c", path, config()).exitCode, 0);
   EXPECT_EQ(allocations(), 0u);
+}
+
+TEST_F(CniTest, IpMasqKeepsOneRulePerFamilyInTrellissOwnTable) {
+  std::string table = "trellis_t" + tag_;
+  std::string cfg = config();
+  cfg.insert(cfg.size() - 1, R"(,"ipMasq":true,"clusterCIDR":"10.64.0.0/10","nftTable":")" + table + "\"");
+  std::string a = netns("ma"), b = netns("mb");
+  ASSERT_EQ(exec("ADD", "m-a", "/var/run/netns/" + a, cfg).exitCode, 0);
+  ASSERT_EQ(exec("ADD", "m-b", "/var/run/netns/" + b, cfg).exitCode, 0);
+  std::string rules = testing::run("nft list table inet " + table).out;
+  size_t count = 0;
+  for (size_t pos = 0; (pos = rules.find("masquerade", pos)) != std::string::npos; ++pos) ++count;
+  EXPECT_EQ(count, 2u) << rules;  // one for IPv4, one for IPv6, however many pods
+  EXPECT_NE(rules.find("ip saddr @masq4 ip daddr != @cluster4 masquerade"), std::string::npos) << rules;
+  EXPECT_NE(rules.find(fmt::format("10.77.{}.0/24", getpid() % 200 + 20)), std::string::npos) << rules;
+  EXPECT_NE(rules.find("10.64.0.0/10"), std::string::npos) << rules;
+  auto bad = config();
+  bad.insert(bad.size() - 1, R"(,"nftTable":"no spaces allowed")");
+  EXPECT_NE(exec("ADD", "m-c", "/var/run/netns/" + a, bad).out.find(R"("code":7)"), std::string::npos);
+  EXPECT_EQ(exec("DEL", "m-a", "/var/run/netns/" + a, cfg).exitCode, 0);
+  EXPECT_EQ(exec("DEL", "m-b", "/var/run/netns/" + b, cfg).exitCode, 0);
 }
 
 }  // namespace
