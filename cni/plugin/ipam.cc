@@ -124,24 +124,6 @@ std::variant<Resolved, Error> resolve(const IpRange& r, const std::string& field
   return out;
 }
 
-// flock()ed for the life of the object.
-class DirLock {
- public:
-  explicit DirLock(const std::string& path) : fd_(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
-    if (fd_ >= 0) {
-      while (flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
-      }
-    }
-  }
-  ~DirLock() {
-    if (fd_ >= 0) close(fd_);  // releases the lock
-  }
-  bool ok() const { return fd_ >= 0; }
-
- private:
-  int fd_;
-};
-
 Error ioError(const std::string& what) { return Error{ErrorCode::kIo, what + ": " + std::strerror(errno), ""}; }
 
 std::optional<Error> fsyncDir(const std::string& dir) {
@@ -166,6 +148,17 @@ Attachment readAttachment(const std::string& path) {
 bool isAddressFile(const std::string& name) { return parseAddr(name).has_value(); }
 
 }  // namespace
+
+FileLock::FileLock(const std::string& path) : fd_(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
+  if (fd_ >= 0) {
+    while (flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
+    }
+  }
+}
+
+FileLock::~FileLock() {
+  if (fd_ >= 0) close(fd_);  // releases the lock
+}
 
 std::variant<IpamConfig, Error> parseIpamConfig(const json::object& ipam) {
   IpamConfig cfg;
@@ -232,7 +225,7 @@ std::variant<Result, Error> Ipam::allocate(const std::string& containerId, const
   std::error_code ec;
   std::filesystem::create_directories(dir_, ec);
   if (ec) return Error{ErrorCode::kIo, fmt::format("creating {}: {}", dir_, ec.message()), ""};
-  DirLock lock(dir_ + "/lock");
+  FileLock lock(dir_ + "/lock");
   if (!lock.ok()) return ioError("lock " + dir_);
   auto existing = allocations();
   Result result;
@@ -313,7 +306,7 @@ std::variant<Result, Error> Ipam::allocate(const std::string& containerId, const
 std::optional<Error> Ipam::release(const std::string& containerId, const std::string& ifname) {
   struct stat st;
   if (stat(dir_.c_str(), &st) != 0) return std::nullopt;  // nothing was ever allocated
-  DirLock lock(dir_ + "/lock");
+  FileLock lock(dir_ + "/lock");
   if (!lock.ok()) return ioError("lock " + dir_);
   bool removed = false;
   for (const auto& [ip, who] : allocations()) {
@@ -329,7 +322,7 @@ std::optional<Error> Ipam::release(const std::string& containerId, const std::st
 std::optional<Error> Ipam::gc(const std::set<Attachment>& valid) {
   struct stat st;
   if (stat(dir_.c_str(), &st) != 0) return std::nullopt;
-  DirLock lock(dir_ + "/lock");
+  FileLock lock(dir_ + "/lock");
   if (!lock.ok()) return ioError("lock " + dir_);
   bool removed = false;
   for (const auto& [ip, who] : allocations()) {

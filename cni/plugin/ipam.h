@@ -47,6 +47,19 @@ std::variant<IpamConfig, Error> parseIpamConfig(const boost::json::object& ipam)
 
 using Attachment = std::pair<std::string, std::string>;  // container id, ifname
 
+// An exclusive flock() on `path` (created if missing) for this object's life.
+class FileLock {
+ public:
+  explicit FileLock(const std::string& path);
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+  bool ok() const { return fd_ >= 0; }
+
+ private:
+  int fd_;
+};
+
 class Ipam {
  public:
   Ipam(IpamConfig config, std::string network);

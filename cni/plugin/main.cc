@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 
 #include "cni/plugin/ipam.h"
+#include "cni/plugin/portmap.h"
 #include "cni/plugin/protocol.h"
 #include "common/linux/netlink.h"
 #include "common/linux/nftables.h"
@@ -145,7 +146,8 @@ base::Status ensureMasquerade(const NetConf& nc, const Result& r) {
   return sys::nftApply(script);
 }
 
-std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& ipam) {
+std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& ipam, PortMaps& ports,
+                                const std::vector<PortMapping>& mappings) {
   auto nsfd = sys::openNetns(inv.netns);
   if (!nsfd) {
     return Error{nsfd.error().code() == base::ErrorCode::kNotFound ? ErrorCode::kUnknownContainer
@@ -191,6 +193,11 @@ std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& 
   if (nc.hairpin) std::ofstream(fmt::format("/sys/class/net/{}/brport/hairpin_mode", veth)) << "1";
   if (nc.ipMasq) {
     if (auto st = ensureMasquerade(nc, r); !st) return fail(st.error());
+  }
+  std::vector<std::string> podIps;
+  for (const IpConfig& ip : r.ips) podIps.push_back(ip.address.substr(0, ip.address.find('/')));
+  if (auto e = ports.set({inv.containerId, inv.ifname}, podIps, mappings)) {
+    return fail(base::Error(base::ErrorCode::kIo, e->msg));
   }
   std::string mac = podMac(inv);
   auto inPod = sys::inNetns(inv.netns, [&]() -> base::Status {
@@ -252,7 +259,8 @@ std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& 
 }
 
 // DEL: idempotent; works without a netns (the host end has a stable name).
-std::optional<Error> del(const Invocation& inv, Ipam& ipam) {
+std::optional<Error> del(const Invocation& inv, Ipam& ipam, PortMaps& ports) {
+  if (auto e = ports.remove({inv.containerId, inv.ifname})) return e;
   if (!inv.netns.empty()) {
     auto st = sys::inNetns(inv.netns, [&]() -> base::Status {
       auto pod = sys::Netlink::open();
@@ -286,7 +294,7 @@ std::optional<Error> check(const Invocation& inv, Ipam& ipam) {
   return std::nullopt;
 }
 
-std::optional<Error> gc(const Invocation& inv, Ipam& ipam) {
+std::optional<Error> gc(const Invocation& inv, Ipam& ipam, PortMaps& ports) {
   std::set<Attachment> valid;
   if (const json::value* v = inv.config.if_contains("cni.dev/valid-attachments"); v && v->is_array()) {
     for (const json::value& a : v->get_array()) {
@@ -296,6 +304,7 @@ std::optional<Error> gc(const Invocation& inv, Ipam& ipam) {
       if (id && id->is_string() && ifn && ifn->is_string()) valid.emplace(id->get_string(), ifn->get_string());
     }
   }
+  if (auto e = ports.gc(valid)) return e;
   return ipam.gc(valid);
 }
 
@@ -334,20 +343,23 @@ int main() {
   std::string network;
   if (const json::value* n = inv.config.if_contains("name"); n && n->is_string()) network = std::string(n->get_string());
   Ipam ipam(std::get<IpamConfig>(ipamConfig), network);
+  auto mappings = parsePortMappings(inv.config);
+  if (std::holds_alternative<Error>(mappings)) return fail(std::get<Error>(mappings), inv.cniVersion);
+  PortMaps ports(std::get<IpamConfig>(ipamConfig).dataDir + "/" + network + "/ports", std::get<NetConf>(nc).nftTable);
   switch (inv.command) {
     case Command::kAdd: {
-      auto r = add(inv, std::get<NetConf>(nc), ipam);
+      auto r = add(inv, std::get<NetConf>(nc), ipam, ports, std::get<std::vector<PortMapping>>(mappings));
       if (std::holds_alternative<Error>(r)) return fail(std::get<Error>(r), inv.cniVersion);
       return emit(toJson(std::get<Result>(r), inv.cniVersion), 0);
     }
     case Command::kDel:
-      if (auto e = del(inv, ipam)) return fail(*e, inv.cniVersion);
+      if (auto e = del(inv, ipam, ports)) return fail(*e, inv.cniVersion);
       return 0;
     case Command::kCheck:
       if (auto e = check(inv, ipam)) return fail(*e, inv.cniVersion);
       return 0;
     case Command::kGc:
-      if (auto e = gc(inv, ipam)) return fail(*e, inv.cniVersion);
+      if (auto e = gc(inv, ipam, ports)) return fail(*e, inv.cniVersion);
       return 0;
     case Command::kStatus:
       // Ready once the configuration is complete (checked above) and the

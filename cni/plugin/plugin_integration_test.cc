@@ -65,7 +65,7 @@ class CniTest : public ::testing::Test {
     std::error_code ec;
     for (const auto& e : std::filesystem::directory_iterator(dir_.file("ipam/tnet"), ec)) {
       std::string name = e.path().filename().string();
-      n += name != "lock" && name.rfind("last_reserved", 0) != 0;
+      n += e.is_regular_file() && name != "lock" && name.rfind("last_reserved", 0) != 0;
     }
     return n;
   }
@@ -223,6 +223,34 @@ TEST_F(CniTest, IpMasqKeepsOneRulePerFamilyInTrellissOwnTable) {
   EXPECT_NE(exec("ADD", "m-c", "/var/run/netns/" + a, bad).out.find(R"("code":7)"), std::string::npos);
   EXPECT_EQ(exec("DEL", "m-a", "/var/run/netns/" + a, cfg).exitCode, 0);
   EXPECT_EQ(exec("DEL", "m-b", "/var/run/netns/" + b, cfg).exitCode, 0);
+}
+
+TEST_F(CniTest, HostPortReachableFromTheNodeAndGoneAfterDel) {
+  std::string table = "trellis_t" + tag_;
+  std::string cfg = config();
+  cfg.insert(cfg.size() - 1, R"(,"nftTable":")" + table +
+                                 R"(","capabilities":{"portMappings":true},"runtimeConfig":{"portMappings":[)"
+                                 R"({"hostPort":31080,"containerPort":8080,"protocol":"tcp"}]})");
+  std::string ns = netns("hp");
+  auto add = exec("ADD", "hp", "/var/run/netns/" + ns, cfg);
+  ASSERT_EQ(add.exitCode, 0) << add.out;
+  std::string gateway(json::parse(add.out).at("ips").at(0).at("gateway").as_string());
+  // A server in the pod on 8080 (the HTTP core's example, cleartext).
+  std::thread server([&] {
+    testing::run("timeout 3 ip netns exec " + ns + " " + TRELLIS_HTTP_EXAMPLE_BIN + " --listen 0.0.0.0:8080 --log-level off");
+  });
+  std::string url = "http://" + gateway + ":31080/";
+  EXPECT_TRUE(testing::waitFor([&] { return testing::run("curl -s -m 1 -o /dev/null -w '%{http_code}' " + url).out == "200"; },
+                               std::chrono::seconds(4)))
+      << testing::run("nft list table inet " + table).out;
+  EXPECT_EQ(exec("DEL", "hp", "/var/run/netns/" + ns, cfg).exitCode, 0);
+  std::string map = testing::run("nft list map inet " + table + " hostports4").out;
+  EXPECT_EQ(map.find("31080"), std::string::npos) << map;  // DEL leaves no mapping
+  EXPECT_NE(testing::run("curl -s -m 1 -o /dev/null " + url).exitCode, 0);
+  server.join();
+  auto bad = config();
+  bad.insert(bad.size() - 1, R"(,"capabilities":{"portMappings":true},"runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":80}]})");
+  EXPECT_NE(exec("ADD", "hp2", "/var/run/netns/" + ns, bad).out.find(R"("code":7)"), std::string::npos);
 }
 
 }  // namespace
