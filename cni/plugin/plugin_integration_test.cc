@@ -169,9 +169,12 @@ TEST_F(CniTest, ParallelAddsGetDistinctAddressesAndGcReleasesTheInvalid) {
   EXPECT_EQ(gc.exitCode, 0) << gc.out;
   EXPECT_EQ(allocations(), 1u);
   for (int i = 0; i < kPods; ++i) {
-    EXPECT_EQ(exec("DEL", "pod-" + std::to_string(i), "/var/run/netns/" + spaces[i], config()).exitCode, 0);
+    auto del = exec("DEL", "pod-" + std::to_string(i), "/var/run/netns/" + spaces[i], config());
+    EXPECT_EQ(del.exitCode, 0) << del.out;
   }
-  EXPECT_EQ(veths(), before);
+  // (the kernel may finish unregistering a veth pair a moment after DEL returns)
+  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
+      << testing::run("ip -o link show type veth").out;
   EXPECT_EQ(allocations(), 0u);
 }
 
