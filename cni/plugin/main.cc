@@ -105,8 +105,21 @@ uint64_t hash(std::string_view s) {
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
   return h;
 }
+// Host ends are named "tc" + 4 hex digits of the network + 8 of the
+// attachment: a prefix only trellis-cni uses, per network, so GC of one
+// network touches only its own links.
+std::string networkOf(const json::object& config) {
+  const json::value* n = config.if_contains("name");
+  return n && n->is_string() ? std::string(n->get_string()) : std::string();
+}
+std::string vethPrefix(const std::string& network) {
+  return fmt::format("tc{:04x}", static_cast<uint32_t>(hash("net/" + network) & 0xffff));
+}
+std::string hostVethName(const std::string& network, const std::string& containerId, const std::string& ifname) {
+  return fmt::format("{}{:08x}", vethPrefix(network), static_cast<uint32_t>(hash(containerId + "/" + ifname)));
+}
 std::string hostVethName(const Invocation& inv) {
-  return fmt::format("veth{:08x}", static_cast<uint32_t>(hash(inv.containerId + "/" + inv.ifname)));
+  return hostVethName(networkOf(inv.config), inv.containerId, inv.ifname);
 }
 std::string podMac(const Invocation& inv) {
   uint64_t h = hash("mac/" + inv.containerId + "/" + inv.ifname);
@@ -305,6 +318,23 @@ std::optional<Error> gc(const Invocation& inv, Ipam& ipam, PortMaps& ports) {
     }
   }
   if (auto e = ports.gc(valid)) return e;
+  // Host ends of attachments that are not valid (also those a killed ADD
+  // left before it could record anything).
+  std::string network = networkOf(inv.config);
+  std::string prefix = vethPrefix(network);
+  std::set<std::string> keep;
+  for (const Attachment& a : valid) keep.insert(hostVethName(network, a.first, a.second));
+  auto nl = sys::Netlink::open();
+  if (!nl) return Error{ErrorCode::kIo, nl.error().message(), ""};
+  auto links = (*nl)->links();
+  if (!links) return Error{ErrorCode::kIo, links.error().message(), ""};
+  for (const std::string& name : *links) {
+    bool ours = name.size() == prefix.size() + 8 && name.starts_with(prefix) &&
+                name.find_first_not_of("0123456789abcdef", prefix.size()) == std::string::npos;
+    if (!ours || keep.count(name)) continue;
+    auto gone = (*nl)->deleteLink(name);
+    if (!gone && gone.error().code() != base::ErrorCode::kNotFound) return Error{ErrorCode::kIo, gone.error().message(), ""};
+  }
   return ipam.gc(valid);
 }
 

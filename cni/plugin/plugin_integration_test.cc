@@ -256,5 +256,35 @@ TEST_F(CniTest, HostPortReachableFromTheNodeAndGoneAfterDel) {
   EXPECT_NE(exec("ADD", "hp2", "/var/run/netns/" + ns, bad).out.find(R"("code":7)"), std::string::npos);
 }
 
+TEST_F(CniTest, KillNineMidAddThenGcLeavesNothing) {
+  size_t before = veths();
+  std::string table = "trellis_t" + tag_;
+  std::string cfg = config("1.1.0");
+  cfg.insert(cfg.size() - 1, R"(,"nftTable":")" + table +
+                                 R"(","capabilities":{"portMappings":true},"runtimeConfig":{"portMappings":[)"
+                                 R"({"hostPort":32080,"containerPort":80}]})");
+  std::string ns = netns("k");
+  std::string file = dir_.file("kill.json");
+  testing::writeFile(file, cfg);
+  // 20 ADDs, each killed -9 at a different moment (1..20 ms in).
+  for (int i = 0; i < 20; ++i) {
+    testing::run(fmt::format("env CNI_COMMAND=ADD CNI_CONTAINERID=k{} CNI_NETNS=/var/run/netns/{} CNI_IFNAME=eth{} "
+                             "CNI_PATH=/usr/lib/cni timeout -s KILL 0.{:03d} {} < {} > /dev/null 2>&1",
+                             i, ns, i, i + 1, TRELLIS_CNI_BIN, file));
+  }
+  // The runtime knows none of them: GC with no valid attachment.
+  std::string gcCfg = cfg;
+  gcCfg.insert(gcCfg.size() - 1, R"(,"cni.dev/valid-attachments":[])");
+  auto gc = exec("GC", "", "", gcCfg, "");
+  EXPECT_EQ(gc.exitCode, 0) << gc.out;
+  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
+      << testing::run("ip -o link show type veth").out;
+  EXPECT_EQ(allocations(), 0u);
+  auto map = testing::run("nft list map inet " + table + " hostports4 2>/dev/null").out;
+  EXPECT_EQ(map.find("32080"), std::string::npos) << map;
+  // Interfaces moved into the pod went with their host ends.
+  EXPECT_EQ(testing::run("ip netns exec " + ns + " ip -o link show type veth | wc -l").out, "0\n");
+}
+
 }  // namespace
 }  // namespace trellis::cni

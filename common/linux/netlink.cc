@@ -211,6 +211,19 @@ base::Status Netlink::deleteLink(const std::string& ifname) {
   return {};
 }
 
+base::Result<std::vector<std::string>> Netlink::links() {
+  nl_cache* cache = nullptr;
+  int err = rtnl_link_alloc_cache(impl_->sock, AF_UNSPEC, &cache);
+  if (err < 0) return nlError(err, "listing links");
+  std::vector<std::string> out;
+  for (nl_object* o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
+    const char* name = rtnl_link_get_name(reinterpret_cast<rtnl_link*>(o));
+    if (name) out.emplace_back(name);
+  }
+  nl_cache_free(cache);
+  return out;
+}
+
 base::Result<int> openNetns(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/base/result.h"
 
@@ -40,6 +41,8 @@ class Netlink {
   base::Status addRoute(const std::string& dst, const std::string& gateway, const std::string& ifname);
   // kNotFound when there is no such link.
   base::Status deleteLink(const std::string& ifname);
+  // The names of every link in this namespace.
+  base::Result<std::vector<std::string>> links();
 
   struct Impl;
 
