@@ -16,6 +16,7 @@
 #include <iostream>
 #include <iterator>
 #include <set>
+#include <sstream>
 
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
@@ -39,10 +40,29 @@ struct NetConf {
   bool isGateway = true;
   bool hairpin = false;
   bool ipMasq = false;
-  int mtu = 0;
+  int mtu = 0;             // 0 in the config: the uplink's MTU minus the overlay's overhead
+  int overlayOverhead = 0;  // "overlay": "vxlan" -> 50 bytes
   std::vector<std::string> clusterCidrs;  // not masqueraded to (default: the IPAM subnets)
   std::string nftTable = "trellis";       // the nftables table (inet family) Trellis owns
 };
+
+// The MTU of the interface the IPv4 default route leaves by (1500 when
+// there is none).
+int uplinkMtu() {
+  std::ifstream routes("/proc/net/route");
+  std::string line;
+  std::getline(routes, line);  // header
+  while (std::getline(routes, line)) {
+    std::istringstream fields(line);
+    std::string ifname, dst;
+    fields >> ifname >> dst;
+    if (dst != "00000000") continue;
+    std::ifstream mtu("/sys/class/net/" + ifname + "/mtu");
+    int value = 0;
+    if (mtu >> value && value >= 576) return value;
+  }
+  return 1500;
+}
 
 std::variant<NetConf, Error> parseNetConf(const json::object& c) {
   NetConf n;
@@ -84,6 +104,13 @@ std::variant<NetConf, Error> parseNetConf(const json::object& c) {
     }
     n.mtu = static_cast<int>(v->get_int64());
   }
+  if (const json::value* v = c.if_contains("overlay"); v && !v->is_null()) {
+    if (!v->is_string() || (v->get_string() != "vxlan" && v->get_string() != "none")) {
+      return Error{ErrorCode::kInvalidConfig, "overlay: must be \"vxlan\" or \"none\"", ""};
+    }
+    n.overlayOverhead = v->get_string() == "vxlan" ? 50 : 0;
+  }
+  if (n.mtu == 0) n.mtu = uplinkMtu() - n.overlayOverhead;
   return n;
 }
 

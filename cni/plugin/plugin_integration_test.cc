@@ -118,6 +118,9 @@ TEST_F(CniTest, AddConnectsPodsAndDelRemovesEverything) {
   std::string ipA = ipOf(addA.out), ipB = ipOf(addB.out);
   EXPECT_NE(ipA, ipB);
   std::string gateway(r.at("ips").at(0).at("gateway").as_string());
+  // No "mtu" in the config: the uplink's (the default route's interface).
+  std::string uplink = testing::run("cat /sys/class/net/$(ip route show default | awk '{print $5; exit}')/mtu").out;
+  EXPECT_EQ(testing::run("ip netns exec " + a + " cat /sys/class/net/eth0/mtu").out, uplink);
   EXPECT_EQ(testing::run("ip netns exec " + a + " ping -c1 -W2 " + ipB).exitCode, 0);
   EXPECT_EQ(testing::run("ip netns exec " + b + " ping -c1 -W2 " + gateway).exitCode, 0);
   // Repeated ADD: the same address; CHECK agrees.
@@ -284,6 +287,21 @@ TEST_F(CniTest, KillNineMidAddThenGcLeavesNothing) {
   EXPECT_EQ(map.find("32080"), std::string::npos) << map;
   // Interfaces moved into the pod went with their host ends.
   EXPECT_EQ(testing::run("ip netns exec " + ns + " ip -o link show type veth | wc -l").out, "0\n");
+}
+
+TEST_F(CniTest, VxlanOverlayLeavesRoomForItsHeaders) {
+  std::string cfg = config("1.1.0");
+  cfg.insert(cfg.size() - 1, R"(,"overlay":"vxlan")");
+  std::string ns = netns("mtu");
+  auto add = exec("ADD", "mtu", "/var/run/netns/" + ns, cfg);
+  ASSERT_EQ(add.exitCode, 0) << add.out;
+  int uplink = std::stoi(testing::run("cat /sys/class/net/$(ip route show default | awk '{print $5; exit}')/mtu").out);
+  EXPECT_EQ(std::stoi(testing::run("ip netns exec " + ns + " cat /sys/class/net/eth0/mtu").out), uplink - 50);
+  EXPECT_EQ(json::parse(add.out).at("interfaces").at(2).at("mtu").as_int64(), uplink - 50);  // 1.1.0 reports it
+  EXPECT_EQ(exec("DEL", "mtu", "/var/run/netns/" + ns, cfg).exitCode, 0);
+  auto bad = config();
+  bad.insert(bad.size() - 1, R"(,"overlay":"gre")");
+  EXPECT_NE(exec("ADD", "mtu", "/var/run/netns/" + ns, bad).out.find(R"("code":7)"), std::string::npos);
 }
 
 }  // namespace
