@@ -224,6 +224,69 @@ base::Result<std::vector<std::string>> Netlink::links() {
   return out;
 }
 
+base::Result<std::vector<Netlink::RouteEntry>> Netlink::routes(int protocol) {
+  nl_cache* cache = nullptr;
+  int err = rtnl_route_alloc_cache(impl_->sock, AF_UNSPEC, 0, &cache);
+  if (err < 0) return nlError(err, "listing routes");
+  std::vector<RouteEntry> out;
+  for (nl_object* o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
+    auto* r = reinterpret_cast<rtnl_route*>(o);
+    if (rtnl_route_get_protocol(r) != protocol || rtnl_route_get_table(r) != RT_TABLE_MAIN) continue;
+    char dst[128] = "", gw[128] = "";
+    if (nl_addr* d = rtnl_route_get_dst(r)) nl_addr2str(d, dst, sizeof dst);
+    if (rtnl_route_get_nnexthops(r) > 0) {
+      if (nl_addr* g = rtnl_route_nh_get_gateway(rtnl_route_nexthop_n(r, 0))) nl_addr2str(g, gw, sizeof gw);
+    }
+    std::string d(dst);
+    if (d.find('/') == std::string::npos && d != "none") d += rtnl_route_get_family(r) == AF_INET6 ? "/128" : "/32";
+    out.push_back({d, gw});
+  }
+  nl_cache_free(cache);
+  return out;
+}
+
+base::Status Netlink::replaceRoute(const std::string& dst, const std::string& gw, int protocol) {
+  nl_addr* d = nullptr;
+  int err = nl_addr_parse(dst.c_str(), AF_UNSPEC, &d);
+  if (err < 0) return nlError(err, "route destination " + dst);
+  nl_addr* g = nullptr;
+  err = nl_addr_parse(gw.c_str(), nl_addr_get_family(d), &g);
+  if (err < 0) {
+    nl_addr_put(d);
+    return nlError(err, "gateway " + gw);
+  }
+  rtnl_route* route = rtnl_route_alloc();
+  rtnl_route_set_family(route, static_cast<uint8_t>(nl_addr_get_family(d)));
+  rtnl_route_set_dst(route, d);
+  rtnl_route_set_protocol(route, static_cast<uint8_t>(protocol));
+  rtnl_nexthop* nh = rtnl_route_nh_alloc();
+  rtnl_route_nh_set_gateway(nh, g);
+  rtnl_route_add_nexthop(route, nh);
+  err = rtnl_route_add(impl_->sock, route, NLM_F_CREATE | NLM_F_REPLACE);
+  rtnl_route_put(route);
+  nl_addr_put(d);
+  nl_addr_put(g);
+  if (err < 0) return nlError(err, "route to " + dst + " via " + gw);
+  return {};
+}
+
+base::Status Netlink::deleteRoute(const std::string& dst, int protocol) {
+  nl_addr* d = nullptr;
+  int err = nl_addr_parse(dst.c_str(), AF_UNSPEC, &d);
+  if (err < 0) return nlError(err, "route destination " + dst);
+  rtnl_route* route = rtnl_route_alloc();
+  rtnl_route_set_family(route, static_cast<uint8_t>(nl_addr_get_family(d)));
+  rtnl_route_set_dst(route, d);
+  rtnl_route_set_protocol(route, static_cast<uint8_t>(protocol));
+  rtnl_route_set_table(route, RT_TABLE_MAIN);
+  rtnl_route_set_scope(route, RT_SCOPE_NOWHERE);  // any scope
+  err = rtnl_route_delete(impl_->sock, route, 0);
+  rtnl_route_put(route);
+  nl_addr_put(d);
+  if (err < 0) return nlError(err, "deleting the route to " + dst);
+  return {};
+}
+
 base::Result<int> openNetns(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {

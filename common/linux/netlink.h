@@ -44,6 +44,17 @@ class Netlink {
   // The names of every link in this namespace.
   base::Result<std::vector<std::string>> links();
 
+  // Routes of the main table installed with routing protocol `protocol`
+  // (an owner tag: `ip route ... proto N`), as "dst via gw".
+  struct RouteEntry {
+    std::string dst;  // CIDR
+    std::string gw;
+  };
+  base::Result<std::vector<RouteEntry>> routes(int protocol);
+  // Adds or replaces the route to `dst` via `gw` (the kernel picks the link), tagged `protocol`.
+  base::Status replaceRoute(const std::string& dst, const std::string& gw, int protocol);
+  base::Status deleteRoute(const std::string& dst, int protocol);
+
   struct Impl;
 
  private:
