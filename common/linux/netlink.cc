@@ -46,6 +46,19 @@ struct LinkPtr {
   }
 };
 
+// A route object to `dst` (CIDR), family and destination set; the caller puts it.
+base::Result<rtnl_route*> newRoute(const std::string& dst, int* family) {
+  nl_addr* d = nullptr;
+  int err = nl_addr_parse(dst.c_str(), AF_UNSPEC, &d);
+  if (err < 0) return nlError(err, "route destination " + dst);
+  rtnl_route* route = rtnl_route_alloc();
+  *family = nl_addr_get_family(d);
+  rtnl_route_set_family(route, static_cast<uint8_t>(*family));
+  rtnl_route_set_dst(route, d);
+  nl_addr_put(d);  // the route holds its own reference
+  return route;
+}
+
 }  // namespace
 
 struct Netlink::Impl {
@@ -173,31 +186,26 @@ base::Status Netlink::addAddress(const std::string& ifname, const std::string& c
 base::Status Netlink::addRoute(const std::string& dst, const std::string& gateway, const std::string& ifname) {
   auto idx = ifindex(ifname);
   if (!idx) return std::move(idx).error();
-  nl_addr* d = nullptr;
-  int err = nl_addr_parse(dst.c_str(), AF_UNSPEC, &d);
-  if (err < 0) return nlError(err, "route destination " + dst);
-  rtnl_route* route = rtnl_route_alloc();
-  rtnl_route_set_family(route, static_cast<uint8_t>(nl_addr_get_family(d)));
-  rtnl_route_set_dst(route, d);
+  int family = 0;
+  auto route = newRoute(dst, &family);
+  if (!route) return std::move(route).error();
   rtnl_nexthop* nh = rtnl_route_nh_alloc();
   rtnl_route_nh_set_ifindex(nh, *idx);
   nl_addr* gw = nullptr;
   if (!gateway.empty()) {
-    err = nl_addr_parse(gateway.c_str(), nl_addr_get_family(d), &gw);
+    int err = nl_addr_parse(gateway.c_str(), family, &gw);
     if (err < 0) {
       rtnl_route_nh_free(nh);
-      rtnl_route_put(route);
-      nl_addr_put(d);
+      rtnl_route_put(*route);
       return nlError(err, "gateway " + gateway);
     }
     rtnl_route_nh_set_gateway(nh, gw);
   } else {
-    rtnl_route_set_scope(route, RT_SCOPE_LINK);
+    rtnl_route_set_scope(*route, RT_SCOPE_LINK);
   }
-  rtnl_route_add_nexthop(route, nh);
-  err = rtnl_route_add(impl_->sock, route, NLM_F_CREATE);
-  rtnl_route_put(route);
-  nl_addr_put(d);
+  rtnl_route_add_nexthop(*route, nh);
+  int err = rtnl_route_add(impl_->sock, *route, NLM_F_CREATE);
+  rtnl_route_put(*route);
   if (gw) nl_addr_put(gw);
   if (err < 0 && err != -NLE_EXIST) return nlError(err, "route to " + dst + " via " + (gateway.empty() ? ifname : gateway));
   return {};
@@ -246,43 +254,35 @@ base::Result<std::vector<Netlink::RouteEntry>> Netlink::routes(int protocol) {
 }
 
 base::Status Netlink::replaceRoute(const std::string& dst, const std::string& gw, int protocol) {
-  nl_addr* d = nullptr;
-  int err = nl_addr_parse(dst.c_str(), AF_UNSPEC, &d);
-  if (err < 0) return nlError(err, "route destination " + dst);
+  int family = 0;
+  auto route = newRoute(dst, &family);
+  if (!route) return std::move(route).error();
   nl_addr* g = nullptr;
-  err = nl_addr_parse(gw.c_str(), nl_addr_get_family(d), &g);
+  int err = nl_addr_parse(gw.c_str(), family, &g);
   if (err < 0) {
-    nl_addr_put(d);
+    rtnl_route_put(*route);
     return nlError(err, "gateway " + gw);
   }
-  rtnl_route* route = rtnl_route_alloc();
-  rtnl_route_set_family(route, static_cast<uint8_t>(nl_addr_get_family(d)));
-  rtnl_route_set_dst(route, d);
-  rtnl_route_set_protocol(route, static_cast<uint8_t>(protocol));
+  rtnl_route_set_protocol(*route, static_cast<uint8_t>(protocol));
   rtnl_nexthop* nh = rtnl_route_nh_alloc();
   rtnl_route_nh_set_gateway(nh, g);
-  rtnl_route_add_nexthop(route, nh);
-  err = rtnl_route_add(impl_->sock, route, NLM_F_CREATE | NLM_F_REPLACE);
-  rtnl_route_put(route);
-  nl_addr_put(d);
+  rtnl_route_add_nexthop(*route, nh);
+  err = rtnl_route_add(impl_->sock, *route, NLM_F_CREATE | NLM_F_REPLACE);
+  rtnl_route_put(*route);
   nl_addr_put(g);
   if (err < 0) return nlError(err, "route to " + dst + " via " + gw);
   return {};
 }
 
 base::Status Netlink::deleteRoute(const std::string& dst, int protocol) {
-  nl_addr* d = nullptr;
-  int err = nl_addr_parse(dst.c_str(), AF_UNSPEC, &d);
-  if (err < 0) return nlError(err, "route destination " + dst);
-  rtnl_route* route = rtnl_route_alloc();
-  rtnl_route_set_family(route, static_cast<uint8_t>(nl_addr_get_family(d)));
-  rtnl_route_set_dst(route, d);
-  rtnl_route_set_protocol(route, static_cast<uint8_t>(protocol));
-  rtnl_route_set_table(route, RT_TABLE_MAIN);
-  rtnl_route_set_scope(route, RT_SCOPE_NOWHERE);  // any scope
-  err = rtnl_route_delete(impl_->sock, route, 0);
-  rtnl_route_put(route);
-  nl_addr_put(d);
+  int family = 0;
+  auto route = newRoute(dst, &family);
+  if (!route) return std::move(route).error();
+  rtnl_route_set_protocol(*route, static_cast<uint8_t>(protocol));
+  rtnl_route_set_table(*route, RT_TABLE_MAIN);
+  rtnl_route_set_scope(*route, RT_SCOPE_NOWHERE);  // any scope
+  int err = rtnl_route_delete(impl_->sock, *route, 0);
+  rtnl_route_put(*route);
   if (err < 0) return nlError(err, "deleting the route to " + dst);
   return {};
 }
