@@ -1,0 +1,305 @@
+// trellis-cni-agent: the node daemon of Trellis networking. It watches its
+// Node and the others (common/kube informer) and converges, level-triggered:
+//  - once its Node has spec.podCIDRs: installs the trellis-cni binary and
+//    writes the conflist (each atomically: temp file, fsync, rename), with
+//    one IPAM range set per pod CIDR (dual-stack);
+//  - routes every other node's pod CIDRs via that node's InternalIP
+//    (host-gw), removing routes of nodes that left or changed;
+//  - serves /healthz (ok once configured and the last reconcile succeeded)
+//    and /metrics.
+// VXLAN for nodes without a shared link is not built yet.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include <boost/json/serialize.hpp>
+#include <fmt/format.h>
+
+#include "cni/agent/routes.h"
+#include "common/base/flags.h"
+#include "common/base/log.h"
+#include "common/base/metrics.h"
+#include "common/base/signals.h"
+#include "common/http/server.h"
+#include "common/kube/client.h"
+#include "common/kube/config.h"
+#include "common/kube/informer.h"
+#include "common/linux/netlink.h"
+
+using namespace trellis;
+namespace json = boost::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<std::string> podCidrs(const json::object& node) {
+  std::vector<std::string> out;
+  const json::value* spec = node.if_contains("spec");
+  if (!spec || !spec->is_object()) return out;
+  if (const json::value* list = spec->get_object().if_contains("podCIDRs"); list && list->is_array()) {
+    for (const json::value& c : list->get_array()) {
+      if (c.is_string()) out.emplace_back(c.get_string());
+    }
+  }
+  if (out.empty()) {
+    if (const json::value* c = spec->get_object().if_contains("podCIDR"); c && c->is_string()) out.emplace_back(c->get_string());
+  }
+  return out;
+}
+
+std::vector<std::string> internalIps(const json::object& node) {
+  std::vector<std::string> out;
+  const json::value* status = node.if_contains("status");
+  const json::value* addrs = status && status->is_object() ? status->get_object().if_contains("addresses") : nullptr;
+  if (!addrs || !addrs->is_array()) return out;
+  for (const json::value& a : addrs->get_array()) {
+    if (!a.is_object()) continue;
+    const json::value* type = a.get_object().if_contains("type");
+    const json::value* addr = a.get_object().if_contains("address");
+    if (type && type->is_string() && type->get_string() == "InternalIP" && addr && addr->is_string()) {
+      out.emplace_back(addr->get_string());
+    }
+  }
+  return out;
+}
+
+bool isV6(std::string_view s) { return s.find(':') != std::string_view::npos; }
+
+// Writes `content` to `path` atomically (temp file in the same directory,
+// fsync, rename) unless it already holds exactly that. `mode` for new files.
+base::Result<bool> writeIfChanged(const std::string& path, const std::string& content, mode_t mode) {
+  if (std::ifstream in(path, std::ios::binary); in) {
+    std::ostringstream cur;
+    cur << in.rdbuf();
+    if (cur.str() == content) return false;
+  }
+  std::error_code ec;
+  fs::create_directories(fs::path(path).parent_path(), ec);
+  std::string tmp = path + ".trellis-tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << content;
+    out.flush();
+    if (!out) return base::makeError(base::ErrorCode::kIo, "writing {}", tmp);
+  }
+  int fd = open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    fsync(fd);
+    close(fd);
+  }
+  chmod(tmp.c_str(), mode);
+  if (rename(tmp.c_str(), path.c_str()) != 0) return base::Error::fromErrno(errno, "rename " + tmp);
+  return true;
+}
+
+struct Options {
+  std::string nodeName, binDir = "/opt/cni/bin", confDir = "/etc/cni/net.d", plugin, clusterCidr, netns;
+  std::string conflistName = "10-trellis.conflist";
+};
+
+class Agent {
+ public:
+  Agent(Options o, kube::Informer& nodes, base::Registry& metrics)
+      : o_(std::move(o)),
+        nodes_(nodes),
+        reconciles_(metrics.counter("trellis_cni_agent_reconciles_total", "Reconciles run")),
+        errors_(metrics.counter("trellis_cni_agent_reconcile_errors_total", "Reconciles that failed")),
+        routesGauge_(metrics.gauge("trellis_cni_agent_routes", "host-gw routes to other nodes")) {}
+
+  bool healthy() const { return configured_ && lastOk_; }
+
+  void reconcile() {
+    static const base::Logger log("cni-agent");
+    reconciles_.inc();
+    auto st = reconcileOnce();
+    lastOk_ = st.ok();
+    if (!st) {
+      errors_.inc();
+      log.warn("reconcile failed", {{"error", st.error().message()}});
+    }
+  }
+
+ private:
+  base::Status reconcileOnce() {
+    auto self = nodes_.get(o_.nodeName);
+    std::vector<std::string> mine = self ? podCidrs(*self) : std::vector<std::string>{};
+    if (!mine.empty()) {
+      if (auto st = installPlugin(); !st) return st;
+      if (auto st = writeConflist(mine); !st) return st;
+      configured_ = true;
+    }
+    std::vector<cni::PeerRoute> want;
+    for (const kube::ObjectPtr& n : nodes_.list()) {
+      if (kube::objectName(*n) == o_.nodeName) continue;
+      auto ips = internalIps(*n);
+      for (const std::string& cidr : podCidrs(*n)) {
+        for (const std::string& ip : ips) {
+          if (isV6(ip) == isV6(cidr)) {
+            want.push_back({cidr, ip});
+            break;
+          }
+        }
+      }
+    }
+    base::Status result;
+    auto apply = [&]() -> base::Status {
+      auto nl = sys::Netlink::open();
+      if (!nl) return std::move(nl).error();
+      auto changes = cni::reconcileRoutes(**nl, want);
+      if (!changes) return std::move(changes).error();
+      routesGauge_.set(static_cast<double>(want.size()));
+      return {};
+    };
+    result = o_.netns.empty() ? apply() : sys::inNetns(o_.netns, apply);
+    return result;
+  }
+
+  base::Status installPlugin() {
+    if (o_.plugin.empty()) return {};
+    std::ifstream in(o_.plugin, std::ios::binary);
+    if (!in) return base::makeError(base::ErrorCode::kNotFound, "plugin binary {} is missing", o_.plugin);
+    std::ostringstream bin;
+    bin << in.rdbuf();
+    auto w = writeIfChanged(o_.binDir + "/trellis-cni", bin.str(), 0755);
+    if (!w) return std::move(w).error();
+    return {};
+  }
+
+  base::Status writeConflist(const std::vector<std::string>& cidrs) {
+    json::array ranges;
+    for (const std::string& c : cidrs) ranges.push_back(json::array{json::object{{"subnet", c}}});
+    json::object plugin{{"type", "trellis-cni"},
+                        {"bridge", "trellis0"},
+                        {"isGateway", true},
+                        {"ipMasq", !o_.clusterCidr.empty()},
+                        {"hairpinMode", true},
+                        {"capabilities", json::object{{"portMappings", true}}},
+                        {"ipam", json::object{{"type", "host-local"}, {"ranges", std::move(ranges)}}}};
+    if (!o_.clusterCidr.empty()) plugin["clusterCIDR"] = o_.clusterCidr;
+    json::object conflist{{"cniVersion", "1.0.0"}, {"name", "trellis"}, {"plugins", json::array{std::move(plugin)}}};
+    auto w = writeIfChanged(o_.confDir + "/" + o_.conflistName, json::serialize(conflist) + "\n", 0644);
+    if (!w) return std::move(w).error();
+    return {};
+  }
+
+  Options o_;
+  kube::Informer& nodes_;
+  base::Counter& reconciles_;
+  base::Counter& errors_;
+  base::Gauge& routesGauge_;
+  std::atomic<bool> configured_{false}, lastOk_{false};
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  base::blockShutdownSignals();
+  CLI::App app{"trellis-cni-agent: installs trellis-cni on a node and routes pod networks between nodes"};
+  base::CommonFlags common;
+  base::addCommonFlags(app, common);
+  Options o;
+  std::string kubeconfig, listen = "127.0.0.1:9102";
+  double resyncSeconds = 30;
+  app.add_option("--kubeconfig", kubeconfig, "kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)");
+  app.add_option("--node-name", o.nodeName, "this node's Node name (default: the hostname)");
+  app.add_option("--cni-bin-dir", o.binDir, "where the plugin binary goes")->capture_default_str();
+  app.add_option("--cni-conf-dir", o.confDir, "where the conflist goes")->capture_default_str();
+  app.add_option("--plugin", o.plugin, "the trellis-cni binary to install (default: next to this one)");
+  app.add_option("--cluster-cidr", o.clusterCidr, "the cluster's pod CIDR: pod traffic leaving it is masqueraded");
+  app.add_option("--netns", o.netns, "program routes in this network namespace (a node of a local cluster)");
+  app.add_option("--listen", listen, "address:port for /healthz and /metrics")->capture_default_str();
+  app.add_option("--resync", resyncSeconds, "seconds between full reconciles")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  base::applyCommonFlags(common);
+  base::Logger log("cni-agent");
+  if (o.nodeName.empty()) {
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    o.nodeName = host;
+  }
+  if (o.plugin.empty()) {
+    std::error_code ec;
+    auto self = fs::read_symlink("/proc/self/exe", ec);
+    if (!ec) o.plugin = (self.parent_path() / "trellis-cni").string();
+  }
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::condition_variable cv;
+  bool dirty = true;
+  base::SignalWatcher signals([&] {
+    stop = true;
+    cv.notify_all();
+  });
+  auto cfg = kubeconfig.empty() ? kube::loadDefaultConfig() : kube::loadKubeconfig({kubeconfig});
+  if (!cfg) {
+    log.error("kubeconfig", {{"error", cfg.error().message()}});
+    return 1;
+  }
+  auto client = kube::Client::create(*cfg);
+  if (!client) {
+    log.error("client", {{"error", client.error().message()}});
+    return 1;
+  }
+  base::Registry metrics;
+  kube::Informer nodes(**client, kube::resources::kNodes);
+  Agent agent(o, nodes, metrics);
+  auto wake = [&] {
+    std::lock_guard g(mu);
+    dirty = true;
+    cv.notify_all();
+  };
+  nodes.addHandler({.onAdd = [&](const kube::ObjectPtr&) { wake(); },
+                    .onUpdate = [&](const kube::ObjectPtr&, const kube::ObjectPtr&) { wake(); },
+                    .onDelete = [&](const kube::ObjectPtr&) { wake(); }});
+  nodes.start();
+
+  http::ServerOptions so;
+  size_t colon = listen.rfind(':');
+  so.address = listen.substr(0, colon);
+  so.port = static_cast<uint16_t>(std::stoi(listen.substr(colon + 1)));
+  so.name = "cni-agent";
+  so.metrics = &metrics;
+  http::Server server(so, [&](http::Request& req, std::shared_ptr<http::ResponseWriter> w) {
+    http::Response r;
+    r.headers.add("content-type", "text/plain; charset=utf-8");
+    if (req.path() == "/healthz") {
+      r.status = agent.healthy() ? 200 : 503;
+      r.body = agent.healthy() ? "ok" : "not configured yet";
+    } else if (req.path() == "/metrics") {
+      r.headers.set("content-type", base::Registry::kContentType);
+      r.body = metrics.render();
+    } else {
+      r.status = 404;
+      r.body = "not found";
+    }
+    w->respond(std::move(r));
+  });
+  if (auto st = server.start(); !st) {
+    log.error("listen", {{"error", st.error().message()}});
+    return 1;
+  }
+  log.info("started", {{"node", o.nodeName}, {"port", server.port()}});
+  if (!nodes.waitForSync(std::chrono::seconds(60))) log.warn("nodes not synced yet");
+  auto resync = std::chrono::duration<double>(resyncSeconds);
+  while (!stop) {
+    {
+      std::unique_lock g(mu);
+      cv.wait_for(g, resync, [&] { return dirty || stop.load(); });
+      if (stop) break;
+      dirty = false;
+    }
+    agent.reconcile();
+  }
+  nodes.stop();
+  server.stop(std::chrono::seconds(1));
+  return 0;
+}
