@@ -213,6 +213,11 @@ std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& 
   sys::Netlink& host = **nl;
   if (auto st = host.ensureBridge(nc.bridge, nc.mtu); !st) return fail(st.error());
   if (nc.isGateway) {
+    // A gateway forwards: pods reach other nodes and the outside through it.
+    bool v6 = std::any_of(r.ips.begin(), r.ips.end(), [](const IpConfig& ip) { return ip.v6(); });
+    bool v4 = std::any_of(r.ips.begin(), r.ips.end(), [](const IpConfig& ip) { return !ip.v6(); });
+    if (v4) std::ofstream("/proc/sys/net/ipv4/ip_forward") << "1";
+    if (v6) std::ofstream("/proc/sys/net/ipv6/conf/all/forwarding") << "1";
     for (const IpConfig& ip : r.ips) {
       if (auto st = host.addAddress(nc.bridge, ip.gateway + prefixOf(ip.address)); !st) return fail(st.error());
     }

@@ -1,6 +1,8 @@
 // trellis-cni exec'd as a runtime does it (environment + stdin config), in
-// network namespaces this test creates (root). Everything created — netns,
-// bridge, veths, IPAM files — is removed at the end, also on failure.
+// network namespaces this test creates (root): a "node" namespace where the
+// plugin runs (its bridge, host veth ends, nftables table and sysctls live
+// there, never in the machine's own namespace) and pod namespaces. Deleting
+// the namespaces at the end removes everything, also on failure.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -26,12 +28,19 @@ class CniTest : public ::testing::Test {
     ASSERT_EQ(geteuid(), 0u) << "these tests create network namespaces and links: run them as root";
     tag_ = fmt::format("{}", getpid() % 100000);
     bridge_ = "trt" + tag_;
+    node_ = netns("node");
+    // The node's uplink (MTU 1400) carries its default route.
+    ASSERT_EQ(testing::run(host("ip link add up0 mtu 1400 type veth peer name up0p && ") + host("ip link set up0p up && ") +
+                           host("ip addr add 192.168.90.1/24 dev up0 && ") + host("ip link set up0 up && ") +
+                           host("ip route add default via 192.168.90.254"))
+                  .exitCode,
+              0);
   }
   void TearDown() override {
-    for (const std::string& ns : netns_) testing::run("ip netns del " + ns);
-    testing::run("ip link del " + bridge_);
-    testing::run("nft delete table inet trellis_t" + tag_ + " 2>/dev/null");
+    for (auto it = netns_.rbegin(); it != netns_.rend(); ++it) testing::run("ip netns del " + *it);
   }
+  // A command run in the node's namespace.
+  std::string host(const std::string& cmd) { return "ip netns exec " + node_ + " " + cmd; }
   std::string netns(const std::string& name) {
     std::string n = "trellis-t" + tag_ + "-" + name;
     EXPECT_EQ(testing::run("ip netns add " + n).exitCode, 0);
@@ -53,7 +62,7 @@ class CniTest : public ::testing::Test {
     if (!id.empty()) env += " CNI_CONTAINERID='" + id + "'";
     if (!ns.empty()) env += " CNI_NETNS=" + ns;
     if (!ifname.empty()) env += " CNI_IFNAME=" + ifname;
-    return testing::run("env " + env + " " + TRELLIS_CNI_BIN + " < " + file + " 2>/dev/null");
+    return testing::run(host("env " + env + " " + TRELLIS_CNI_BIN + " < " + file + " 2>/dev/null"));
   }
   static std::string ipOf(const std::string& out) {
     json::value v = json::parse(out);
@@ -69,10 +78,10 @@ class CniTest : public ::testing::Test {
     }
     return n;
   }
-  size_t veths() { return std::stoul(testing::run("ip -o link show type veth | wc -l").out); }
+  size_t veths() { return std::stoul(testing::run(host("ip -o link show type veth | wc -l")).out); }
 
   testing::TempDir dir_;
-  std::string tag_, bridge_;
+  std::string tag_, bridge_, node_;
   std::vector<std::string> netns_;
   int counter_ = 0;
 };
@@ -119,8 +128,7 @@ TEST_F(CniTest, AddConnectsPodsAndDelRemovesEverything) {
   EXPECT_NE(ipA, ipB);
   std::string gateway(r.at("ips").at(0).at("gateway").as_string());
   // No "mtu" in the config: the uplink's (the default route's interface).
-  std::string uplink = testing::run("cat /sys/class/net/$(ip route show default | awk '{print $5; exit}')/mtu").out;
-  EXPECT_EQ(testing::run("ip netns exec " + a + " cat /sys/class/net/eth0/mtu").out, uplink);
+  EXPECT_EQ(testing::run("ip netns exec " + a + " cat /sys/class/net/eth0/mtu").out, "1400\n");  // the node's uplink
   EXPECT_EQ(testing::run("ip netns exec " + a + " ping -c1 -W2 " + ipB).exitCode, 0);
   EXPECT_EQ(testing::run("ip netns exec " + b + " ping -c1 -W2 " + gateway).exitCode, 0);
   // Repeated ADD: the same address; CHECK agrees.
@@ -177,7 +185,7 @@ TEST_F(CniTest, ParallelAddsGetDistinctAddressesAndGcReleasesTheInvalid) {
   }
   // (the kernel may finish unregistering a veth pair a moment after DEL returns)
   EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
-      << testing::run("ip -o link show type veth").out;
+      << testing::run(host("ip -o link show type veth")).out;
   EXPECT_EQ(allocations(), 0u);
 }
 
@@ -190,20 +198,20 @@ TEST_F(CniTest, ChainsWithTheReferenceTuningPlugin) {
   auto add = exec("ADD", "pod-c", path, config());
   ASSERT_EQ(add.exitCode, 0) << add.out;
   std::string tuning = fmt::format(R"({{"cniVersion":"1.0.0","name":"tnet","type":"tuning",)"
-                                   R"("sysctl":{{"net.ipv4.conf.eth0.accept_redirects":"0"}},"mtu":1400,"prevResult":{}}})",
+                                   R"("sysctl":{{"net.ipv4.conf.eth0.accept_redirects":"0"}},"mtu":1300,"prevResult":{}}})",
                                    add.out.substr(0, add.out.find_last_not_of('\n') + 1));
   std::string file = dir_.file("tuning.json");
   testing::writeFile(file, tuning);
-  auto tuned = testing::run("env CNI_COMMAND=ADD CNI_CONTAINERID=pod-c CNI_NETNS=" + path +
+  auto tuned = testing::run(host("") + "env CNI_COMMAND=ADD CNI_CONTAINERID=pod-c CNI_NETNS=" + path +
                             " CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni /usr/lib/cni/tuning < " + file);
   ASSERT_EQ(tuned.exitCode, 0) << tuned.out;
   // tuning passes our result on, and did its work in the pod.
   json::value passed = json::parse(tuned.out);
   EXPECT_EQ(passed.at("ips").at(0).at("address"), json::parse(add.out).at("ips").at(0).at("address"));
-  EXPECT_NE(testing::run("ip netns exec " + ns + " ip link show eth0").out.find("mtu 1400"), std::string::npos);
+  EXPECT_NE(testing::run("ip netns exec " + ns + " ip link show eth0").out.find("mtu 1300"), std::string::npos);
   EXPECT_EQ(testing::run("ip netns exec " + ns + " sysctl -n net.ipv4.conf.eth0.accept_redirects").out, "0\n");
   // DEL in reverse order.
-  auto untuned = testing::run("env CNI_COMMAND=DEL CNI_CONTAINERID=pod-c CNI_NETNS=" + path +
+  auto untuned = testing::run(host("") + "env CNI_COMMAND=DEL CNI_CONTAINERID=pod-c CNI_NETNS=" + path +
                               " CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni /usr/lib/cni/tuning < " + file);
   EXPECT_EQ(untuned.exitCode, 0) << untuned.out;
   EXPECT_EQ(exec("DEL", "pod-c", path, config()).exitCode, 0);
@@ -217,7 +225,7 @@ TEST_F(CniTest, IpMasqKeepsOneRulePerFamilyInTrellissOwnTable) {
   std::string a = netns("ma"), b = netns("mb");
   ASSERT_EQ(exec("ADD", "m-a", "/var/run/netns/" + a, cfg).exitCode, 0);
   ASSERT_EQ(exec("ADD", "m-b", "/var/run/netns/" + b, cfg).exitCode, 0);
-  std::string rules = testing::run("nft list table inet " + table).out;
+  std::string rules = testing::run(host("nft list table inet " + table)).out;
   size_t count = 0;
   for (size_t pos = 0; (pos = rules.find("masquerade", pos)) != std::string::npos; ++pos) ++count;
   EXPECT_EQ(count, 2u) << rules;  // one for IPv4, one for IPv6, however many pods
@@ -246,13 +254,13 @@ TEST_F(CniTest, HostPortReachableFromTheNodeAndGoneAfterDel) {
     testing::run("timeout 3 ip netns exec " + ns + " " + TRELLIS_HTTP_EXAMPLE_BIN + " --listen 0.0.0.0:8080 --log-level off");
   });
   std::string url = "http://" + gateway + ":31080/";
-  EXPECT_TRUE(testing::waitFor([&] { return testing::run("curl -s -m 1 -o /dev/null -w '%{http_code}' " + url).out == "200"; },
+  EXPECT_TRUE(testing::waitFor([&] { return testing::run(host("curl -s -m 1 -o /dev/null -w '%{http_code}' " + url)).out == "200"; },
                                std::chrono::seconds(4)))
-      << testing::run("nft list table inet " + table).out;
+      << testing::run(host("nft list table inet " + table)).out;
   EXPECT_EQ(exec("DEL", "hp", "/var/run/netns/" + ns, cfg).exitCode, 0);
-  std::string map = testing::run("nft list map inet " + table + " hostports4").out;
+  std::string map = testing::run(host("nft list map inet " + table + " hostports4")).out;
   EXPECT_EQ(map.find("31080"), std::string::npos) << map;  // DEL leaves no mapping
-  EXPECT_NE(testing::run("curl -s -m 1 -o /dev/null " + url).exitCode, 0);
+  EXPECT_NE(testing::run(host("curl -s -m 1 -o /dev/null " + url)).exitCode, 0);
   server.join();
   auto bad = config();
   bad.insert(bad.size() - 1, R"(,"capabilities":{"portMappings":true},"runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":80}]})");
@@ -271,7 +279,7 @@ TEST_F(CniTest, KillNineMidAddThenGcLeavesNothing) {
   testing::writeFile(file, cfg);
   // 20 ADDs, each killed -9 at a different moment (1..20 ms in).
   for (int i = 0; i < 20; ++i) {
-    testing::run(fmt::format("env CNI_COMMAND=ADD CNI_CONTAINERID=k{} CNI_NETNS=/var/run/netns/{} CNI_IFNAME=eth{} "
+    testing::run(host("") + fmt::format("env CNI_COMMAND=ADD CNI_CONTAINERID=k{} CNI_NETNS=/var/run/netns/{} CNI_IFNAME=eth{} "
                              "CNI_PATH=/usr/lib/cni timeout -s KILL 0.{:03d} {} < {} > /dev/null 2>&1",
                              i, ns, i, i + 1, TRELLIS_CNI_BIN, file));
   }
@@ -281,9 +289,9 @@ TEST_F(CniTest, KillNineMidAddThenGcLeavesNothing) {
   auto gc = exec("GC", "", "", gcCfg, "");
   EXPECT_EQ(gc.exitCode, 0) << gc.out;
   EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
-      << testing::run("ip -o link show type veth").out;
+      << testing::run(host("ip -o link show type veth")).out;
   EXPECT_EQ(allocations(), 0u);
-  auto map = testing::run("nft list map inet " + table + " hostports4 2>/dev/null").out;
+  auto map = testing::run(host("nft list map inet " + table + " hostports4 2>/dev/null")).out;
   EXPECT_EQ(map.find("32080"), std::string::npos) << map;
   // Interfaces moved into the pod went with their host ends.
   EXPECT_EQ(testing::run("ip netns exec " + ns + " ip -o link show type veth | wc -l").out, "0\n");
@@ -295,7 +303,7 @@ TEST_F(CniTest, VxlanOverlayLeavesRoomForItsHeaders) {
   std::string ns = netns("mtu");
   auto add = exec("ADD", "mtu", "/var/run/netns/" + ns, cfg);
   ASSERT_EQ(add.exitCode, 0) << add.out;
-  int uplink = std::stoi(testing::run("cat /sys/class/net/$(ip route show default | awk '{print $5; exit}')/mtu").out);
+  int uplink = 1400;  // the node's uplink
   EXPECT_EQ(std::stoi(testing::run("ip netns exec " + ns + " cat /sys/class/net/eth0/mtu").out), uplink - 50);
   EXPECT_EQ(json::parse(add.out).at("interfaces").at(2).at("mtu").as_int64(), uplink - 50);  // 1.1.0 reports it
   EXPECT_EQ(exec("DEL", "mtu", "/var/run/netns/" + ns, cfg).exitCode, 0);
