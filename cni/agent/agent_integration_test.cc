@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <fmt/format.h>
 
 #include "common/kube/client.h"
@@ -120,6 +121,102 @@ TEST_F(AgentTest, InstallsThePluginAndKeepsHostGwRoutesLevelTriggered) {
   }, 10s)) << routes();
   auto metrics = testing::run("curl -s http://127.0.0.1:" + std::to_string(port_) + "/metrics").out;
   EXPECT_NE(metrics.find("trellis_cni_agent_routes 2"), std::string::npos) << metrics;
+}
+
+// Three "nodes" (network namespaces joined by a bridge in a fourth), an
+// agent for each, a pod on each made by the plugin from the conflist its
+// agent wrote: pods on different nodes reach each other by host-gw routes.
+TEST(MultiNode, PodsOnDifferentNodesReachEachOtherByHostGw) {
+  ASSERT_EQ(geteuid(), 0u) << "creates network namespaces: run as root";
+  testing::TempDir dir;
+  testing::ApiServerProcess api(TRELLIS_APISERVER_BIN, dir.path());
+  ASSERT_TRUE(api.start()) << api.log();
+  auto cfg = kube::loadKubeconfig({api.kubeconfig()});
+  auto client = kube::Client::create(*cfg);
+  ASSERT_TRUE(client);
+  std::string tag = fmt::format("{}", getpid() % 10000);
+  std::string sw = "trellis-sw" + tag;
+  std::vector<std::string> spaces{sw};
+  std::vector<pid_t> agents;
+  struct Cleanup {
+    std::vector<std::string>& spaces;
+    std::vector<pid_t>& agents;
+    ~Cleanup() {
+      for (pid_t p : agents) {
+        kill(p, SIGTERM);
+        waitpid(p, nullptr, 0);
+      }
+      for (auto it = spaces.rbegin(); it != spaces.rend(); ++it) testing::run("ip netns del " + *it);
+    }
+  } cleanup{spaces, agents};
+  auto in = [](const std::string& ns, const std::string& cmd) { return "ip netns exec " + ns + " " + cmd; };
+  ASSERT_EQ(testing::run("ip netns add " + sw + " && " + in(sw, "ip link add br0 type bridge") + " && " +
+                         in(sw, "ip link set br0 up"))
+                .exitCode,
+            0);
+  std::vector<std::string> podIps;
+  for (int k = 1; k <= 3; ++k) {
+    std::string node = fmt::format("trellis-n{}-{}", k, tag);
+    std::string pod = fmt::format("trellis-p{}-{}", k, tag);
+    spaces.push_back(node);
+    spaces.push_back(pod);
+    std::string nodeIp = fmt::format("192.168.70.{}", k);
+    ASSERT_EQ(testing::run("ip netns add " + node + " && ip netns add " + pod + " && " +
+                           in(sw, fmt::format("ip link add sw{} type veth peer name up0 netns {}", k, node)) + " && " +
+                           in(sw, fmt::format("ip link set sw{} master br0 up", k)) + " && " +
+                           in(node, "ip addr add " + nodeIp + "/24 dev up0") + " && " + in(node, "ip link set up0 up") +
+                           " && " + in(node, "ip link set lo up"))
+                  .exitCode,
+              0);
+    json::object n{{"metadata", json::object{{"name", fmt::format("n{}", k)}}},
+                   {"spec", json::object{{"podCIDRs", json::array{json::value(fmt::format("10.244.{}.0/24", k))}}}}};
+    ASSERT_TRUE((*client)->create(kube::resources::kNodes, "", n));
+    ASSERT_TRUE((*client)->patch(kube::resources::kNodes, "", fmt::format("n{}", k), kube::PatchType::kMerge,
+                                 R"({"status":{"addresses":[{"type":"InternalIP","address":")" + nodeIp + "\"}]}}", "status"));
+    std::string nodeDir = dir.file(fmt::format("n{}", k));
+    pid_t pid = fork();
+    if (pid == 0) {
+      std::string log = nodeDir + ".log";
+      if (!freopen(log.c_str(), "a", stderr)) _exit(126);
+      std::string port = std::to_string(testing::freeTcpPort());
+      execl(TRELLIS_CNI_AGENT_BIN, "trellis-cni-agent", "--kubeconfig", api.kubeconfig().c_str(), "--node-name",
+            fmt::format("n{}", k).c_str(), "--cni-bin-dir", (nodeDir + "/bin").c_str(), "--cni-conf-dir",
+            (nodeDir + "/net.d").c_str(), "--plugin", TRELLIS_CNI_BIN, "--ipam-data-dir", (nodeDir + "/ipam").c_str(),
+            "--netns", ("/var/run/netns/" + node).c_str(), "--listen", ("127.0.0.1:" + port).c_str(), "--resync", "1",
+            nullptr);
+      _exit(127);
+    }
+    agents.push_back(pid);
+    // The runtime's part: the conflist's plugin, with name and cniVersion, run in the node.
+    std::string conflist = nodeDir + "/net.d/10-trellis.conflist";
+    ASSERT_TRUE(testing::waitFor([&] { return access(conflist.c_str(), R_OK) == 0; }, std::chrono::seconds(10)));
+    json::value list = json::parse(testing::readFile(conflist));
+    json::object plugin = list.at("plugins").at(0).as_object();
+    plugin["name"] = list.at("name");
+    plugin["cniVersion"] = list.at("cniVersion");
+    testing::writeFile(nodeDir + "/plugin.json", json::serialize(plugin));
+    auto add = testing::run(in(node, "env CNI_COMMAND=ADD CNI_CONTAINERID=pod" + std::to_string(k) + " CNI_NETNS=/var/run/netns/" +
+                                         pod + " CNI_IFNAME=eth0 CNI_PATH=" + nodeDir + "/bin " + nodeDir +
+                                         "/bin/trellis-cni < " + nodeDir + "/plugin.json"));
+    ASSERT_EQ(add.exitCode, 0) << add.out;
+    std::string a(json::parse(add.out).at("ips").at(0).at("address").as_string());
+    podIps.push_back(a.substr(0, a.find('/')));
+  }
+  // Each agent routes the other two nodes' pod CIDRs.
+  for (int k = 1; k <= 3; ++k) {
+    std::string node = fmt::format("trellis-n{}-{}", k, tag);
+    EXPECT_TRUE(testing::waitFor([&] {
+      return std::stoi(testing::run(in(node, "ip route show proto 77 | wc -l")).out) == 2;
+    }, std::chrono::seconds(10))) << testing::run(in(node, "ip route")).out;
+  }
+  for (int from = 1; from <= 3; ++from) {
+    for (int to = 1; to <= 3; ++to) {
+      if (from == to) continue;
+      std::string pod = fmt::format("trellis-p{}-{}", from, tag);
+      EXPECT_EQ(testing::run(in(pod, "ping -c1 -W2 " + podIps[to - 1])).exitCode, 0)
+          << "pod on n" << from << " cannot reach the pod on n" << to;
+    }
+  }
 }
 
 }  // namespace

@@ -104,6 +104,7 @@ base::Result<bool> writeIfChanged(const std::string& path, const std::string& co
 struct Options {
   std::string nodeName, binDir = "/opt/cni/bin", confDir = "/etc/cni/net.d", plugin, clusterCidr, netns;
   std::string conflistName = "10-trellis.conflist";
+  std::string ipamDataDir;  // "" : the plugin's default (/var/lib/cni/networks)
 };
 
 class Agent {
@@ -184,6 +185,7 @@ class Agent {
                         {"hairpinMode", true},
                         {"capabilities", json::object{{"portMappings", true}}},
                         {"ipam", json::object{{"type", "host-local"}, {"ranges", std::move(ranges)}}}};
+    if (!o_.ipamDataDir.empty()) plugin["ipam"].as_object()["dataDir"] = o_.ipamDataDir;
     if (!o_.clusterCidr.empty()) plugin["clusterCIDR"] = o_.clusterCidr;
     json::object conflist{{"cniVersion", "1.0.0"}, {"name", "trellis"}, {"plugins", json::array{std::move(plugin)}}};
     auto w = writeIfChanged(o_.confDir + "/" + o_.conflistName, json::serialize(conflist) + "\n", 0644);
@@ -215,6 +217,7 @@ int main(int argc, char** argv) {
   app.add_option("--cni-conf-dir", o.confDir, "where the conflist goes")->capture_default_str();
   app.add_option("--plugin", o.plugin, "the trellis-cni binary to install (default: next to this one)");
   app.add_option("--cluster-cidr", o.clusterCidr, "the cluster's pod CIDR: pod traffic leaving it is masqueraded");
+  app.add_option("--ipam-data-dir", o.ipamDataDir, "the plugin's address store (default: /var/lib/cni/networks)");
   app.add_option("--netns", o.netns, "program routes in this network namespace (a node of a local cluster)");
   app.add_option("--listen", listen, "address:port for /healthz and /metrics")->capture_default_str();
   app.add_option("--resync", resyncSeconds, "seconds between full reconciles")->capture_default_str();
