@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -152,27 +154,43 @@ TEST_F(CniTest, AddConnectsPodsAndDelRemovesEverything) {
   EXPECT_EQ(exec("DEL", "pod-a", "/var/run/netns/" + a, config("0.4.0")).exitCode, 0);
 }
 
-TEST_F(CniTest, ParallelAddsGetDistinctAddressesAndGcReleasesTheInvalid) {
+TEST_F(CniTest, HundredParallelAddsGetDistinctAddressesAndGcReleasesTheInvalid) {
   size_t before = veths();
-  constexpr int kPods = 16;
+  constexpr int kPods = 100;
   std::vector<std::string> spaces;
   for (int i = 0; i < kPods; ++i) spaces.push_back(netns("p" + std::to_string(i)));
   std::mutex mu;
   std::set<std::string> ips;
-  std::vector<std::thread> runners;
-  for (int t = 0; t < 8; ++t) {
-    runners.emplace_back([&, t] {
-      for (int i = t; i < kPods; i += 8) {
-        auto r = exec("ADD", "pod-" + std::to_string(i), "/var/run/netns/" + spaces[i], config());
-        std::lock_guard g(mu);
-        EXPECT_EQ(r.exitCode, 0) << r.out;
-        if (r.exitCode == 0) ips.insert(ipOf(r.out));
-      }
-    });
-  }
-  for (auto& t : runners) t.join();
+  std::vector<std::string> ipOfPod(kPods);
+  std::string gateway;
+  auto parallel = [&](const std::function<void(int)>& each) {
+    std::vector<std::thread> runners;
+    for (int t = 0; t < 8; ++t) {
+      runners.emplace_back([&, t] {
+        for (int i = t; i < kPods; i += 8) each(i);
+      });
+    }
+    for (auto& t : runners) t.join();
+  };
+  // 100 ADDs, 8 at a time.
+  parallel([&](int i) {
+    auto r = exec("ADD", "pod-" + std::to_string(i), "/var/run/netns/" + spaces[i], config());
+    std::lock_guard g(mu);
+    EXPECT_EQ(r.exitCode, 0) << r.out;
+    if (r.exitCode != 0) return;
+    ipOfPod[i] = ipOf(r.out);
+    ips.insert(ipOfPod[i]);
+    gateway = std::string(json::parse(r.out).at("ips").at(0).at("gateway").as_string());
+  });
   EXPECT_EQ(ips.size(), static_cast<size_t>(kPods));
-  EXPECT_EQ(testing::run("ip netns exec " + spaces[0] + " ping -c1 -W2 " + *ips.rbegin()).exitCode, 0);
+  // Every pod reaches the node (its gateway) and, around a ring, another pod.
+  std::atomic<int> unreachable{0};
+  parallel([&](int i) {
+    std::string target = ipOfPod[(i + 1) % kPods];
+    if (testing::run("ip netns exec " + spaces[i] + " ping -c1 -W2 " + gateway).exitCode != 0) ++unreachable;
+    if (testing::run("ip netns exec " + spaces[i] + " ping -c1 -W2 " + target).exitCode != 0) ++unreachable;
+  });
+  EXPECT_EQ(unreachable.load(), 0);
   // GC with only pod-0 valid (1.1.0 config): every other address is released.
   std::string cfg = config("1.1.0");
   cfg.insert(cfg.size() - 1, R"(,"cni.dev/valid-attachments":[{"containerID":"pod-0","ifname":"eth0"}])");
