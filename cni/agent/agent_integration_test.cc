@@ -7,6 +7,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
@@ -123,10 +125,11 @@ TEST_F(AgentTest, InstallsThePluginAndKeepsHostGwRoutesLevelTriggered) {
   EXPECT_NE(metrics.find("trellis_cni_agent_routes 2"), std::string::npos) << metrics;
 }
 
-// Three "nodes" (network namespaces joined by a bridge in a fourth), an
-// agent for each, a pod on each made by the plugin from the conflist its
-// agent wrote: pods on different nodes reach each other by host-gw routes.
-TEST(MultiNode, PodsOnDifferentNodesReachEachOtherByHostGw) {
+// "Nodes" as network namespaces, an agent for each, a pod on each made by
+// the plugin from the conflist its agent wrote. `routed`: each node on its
+// own subnet behind a router namespace (no shared link: VXLAN); otherwise all
+// on one bridge (host-gw). Pods on different nodes must reach each other.
+void multiNode(int nodes, bool routed) {
   ASSERT_EQ(geteuid(), 0u) << "creates network namespaces: run as root";
   testing::TempDir dir;
   testing::ApiServerProcess api(TRELLIS_APISERVER_BIN, dir.path());
@@ -150,24 +153,31 @@ TEST(MultiNode, PodsOnDifferentNodesReachEachOtherByHostGw) {
     }
   } cleanup{spaces, agents};
   auto in = [](const std::string& ns, const std::string& cmd) { return "ip netns exec " + ns + " " + cmd; };
-  ASSERT_EQ(testing::run("ip netns add " + sw + " && " + in(sw, "ip link add br0 type bridge") + " && " +
-                         in(sw, "ip link set br0 up"))
+  // The switch (one bridge) or the router (a link per node, forwarding).
+  ASSERT_EQ(testing::run("ip netns add " + sw + " && " +
+                         (routed ? in(sw, "sysctl -qw net.ipv4.ip_forward=1")
+                                 : in(sw, "ip link add br0 type bridge") + " && " + in(sw, "ip link set br0 up")))
                 .exitCode,
             0);
   std::vector<std::string> podIps;
-  for (int k = 1; k <= 3; ++k) {
+  for (int k = 1; k <= nodes; ++k) {
     std::string node = fmt::format("trellis-n{}-{}", k, tag);
     std::string pod = fmt::format("trellis-p{}-{}", k, tag);
     spaces.push_back(node);
     spaces.push_back(pod);
-    std::string nodeIp = fmt::format("192.168.70.{}", k);
-    ASSERT_EQ(testing::run("ip netns add " + node + " && ip netns add " + pod + " && " +
-                           in(sw, fmt::format("ip link add sw{} type veth peer name up0 netns {}", k, node)) + " && " +
-                           in(sw, fmt::format("ip link set sw{} master br0 up", k)) + " && " +
-                           in(node, "ip addr add " + nodeIp + "/24 dev up0") + " && " + in(node, "ip link set up0 up") +
-                           " && " + in(node, "ip link set lo up"))
-                  .exitCode,
-              0);
+    std::string nodeIp = routed ? fmt::format("192.168.8{}.1", k) : fmt::format("192.168.70.{}", k);
+    std::string wire = "ip netns add " + node + " && ip netns add " + pod + " && " +
+                       in(sw, fmt::format("ip link add sw{} type veth peer name up0 netns {}", k, node)) + " && " +
+                       in(node, "ip addr add " + nodeIp + "/24 dev up0") + " && " + in(node, "ip link set up0 up") +
+                       " && " + in(node, "ip link set lo up");
+    if (routed) {
+      wire += " && " + in(sw, fmt::format("ip addr add 192.168.8{}.254/24 dev sw{}", k, k)) + " && " +
+              in(sw, fmt::format("ip link set sw{} up", k)) + " && " +
+              in(node, fmt::format("ip route add default via 192.168.8{}.254", k));
+    } else {
+      wire += " && " + in(sw, fmt::format("ip link set sw{} master br0 up", k));
+    }
+    ASSERT_EQ(testing::run(wire).exitCode, 0);
     json::object n{{"metadata", json::object{{"name", fmt::format("n{}", k)}}},
                    {"spec", json::object{{"podCIDRs", json::array{json::value(fmt::format("10.244.{}.0/24", k))}}}}};
     ASSERT_TRUE((*client)->create(kube::resources::kNodes, "", n));
@@ -189,7 +199,8 @@ TEST(MultiNode, PodsOnDifferentNodesReachEachOtherByHostGw) {
     agents.push_back(pid);
     // The runtime's part: the conflist's plugin, with name and cniVersion, run in the node.
     std::string conflist = nodeDir + "/net.d/10-trellis.conflist";
-    ASSERT_TRUE(testing::waitFor([&] { return access(conflist.c_str(), R_OK) == 0; }, std::chrono::seconds(10)));
+    ASSERT_TRUE(testing::waitFor([&] { return access(conflist.c_str(), R_OK) == 0; }, std::chrono::seconds(10)))
+        << testing::readFile(nodeDir + ".log");
     json::value list = json::parse(testing::readFile(conflist));
     json::object plugin = list.at("plugins").at(0).as_object();
     plugin["name"] = list.at("name");
@@ -202,15 +213,18 @@ TEST(MultiNode, PodsOnDifferentNodesReachEachOtherByHostGw) {
     std::string a(json::parse(add.out).at("ips").at(0).at("address").as_string());
     podIps.push_back(a.substr(0, a.find('/')));
   }
-  // Each agent routes the other two nodes' pod CIDRs.
-  for (int k = 1; k <= 3; ++k) {
+  // Each agent routes the other nodes' pod CIDRs (through trellis.1 when routed).
+  for (int k = 1; k <= nodes; ++k) {
     std::string node = fmt::format("trellis-n{}-{}", k, tag);
     EXPECT_TRUE(testing::waitFor([&] {
-      return std::stoi(testing::run(in(node, "ip route show proto 77 | wc -l")).out) == 2;
-    }, std::chrono::seconds(10))) << testing::run(in(node, "ip route")).out;
+      std::string r = testing::run(in(node, "ip route show proto 77")).out;
+      size_t count = std::count(r.begin(), r.end(), '\n');
+      return count == static_cast<size_t>(nodes - 1) && (!routed || r.find("dev trellis.1") != std::string::npos);
+    }, std::chrono::seconds(10))) << testing::run(in(node, "ip route")).out
+                                   << testing::readFile(dir.file(fmt::format("n{}", k)) + ".log");
   }
-  for (int from = 1; from <= 3; ++from) {
-    for (int to = 1; to <= 3; ++to) {
+  for (int from = 1; from <= nodes; ++from) {
+    for (int to = 1; to <= nodes; ++to) {
       if (from == to) continue;
       std::string pod = fmt::format("trellis-p{}-{}", from, tag);
       EXPECT_EQ(testing::run(in(pod, "ping -c1 -W2 " + podIps[to - 1])).exitCode, 0)
@@ -218,6 +232,10 @@ TEST(MultiNode, PodsOnDifferentNodesReachEachOtherByHostGw) {
     }
   }
 }
+
+TEST(MultiNode, PodsOnDifferentNodesReachEachOtherByHostGw) { multiNode(3, false); }
+
+TEST(MultiNode, PodsAcrossNodesWithoutASharedLinkUseVxlan) { multiNode(2, true); }
 
 }  // namespace
 }  // namespace trellis::cni

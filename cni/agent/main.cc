@@ -3,11 +3,14 @@
 //  - once its Node has spec.podCIDRs: installs the trellis-cni binary and
 //    writes the conflist (each atomically: temp file, fsync, rename), with
 //    one IPAM range set per pod CIDR (dual-stack);
-//  - routes every other node's pod CIDRs via that node's InternalIP
-//    (host-gw), removing routes of nodes that left or changed;
+//  - routes every other node's pod CIDRs: via that node's InternalIP when
+//    the two share a link (host-gw), otherwise through a VXLAN device
+//    (trellis.1, VNI 1, port 8472, learning off) with a permanent neighbor
+//    and forwarding entry per peer, so nothing is flooded; each node
+//    publishes its VTEP MAC in the annotation trellis.dev/vtep-mac;
+//    routes of nodes that left or changed are removed;
 //  - serves /healthz (ok once configured and the last reconcile succeeded)
 //    and /metrics.
-// VXLAN for nodes without a shared link is not built yet.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -105,12 +108,28 @@ struct Options {
   std::string nodeName, binDir = "/opt/cni/bin", confDir = "/etc/cni/net.d", plugin, clusterCidr, netns;
   std::string conflistName = "10-trellis.conflist";
   std::string ipamDataDir;  // "" : the plugin's default (/var/lib/cni/networks)
+  std::string backend = "auto";  // auto, host-gw, vxlan
 };
+
+constexpr const char* kVxlanDevice = "trellis.1";
+constexpr const char* kVtepMacAnnotation = "trellis.dev/vtep-mac";
+
+// The network address of an IPv4 CIDR ("10.244.2.0/24" -> "10.244.2.0"):
+// a node's VXLAN endpoint address.
+std::string networkAddress(const std::string& cidr) { return cidr.substr(0, cidr.find('/')); }
+
+std::string annotation(const json::object& node, const char* key) {
+  const json::value* m = node.if_contains("metadata");
+  const json::value* a = m && m->is_object() ? m->get_object().if_contains("annotations") : nullptr;
+  const json::value* v = a && a->is_object() ? a->get_object().if_contains(key) : nullptr;
+  return v && v->is_string() ? std::string(v->get_string()) : std::string();
+}
 
 class Agent {
  public:
-  Agent(Options o, kube::Informer& nodes, base::Registry& metrics)
+  Agent(Options o, kube::Client& client, kube::Informer& nodes, base::Registry& metrics)
       : o_(std::move(o)),
+        client_(client),
         nodes_(nodes),
         reconciles_(metrics.counter("trellis_cni_agent_reconciles_total", "Reconciles run")),
         errors_(metrics.counter("trellis_cni_agent_reconcile_errors_total", "Reconciles that failed")),
@@ -138,29 +157,83 @@ class Agent {
       if (auto st = writeConflist(mine); !st) return st;
       configured_ = true;
     }
-    std::vector<cni::PeerRoute> want;
+    struct Peer {
+      std::string cidr, ip, vtepMac;
+    };
+    std::vector<Peer> peers;
     for (const kube::ObjectPtr& n : nodes_.list()) {
       if (kube::objectName(*n) == o_.nodeName) continue;
       auto ips = internalIps(*n);
       for (const std::string& cidr : podCidrs(*n)) {
         for (const std::string& ip : ips) {
           if (isV6(ip) == isV6(cidr)) {
-            want.push_back({cidr, ip});
+            peers.push_back({cidr, ip, annotation(*n, kVtepMacAnnotation)});
             break;
           }
         }
       }
     }
-    base::Status result;
+    std::string ownIp, ownCidr;
+    if (self) {
+      for (const std::string& ip : internalIps(*self)) {
+        if (!isV6(ip)) ownIp = ip;
+      }
+      for (const std::string& c : mine) {
+        if (!isV6(c)) ownCidr = c;
+      }
+    }
+    std::string vtepMac;
     auto apply = [&]() -> base::Status {
       auto nl = sys::Netlink::open();
       if (!nl) return std::move(nl).error();
+      std::vector<cni::PeerRoute> want;
+      bool vxlanReady = false;
+      for (const Peer& p : peers) {
+        bool direct = o_.backend == "host-gw";
+        if (o_.backend == "auto") {
+          auto c = (*nl)->connected(p.ip);
+          if (!c) return std::move(c).error();
+          direct = *c;
+        }
+        if (direct || isV6(p.cidr)) {
+          want.push_back({p.cidr, p.ip, ""});
+          continue;
+        }
+        // VXLAN: our device first (it needs our own address and pod CIDR).
+        if (ownIp.empty() || ownCidr.empty()) continue;
+        if (!vxlanReady) {
+          if (auto st = (*nl)->ensureVxlan(kVxlanDevice, 1, ownIp, 8472, 0); !st) return st;
+          if (auto st = (*nl)->addAddress(kVxlanDevice, networkAddress(ownCidr) + "/32"); !st) return st;
+          auto mac = (*nl)->mac(kVxlanDevice);
+          if (!mac) return std::move(mac).error();
+          vtepMac = *mac;
+          vxlanReady = true;
+        }
+        if (p.vtepMac.empty()) continue;  // the peer has not published its endpoint yet
+        std::string vtep = networkAddress(p.cidr);
+        if (auto st = (*nl)->setNeighbor(kVxlanDevice, vtep, p.vtepMac); !st) return st;
+        if (auto st = (*nl)->setFdb(kVxlanDevice, p.vtepMac, p.ip); !st) return st;
+        want.push_back({p.cidr, vtep, kVxlanDevice});
+      }
+      // Every node publishes its endpoint so that VXLAN peers can reach it.
+      if (!vxlanReady && !ownIp.empty() && !ownCidr.empty() && o_.backend != "host-gw") {
+        if (auto st = (*nl)->ensureVxlan(kVxlanDevice, 1, ownIp, 8472, 0); !st) return st;
+        if (auto st = (*nl)->addAddress(kVxlanDevice, networkAddress(ownCidr) + "/32"); !st) return st;
+        auto mac = (*nl)->mac(kVxlanDevice);
+        if (mac) vtepMac = *mac;
+      }
       auto changes = cni::reconcileRoutes(**nl, want);
       if (!changes) return std::move(changes).error();
       routesGauge_.set(static_cast<double>(want.size()));
       return {};
     };
-    result = o_.netns.empty() ? apply() : sys::inNetns(o_.netns, apply);
+    base::Status result = o_.netns.empty() ? apply() : sys::inNetns(o_.netns, apply);
+    if (result && self && !vtepMac.empty() && annotation(*self, kVtepMacAnnotation) != vtepMac) {
+      auto p = client_.patch(kube::resources::kNodes, "", o_.nodeName, kube::PatchType::kMerge,
+                             json::serialize(json::object{
+                                 {"metadata", json::object{{"annotations", json::object{{kVtepMacAnnotation, vtepMac}}}}}}));
+      if (!p) return std::move(p).error();
+    }
     return result;
   }
 
@@ -194,6 +267,7 @@ class Agent {
   }
 
   Options o_;
+  kube::Client& client_;
   kube::Informer& nodes_;
   base::Counter& reconciles_;
   base::Counter& errors_;
@@ -218,6 +292,9 @@ int main(int argc, char** argv) {
   app.add_option("--plugin", o.plugin, "the trellis-cni binary to install (default: next to this one)");
   app.add_option("--cluster-cidr", o.clusterCidr, "the cluster's pod CIDR: pod traffic leaving it is masqueraded");
   app.add_option("--ipam-data-dir", o.ipamDataDir, "the plugin's address store (default: /var/lib/cni/networks)");
+  app.add_option("--backend", o.backend, "auto (host-gw to nodes on a shared link, VXLAN to the others), host-gw, vxlan")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "host-gw", "vxlan"}));
   app.add_option("--netns", o.netns, "program routes in this network namespace (a node of a local cluster)");
   app.add_option("--listen", listen, "address:port for /healthz and /metrics")->capture_default_str();
   app.add_option("--resync", resyncSeconds, "seconds between full reconciles")->capture_default_str();
@@ -254,7 +331,7 @@ int main(int argc, char** argv) {
   }
   base::Registry metrics;
   kube::Informer nodes(**client, kube::resources::kNodes);
-  Agent agent(o, nodes, metrics);
+  Agent agent(o, **client, nodes, metrics);
   auto wake = [&] {
     std::lock_guard g(mu);
     dirty = true;

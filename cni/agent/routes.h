@@ -18,7 +18,8 @@ inline constexpr int kRouteProtocol = 77;
 
 struct PeerRoute {
   std::string podCidr;  // the other node's spec.podCIDRs entry
-  std::string nodeIp;   // its InternalIP (same family)
+  std::string nodeIp;   // the next hop: its InternalIP (host-gw) or its VXLAN endpoint address
+  std::string dev;      // "" (host-gw), or the VXLAN device the next hop is on-link through
 };
 
 struct RouteChanges {

@@ -8,6 +8,8 @@
 #include <netlink/route/link.h>
 #include <netlink/route/link/bridge.h>
 #include <netlink/route/link/veth.h>
+#include <netlink/route/link/vxlan.h>
+#include <netlink/route/neighbour.h>
 #include <netlink/route/route.h>
 #include <sched.h>
 #include <sys/statfs.h>
@@ -253,7 +255,13 @@ base::Result<std::vector<Netlink::RouteEntry>> Netlink::routes(int protocol) {
   return out;
 }
 
-base::Status Netlink::replaceRoute(const std::string& dst, const std::string& gw, int protocol) {
+base::Status Netlink::replaceRoute(const std::string& dst, const std::string& gw, int protocol, const std::string& ifname) {
+  int link = 0;
+  if (!ifname.empty()) {
+    auto idx = ifindex(ifname);
+    if (!idx) return std::move(idx).error();
+    link = *idx;
+  }
   int family = 0;
   auto route = newRoute(dst, &family);
   if (!route) return std::move(route).error();
@@ -266,12 +274,106 @@ base::Status Netlink::replaceRoute(const std::string& dst, const std::string& gw
   rtnl_route_set_protocol(*route, static_cast<uint8_t>(protocol));
   rtnl_nexthop* nh = rtnl_route_nh_alloc();
   rtnl_route_nh_set_gateway(nh, g);
+  if (link) {
+    rtnl_route_nh_set_ifindex(nh, link);
+    rtnl_route_nh_set_flags(nh, RTNH_F_ONLINK);
+  }
   rtnl_route_add_nexthop(*route, nh);
   err = rtnl_route_add(impl_->sock, *route, NLM_F_CREATE | NLM_F_REPLACE);
   rtnl_route_put(*route);
   nl_addr_put(g);
   if (err < 0) return nlError(err, "route to " + dst + " via " + gw);
   return {};
+}
+
+base::Result<bool> Netlink::connected(const std::string& ip) {
+  nl_addr* target = nullptr;
+  int err = nl_addr_parse(ip.c_str(), AF_UNSPEC, &target);
+  if (err < 0) return nlError(err, "address " + ip);
+  nl_cache* cache = nullptr;
+  err = rtnl_addr_alloc_cache(impl_->sock, &cache);
+  if (err < 0) {
+    nl_addr_put(target);
+    return nlError(err, "listing addresses");
+  }
+  bool found = false;
+  for (nl_object* o = nl_cache_get_first(cache); o && !found; o = nl_cache_get_next(o)) {
+    auto* a = reinterpret_cast<rtnl_addr*>(o);
+    nl_addr* local = rtnl_addr_get_local(a);
+    int prefix = rtnl_addr_get_prefixlen(a);
+    if (!local || nl_addr_get_family(local) != nl_addr_get_family(target)) continue;
+    int maxBits = static_cast<int>(nl_addr_get_len(local)) * 8;
+    if (prefix <= 0 || prefix >= maxBits) continue;  // host routes share no subnet
+    nl_addr* probe = nl_addr_clone(local);
+    nl_addr_set_prefixlen(probe, prefix);
+    found = nl_addr_cmp_prefix(probe, target) == 0;  // the first `prefix` bits agree
+    nl_addr_put(probe);
+  }
+  nl_cache_free(cache);
+  nl_addr_put(target);
+  return found;
+}
+
+base::Status Netlink::ensureVxlan(const std::string& name, uint32_t vni, const std::string& localIp, int port, int mtu) {
+  if (!exists(name)) {
+    LinkPtr vx;
+    vx.p = rtnl_link_vxlan_alloc();
+    rtnl_link_set_name(vx.p, name.c_str());
+    rtnl_link_vxlan_set_id(vx.p, vni);
+    nl_addr* local = nullptr;
+    int err = nl_addr_parse(localIp.c_str(), AF_UNSPEC, &local);
+    if (err < 0) return nlError(err, "VXLAN local address " + localIp);
+    rtnl_link_vxlan_set_local(vx.p, local);
+    nl_addr_put(local);
+    rtnl_link_vxlan_set_port(vx.p, static_cast<uint32_t>(port));
+    rtnl_link_vxlan_set_learning(vx.p, 0);
+    if (mtu > 0) rtnl_link_set_mtu(vx.p, static_cast<unsigned>(mtu));
+    err = rtnl_link_add(impl_->sock, vx.p, NLM_F_CREATE | NLM_F_EXCL);
+    if (err < 0 && err != -NLE_EXIST) return nlError(err, "creating VXLAN device " + name);
+  }
+  return setUp(name);
+}
+
+namespace {
+
+base::Status addNeigh(nl_sock* sock, int ifindex, int family, const std::string& ip, const std::string& mac, bool fdb,
+                      std::string_view what) {
+  nl_addr* dst = nullptr;
+  nl_addr* ll = nullptr;
+  int err = nl_addr_parse(ip.c_str(), AF_UNSPEC, &dst);
+  if (err < 0) return nlError(err, std::string(what) + " address " + ip);
+  err = nl_addr_parse(mac.c_str(), AF_LLC, &ll);
+  if (err < 0) {
+    nl_addr_put(dst);
+    return nlError(err, std::string(what) + " MAC " + mac);
+  }
+  rtnl_neigh* n = rtnl_neigh_alloc();
+  rtnl_neigh_set_ifindex(n, ifindex);
+  rtnl_neigh_set_dst(n, dst);         // first: it refuses an address of another family than one already set
+  rtnl_neigh_set_family(n, family);  // AF_BRIDGE for a forwarding entry
+  rtnl_neigh_set_lladdr(n, ll);
+  rtnl_neigh_set_state(n, NUD_PERMANENT);
+  if (fdb) rtnl_neigh_set_flags(n, NTF_SELF);
+  err = rtnl_neigh_add(sock, n, NLM_F_CREATE | (fdb ? NLM_F_APPEND : NLM_F_REPLACE));
+  rtnl_neigh_put(n);
+  nl_addr_put(dst);
+  nl_addr_put(ll);
+  if (err < 0 && err != -NLE_EXIST) return nlError(err, std::string(what) + " " + ip + " at " + mac);
+  return {};
+}
+
+}  // namespace
+
+base::Status Netlink::setNeighbor(const std::string& ifname, const std::string& ip, const std::string& mac) {
+  auto idx = ifindex(ifname);
+  if (!idx) return std::move(idx).error();
+  return addNeigh(impl_->sock, *idx, ip.find(':') != std::string::npos ? AF_INET6 : AF_INET, ip, mac, false, "neighbor");
+}
+
+base::Status Netlink::setFdb(const std::string& ifname, const std::string& mac, const std::string& dstIp) {
+  auto idx = ifindex(ifname);
+  if (!idx) return std::move(idx).error();
+  return addNeigh(impl_->sock, *idx, AF_BRIDGE, dstIp, mac, true, "forwarding entry");
 }
 
 base::Status Netlink::deleteRoute(const std::string& dst, int protocol) {

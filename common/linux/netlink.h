@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <memory>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -51,8 +52,17 @@ class Netlink {
     std::string gw;
   };
   base::Result<std::vector<RouteEntry>> routes(int protocol);
-  // Adds or replaces the route to `dst` via `gw` (the kernel picks the link), tagged `protocol`.
-  base::Status replaceRoute(const std::string& dst, const std::string& gw, int protocol);
+  // Adds or replaces the route to `dst` via `gw`, tagged `protocol`; with
+  // `ifname`, out of that link and treating `gw` as on-link (a VXLAN peer).
+  base::Status replaceRoute(const std::string& dst, const std::string& gw, int protocol, const std::string& ifname = {});
+  // Is `ip` inside the subnet of an address of this namespace (a shared link)?
+  base::Result<bool> connected(const std::string& ip);
+  // A VXLAN device (created if missing, learning off), up.
+  base::Status ensureVxlan(const std::string& name, uint32_t vni, const std::string& localIp, int port, int mtu);
+  // A permanent neighbor entry: `ip` is at `mac` on `ifname`.
+  base::Status setNeighbor(const std::string& ifname, const std::string& ip, const std::string& mac);
+  // A permanent forwarding entry of a VXLAN device: frames for `mac` go to `dstIp`.
+  base::Status setFdb(const std::string& ifname, const std::string& mac, const std::string& dstIp);
   base::Status deleteRoute(const std::string& dst, int protocol);
 
   struct Impl;
