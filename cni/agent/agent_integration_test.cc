@@ -159,7 +159,7 @@ void multiNode(int nodes, bool routed) {
                                  : in(sw, "ip link add br0 type bridge") + " && " + in(sw, "ip link set br0 up")))
                 .exitCode,
             0);
-  std::vector<std::string> podIps;
+  std::vector<std::string> podIps, ports;
   for (int k = 1; k <= nodes; ++k) {
     std::string node = fmt::format("trellis-n{}-{}", k, tag);
     std::string pod = fmt::format("trellis-p{}-{}", k, tag);
@@ -184,11 +184,12 @@ void multiNode(int nodes, bool routed) {
     ASSERT_TRUE((*client)->patch(kube::resources::kNodes, "", fmt::format("n{}", k), kube::PatchType::kMerge,
                                  R"({"status":{"addresses":[{"type":"InternalIP","address":")" + nodeIp + "\"}]}}", "status"));
     std::string nodeDir = dir.file(fmt::format("n{}", k));
+    std::string port = std::to_string(testing::freeTcpPort());
+    ports.push_back(port);
     pid_t pid = fork();
     if (pid == 0) {
       std::string log = nodeDir + ".log";
       if (!freopen(log.c_str(), "a", stderr)) _exit(126);
-      std::string port = std::to_string(testing::freeTcpPort());
       execl(TRELLIS_CNI_AGENT_BIN, "trellis-cni-agent", "--kubeconfig", api.kubeconfig().c_str(), "--node-name",
             fmt::format("n{}", k).c_str(), "--cni-bin-dir", (nodeDir + "/bin").c_str(), "--cni-conf-dir",
             (nodeDir + "/net.d").c_str(), "--plugin", TRELLIS_CNI_BIN, "--ipam-data-dir", (nodeDir + "/ipam").c_str(),
@@ -231,6 +232,13 @@ void multiNode(int nodes, bool routed) {
           << "pod on n" << from << " cannot reach the pod on n" << to;
     }
   }
+  // The agent counts each pod's traffic.
+  std::string metrics = testing::run("curl -s http://127.0.0.1:" + ports[0] + "/metrics").out;
+  std::string series = "trellis_cni_pod_transmit_packets_total{container_id=\"pod1\",interface=\"eth0\",veth=\"";
+  size_t at = metrics.find(series);
+  ASSERT_NE(at, std::string::npos) << metrics;
+  size_t value = metrics.find("} ", at) + 2;
+  EXPECT_GE(std::stoll(metrics.substr(value, metrics.find('\n', value) - value)), nodes - 1) << metrics;
 }
 
 TEST(MultiNode, PodsOnDifferentNodesReachEachOtherByHostGw) { multiNode(3, false); }

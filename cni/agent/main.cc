@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -28,6 +29,8 @@
 #include <fmt/format.h>
 
 #include "cni/agent/routes.h"
+#include "cni/plugin/ipam.h"
+#include "cni/plugin/naming.h"
 #include "common/base/flags.h"
 #include "common/base/log.h"
 #include "common/base/metrics.h"
@@ -136,6 +139,47 @@ class Agent {
         routesGauge_(metrics.gauge("trellis_cni_agent_routes", "host-gw routes to other nodes")) {}
 
   bool healthy() const { return configured_ && lastOk_; }
+
+  // Per-pod traffic, from the host ends of the pods' veth pairs (what the
+  // host end receives the pod sent), in Prometheus text.
+  std::string podMetrics() {
+    cni::IpamConfig ic;
+    ic.dataDir = o_.ipamDataDir.empty() ? "/var/lib/cni/networks" : o_.ipamDataDir;
+    cni::Ipam ipam(ic, "trellis");
+    std::map<std::string, cni::Attachment> byVeth;
+    for (const auto& [ip, who] : ipam.allocations()) byVeth[cni::hostVethName("trellis", who.first, who.second)] = who;
+    std::string out;
+    auto collect = [&]() -> base::Status {
+      auto nl = sys::Netlink::open();
+      if (!nl) return std::move(nl).error();
+      struct Series {
+        const char* name;
+        const char* help;
+        uint64_t sys::Netlink::LinkStats::*field;
+      };
+      static const Series kSeries[] = {
+          {"trellis_cni_pod_transmit_bytes_total", "Bytes the pod sent", &sys::Netlink::LinkStats::rxBytes},
+          {"trellis_cni_pod_transmit_packets_total", "Packets the pod sent", &sys::Netlink::LinkStats::rxPackets},
+          {"trellis_cni_pod_transmit_drops_total", "Packets the pod sent that were dropped", &sys::Netlink::LinkStats::rxDropped},
+          {"trellis_cni_pod_receive_bytes_total", "Bytes delivered to the pod", &sys::Netlink::LinkStats::txBytes},
+          {"trellis_cni_pod_receive_packets_total", "Packets delivered to the pod", &sys::Netlink::LinkStats::txPackets},
+          {"trellis_cni_pod_receive_drops_total", "Packets for the pod that were dropped", &sys::Netlink::LinkStats::txDropped}};
+      std::vector<std::pair<std::string, sys::Netlink::LinkStats>> stats;
+      for (const auto& [veth, who] : byVeth) {
+        auto st = (*nl)->stats(veth);
+        if (!st) continue;  // a pod being set up or torn down
+        stats.emplace_back(fmt::format("container_id=\"{}\",interface=\"{}\",veth=\"{}\"", who.first, who.second, veth), *st);
+      }
+      for (const Series& series : kSeries) {
+        out += fmt::format("# HELP {} {}\n# TYPE {} counter\n", series.name, series.help, series.name);
+        for (const auto& [labels, st] : stats) out += fmt::format("{}{{{}}} {}\n", series.name, labels, st.*series.field);
+      }
+      return {};
+    };
+    auto st = o_.netns.empty() ? collect() : sys::inNetns(o_.netns, collect);
+    static_cast<void>(st);  // no pods yet, or a namespace going away: the series are simply absent
+    return out;
+  }
 
   void reconcile() {
     static const base::Logger log("cni-agent");
@@ -356,7 +400,7 @@ int main(int argc, char** argv) {
       r.body = agent.healthy() ? "ok" : "not configured yet";
     } else if (req.path() == "/metrics") {
       r.headers.set("content-type", base::Registry::kContentType);
-      r.body = metrics.render();
+      r.body = metrics.render() + agent.podMetrics();
     } else {
       r.status = 404;
       r.body = "not found";

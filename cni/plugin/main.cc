@@ -22,6 +22,7 @@
 #include <fmt/format.h>
 
 #include "cni/plugin/ipam.h"
+#include "cni/plugin/naming.h"
 #include "cni/plugin/portmap.h"
 #include "cni/plugin/protocol.h"
 #include "common/linux/netlink.h"
@@ -126,33 +127,14 @@ std::variant<IpamConfig, Error> ipamOf(const json::object& c) {
   return parseIpamConfig(ipam->get_object());
 }
 
-// FNV-1a: stable names and MACs per attachment.
-uint64_t hash(std::string_view s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
-// Host ends are named "tc" + 4 hex digits of the network + 8 of the
-// attachment: a prefix only trellis-cni uses, per network, so GC of one
-// network touches only its own links.
 std::string networkOf(const json::object& config) {
   const json::value* n = config.if_contains("name");
   return n && n->is_string() ? std::string(n->get_string()) : std::string();
 }
-std::string vethPrefix(const std::string& network) {
-  return fmt::format("tc{:04x}", static_cast<uint32_t>(hash("net/" + network) & 0xffff));
-}
-std::string hostVethName(const std::string& network, const std::string& containerId, const std::string& ifname) {
-  return fmt::format("{}{:08x}", vethPrefix(network), static_cast<uint32_t>(hash(containerId + "/" + ifname)));
-}
 std::string hostVethName(const Invocation& inv) {
-  return hostVethName(networkOf(inv.config), inv.containerId, inv.ifname);
+  return cni::hostVethName(networkOf(inv.config), inv.containerId, inv.ifname);
 }
-std::string podMac(const Invocation& inv) {
-  uint64_t h = hash("mac/" + inv.containerId + "/" + inv.ifname);
-  return fmt::format("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", (h >> 24) & 0xff, (h >> 16) & 0xff, (h >> 8) & 0xff, h & 0xff);
-}
-
+std::string podMac(const Invocation& inv) { return cni::podMac(inv.containerId, inv.ifname); }
 
 std::string prefixOf(const std::string& cidr) { return cidr.substr(cidr.find('/')); }
 
@@ -228,7 +210,7 @@ std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& 
     if (auto pod = sys::Netlink::open(); pod) present = (*pod)->exists(inv.ifname);
     return {};
   }));
-  std::string tmp = fmt::format("tmp{:08x}", static_cast<uint32_t>(hash(veth)));
+  std::string tmp = fmt::format("tmp{:08x}", static_cast<uint32_t>(fnv1a(veth)));
   if (!present) {
     if (host.exists(veth)) static_cast<void>(host.deleteLink(veth));  // a half-done earlier ADD
     if (auto st = host.createVeth(veth, tmp, *nsfd, nc.mtu); !st) return fail(st.error());
@@ -355,7 +337,7 @@ std::optional<Error> gc(const Invocation& inv, Ipam& ipam, PortMaps& ports) {
   std::string network = networkOf(inv.config);
   std::string prefix = vethPrefix(network);
   std::set<std::string> keep;
-  for (const Attachment& a : valid) keep.insert(hostVethName(network, a.first, a.second));
+  for (const Attachment& a : valid) keep.insert(cni::hostVethName(network, a.first, a.second));
   auto nl = sys::Netlink::open();
   if (!nl) return Error{ErrorCode::kIo, nl.error().message(), ""};
   auto links = (*nl)->links();

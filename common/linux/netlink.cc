@@ -221,6 +221,19 @@ base::Status Netlink::deleteLink(const std::string& ifname) {
   return {};
 }
 
+base::Result<Netlink::LinkStats> Netlink::stats(const std::string& ifname) {
+  auto l = impl_->link(ifname);
+  if (!l) return std::move(l).error();
+  LinkStats st;
+  st.rxBytes = rtnl_link_get_stat(l->p, RTNL_LINK_RX_BYTES);
+  st.rxPackets = rtnl_link_get_stat(l->p, RTNL_LINK_RX_PACKETS);
+  st.rxDropped = rtnl_link_get_stat(l->p, RTNL_LINK_RX_DROPPED);
+  st.txBytes = rtnl_link_get_stat(l->p, RTNL_LINK_TX_BYTES);
+  st.txPackets = rtnl_link_get_stat(l->p, RTNL_LINK_TX_PACKETS);
+  st.txDropped = rtnl_link_get_stat(l->p, RTNL_LINK_TX_DROPPED);
+  return st;
+}
+
 base::Result<std::vector<std::string>> Netlink::links() {
   nl_cache* cache = nullptr;
   int err = rtnl_link_alloc_cache(impl_->sock, AF_UNSPEC, &cache);

@@ -45,6 +45,11 @@ class Netlink {
   // The names of every link in this namespace.
   base::Result<std::vector<std::string>> links();
 
+  struct LinkStats {
+    uint64_t rxBytes = 0, rxPackets = 0, rxDropped = 0, txBytes = 0, txPackets = 0, txDropped = 0;
+  };
+  base::Result<LinkStats> stats(const std::string& ifname);
+
   // Routes of the main table installed with routing protocol `protocol`
   // (an owner tag: `ip route ... proto N`), as "dst via gw".
   struct RouteEntry {
