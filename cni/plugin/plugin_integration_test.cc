@@ -330,5 +330,29 @@ TEST_F(CniTest, VxlanOverlayLeavesRoomForItsHeaders) {
   EXPECT_NE(exec("ADD", "mtu", "/var/run/netns/" + ns, bad).out.find(R"("code":7)"), std::string::npos);
 }
 
+TEST_F(CniTest, DualStackPodsReachEachOtherOverIpv4AndIpv6) {
+  std::string cfg = fmt::format(R"({{"cniVersion":"1.0.0","name":"tnet6","type":"trellis-cni","bridge":"{}",)"
+                                R"("ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.78.{}.0/24"}}],)"
+                                R"([{{"subnet":"fd00:77:{:x}::/64"}}]],"dataDir":"{}"}}}})",
+                                bridge_, getpid() % 200 + 20, getpid() % 4000 + 1, dir_.file("ipam"));
+  std::string a = netns("6a"), b = netns("6b");
+  auto addA = exec("ADD", "six-a", "/var/run/netns/" + a, cfg);
+  ASSERT_EQ(addA.exitCode, 0) << addA.out;
+  auto addB = exec("ADD", "six-b", "/var/run/netns/" + b, cfg);
+  ASSERT_EQ(addB.exitCode, 0) << addB.out;
+  json::value rb = json::parse(addB.out);
+  ASSERT_EQ(rb.at("ips").as_array().size(), 2u) << addB.out;
+  std::string v6(rb.at("ips").at(1).at("address").as_string());
+  v6 = v6.substr(0, v6.find('/'));
+  std::string gw6(rb.at("ips").at(1).at("gateway").as_string());
+  EXPECT_NE(testing::run("ip netns exec " + a + " ip -6 route show default").out.find("via " + gw6), std::string::npos);
+  EXPECT_EQ(testing::run("ip netns exec " + a + " ping -6 -c1 -W2 " + v6).exitCode, 0)
+      << testing::run("ip netns exec " + a + " ip -6 addr").out;
+  EXPECT_EQ(testing::run("ip netns exec " + a + " ping -6 -c1 -W2 " + gw6).exitCode, 0);
+  EXPECT_EQ(testing::run("ip netns exec " + a + " ping -c1 -W2 " + ipOf(addB.out)).exitCode, 0);
+  EXPECT_EQ(exec("DEL", "six-a", "/var/run/netns/" + a, cfg).exitCode, 0);
+  EXPECT_EQ(exec("DEL", "six-b", "/var/run/netns/" + b, cfg).exitCode, 0);
+}
+
 }  // namespace
 }  // namespace trellis::cni
