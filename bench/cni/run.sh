@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Benchmark: trellis-cni against the reference plugins (Debian's
+# containernetworking-plugins: bridge + host-local) in one run, each exec'd
+# directly as a runtime execs the first plugin of a conflist (environment +
+# config on stdin), inside a "node" network namespace this script creates.
+#   ADD and DEL wall time per pod, N pods one after another (p50/p99)
+#   N ADDs with PAR in parallel (total time)
+# The timing loop itself runs inside the node namespace, so a sample is one
+# plugin exec and nothing else. Everything (namespaces, and with them
+# bridges, veths and rules; IPAM dirs) is removed on exit. Ratios are
+# trellis / reference (lower is better).
+# Knobs: N (100) PAR (8) ROUNDS (3, interleaved; medians)
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+N=${N:-100}
+PAR=${PAR:-8}
+ROUNDS=${ROUNDS:-3}
+TRELLIS=${TRELLIS:-$ROOT/build/default/cni/trellis-cni}
+REF=${REF:-/usr/lib/cni}
+die() { echo "bench/cni: $*" >&2; exit 1; }
+[[ $(id -u) == 0 ]] || die "must run as root"
+[[ -x $TRELLIS ]] || die "build the default preset first"
+[[ -x $REF/bridge && -x $REF/host-local ]] || die "containernetworking-plugins is not installed (scripts/setup.sh)"
+WORK=${WORK:-$(mktemp -d -t trellis-bench-cni.XXXXXX)}
+TAG=${TAG:-$$}
+NODE=tb$TAG-node
+cleanup() {
+    for ns in $(ip netns list | awk '{print $1}' | grep "^tb$TAG-"); do ip netns del "$ns"; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+if [[ -z ${TRELLIS_BENCH_INSIDE:-} ]]; then
+    ip netns add "$NODE" || die "ip netns add"
+    ip netns exec "$NODE" ip link set lo up
+    # Pod namespaces are made from here (the host's view of /var/run/netns);
+    # the timing runs in the node namespace.
+    TRELLIS_BENCH_INSIDE=1 TAG=$TAG WORK=$WORK ip netns exec "$NODE" "$0"
+    exit $?
+fi
+trap - EXIT  # the outer invocation cleans up
+
+conf() {  # variant -> plugin config on stdout
+    case $1 in
+        trellis) printf '{"cniVersion":"1.0.0","name":"bench-t","type":"trellis-cni","bridge":"tbt0","ipam":{"type":"host-local","ranges":[[{"subnet":"10.200.0.0/16"}]],"dataDir":"%s/ipam"}}' "$WORK" ;;
+        reference) printf '{"cniVersion":"1.0.0","name":"bench-r","type":"bridge","bridge":"tbr0","isGateway":true,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.201.0.0/16"}]],"dataDir":"%s/ipam"}}' "$WORK" ;;
+    esac
+}
+bin() { [[ $1 == trellis ]] && echo "$TRELLIS" || echo "$REF/bridge"; }
+# one call: variant command id -> wall ms on stdout
+call() {
+    local v=$1 cmd=$2 id=$3 t0 t1
+    t0=$EPOCHREALTIME
+    conf "$v" | env CNI_COMMAND="$cmd" CNI_CONTAINERID="$v-$id" CNI_NETNS="/var/run/netns/tb$TAG-$v-$id" \
+        CNI_IFNAME=eth0 CNI_PATH="$REF" "$(bin "$v")" > "$WORK/out.$v.$id" 2>&1 || { cat "$WORK/out.$v.$id" >&2; return 1; }
+    t1=$EPOCHREALTIME
+    awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f\n", (b - a) * 1000}'
+}
+pct() { sort -g | awk -v p="$1" '{a[NR]=$1} END {i=int(NR*p+0.9999); if (i<1) i=1; print a[i]}'; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'; }
+
+for r in $(seq "$ROUNDS"); do
+    for v in reference trellis; do
+        for i in $(seq "$N"); do ip netns add "tb$TAG-$v-$i"; done
+        : > "$WORK/add.$v.$r"; : > "$WORK/del.$v.$r"
+        for i in $(seq "$N"); do call "$v" ADD "$i" >> "$WORK/add.$v.$r" || die "$v ADD failed"; done
+        for i in $(seq "$N"); do call "$v" DEL "$i" >> "$WORK/del.$v.$r" || die "$v DEL failed"; done
+        t0=$EPOCHREALTIME
+        export -f call conf bin; export NODE TAG WORK TRELLIS REF
+        seq "$N" | xargs -P "$PAR" -I{} bash -c "call $v ADD {} > /dev/null" || die "$v parallel ADD failed"
+        t1=$EPOCHREALTIME
+        awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f\n", (b - a) * 1000}' > "$WORK/par.$v.$r"
+        seq "$N" | xargs -P "$PAR" -I{} bash -c "call $v DEL {} > /dev/null" || die "$v parallel DEL failed"
+        for i in $(seq "$N"); do ip netns del "tb$TAG-$v-$i"; done
+    done
+    echo "round $r/$ROUNDS done" >&2
+done
+
+echo
+echo "trellis-cni vs reference bridge+host-local ($(dpkg-query -W -f '${Version}' containernetworking-plugins)), N=$N, PAR=$PAR, median of $ROUNDS rounds"
+printf '%-28s %12s %12s %8s\n' metric reference trellis ratio
+row() {
+    local name=$1 file=$2 p=$3 rv tv
+    rv=$(for r in $(seq "$ROUNDS"); do pct "$p" < "$WORK/$file.reference.$r"; done | median)
+    tv=$(for r in $(seq "$ROUNDS"); do pct "$p" < "$WORK/$file.trellis.$r"; done | median)
+    printf '%-28s %10.2fms %10.2fms %8.2f\n' "$name" "$rv" "$tv" "$(awk -v a="$tv" -v b="$rv" 'BEGIN {print a / b}')"
+}
+row "ADD p50" add 0.5
+row "ADD p99" add 0.99
+row "DEL p50" del 0.5
+row "DEL p99" del 0.99
+rv=$(cat "$WORK"/par.reference.* | median); tv=$(cat "$WORK"/par.trellis.* | median)
+printf '%-28s %10.1fms %10.1fms %8.2f\n' "$N ADDs, $PAR in parallel" "$rv" "$tv" "$(awk -v a="$tv" -v b="$rv" 'BEGIN {print a / b}')"
+echo "targets: ADD p50 and DEL p50 <= 0.25 of the reference; parallel ADDs faster (ratio < 1)"
