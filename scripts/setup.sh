@@ -22,6 +22,8 @@ PACKAGES=(
     # real clients and peers used by tests and benchmarks
     curl openssl nghttp2-client nginx apache2-utils procps util-linux iproute2 etcd-server etcd-client
     containernetworking-plugins nftables iperf3 iputils-ping
+    # storage tools the CSI driver execs (mkfs, fs grow) and tests use
+    e2fsprogs xfsprogs btrfs-progs
 )
 
 export DEBIAN_FRONTEND=noninteractive
