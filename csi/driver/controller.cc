@@ -91,22 +91,19 @@ v1::VolumeCondition condition(Driver& d, const VolumeRecord& r) {
   return c;
 }
 
-// Creates `image` atomically: a sparse file of `size` bytes, or a copy of
-// `source` grown to `size`. Nothing is left at `image` unless it succeeded.
+// Creates `image`: a sparse file of `size` bytes, or a copy of `source`
+// grown to `size`; fsynced with its directory. The record that makes it a
+// volume (or snapshot) is written after it, so an image without a record is
+// an interrupted create, which start-up recovery deletes.
 base::Status makeImage(const std::string& image, const std::string& source, int64_t size) {
-  std::string tmp = image + ".tmp";
   std::error_code ec;
-  fs::remove(tmp, ec);
+  fs::remove(image, ec);  // a failed earlier attempt's (no record names it)
   if (!source.empty()) {
     bool reflinked = false;
-    if (auto st = sys::cloneFile(source, tmp, &reflinked); !st) return st;
-  } else {
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) return base::Error::fromErrno(errno, "creating " + tmp);
-    ::close(fd);
+    if (auto st = sys::cloneFile(source, image, &reflinked); !st) return st;
   }
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return base::Error::fromErrno(errno, "opening " + tmp);
+  int fd = ::open(image.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return base::Error::fromErrno(errno, "creating " + image);
   struct stat st{};
   ::fstat(fd, &st);
   int rc = st.st_size < size ? ::ftruncate(fd, size) : 0;
@@ -114,10 +111,9 @@ base::Status makeImage(const std::string& image, const std::string& source, int6
   if (rc == 0) rc = ::fsync(fd), err = errno;
   ::close(fd);
   if (rc != 0) {
-    fs::remove(tmp, ec);
-    return base::Error::fromErrno(err, "sizing " + tmp);
+    fs::remove(image, ec);
+    return base::Error::fromErrno(err, "sizing " + image);
   }
-  if (::rename(tmp.c_str(), image.c_str()) != 0) return base::Error::fromErrno(errno, "renaming " + tmp);
   return sys::fsyncDir(fs::path(image).parent_path().string());
 }
 
@@ -192,7 +188,10 @@ grpc::Status ControllerService::CreateVolume(grpc::ServerContext*, const v1::Cre
   }
   const v1::CapacityRange* range = req->has_capacity_range() ? &req->capacity_range() : nullptr;
   // The smallest filesystem each mkfs makes: xfs 300 MiB, btrfs 109 MiB (114294784 bytes).
-  int64_t minimum = fsType == "xfs" ? 300 * kMiB : fsType == "btrfs" ? 109 * kMiB : 0;
+  bool mount = std::any_of(req->volume_capabilities().begin(), req->volume_capabilities().end(),
+                           [](const v1::VolumeCapability& c) { return c.has_mount(); });
+  const std::string& stagedFs = fsType.empty() && mount ? d_.options().defaultFsType : fsType;
+  int64_t minimum = stagedFs == "xfs" ? 300 * kMiB : stagedFs == "btrfs" ? 109 * kMiB : 0;
   auto size = sizeFor(range, d_.options().defaultVolumeSize, minimum);
   if (!size) return toGrpc(size.error());
 
@@ -252,13 +251,11 @@ grpc::Status ControllerService::CreateVolume(grpc::ServerContext*, const v1::Cre
   rec.sourceVolume = sourceVolume;
   rec.fsGrowPending = !sourceImage.empty() && *size > sourceSize;
   rec.createdUnix = nowNanos() / 1000000000;
-  {
-    std::lock_guard<std::mutex> lock(d_.capacityMutex());
-    if (d_.availableCapacity() < *size) {
-      return grpcError(StatusCode::RESOURCE_EXHAUSTED, "the pool cannot promise " + std::to_string(*size) + " more bytes (" +
-                                                           std::to_string(d_.availableCapacity()) + " available)");
-    }
-    if (auto st = d_.store().put(rec); !st) return toGrpc(st.error());  // state "creating": recovery undoes a crash
+  // Promise the capacity until the record (which then counts it) is written.
+  auto reservation = d_.reserve(*size);
+  if (!reservation) {
+    return grpcError(StatusCode::RESOURCE_EXHAUSTED, "the pool cannot promise " + std::to_string(*size) + " more bytes (" +
+                                                         std::to_string(d_.availableCapacity()) + " available)");
   }
   std::vector<std::string> frozen;
   if (!sourceVolume.empty()) {
@@ -266,12 +263,13 @@ grpc::Status ControllerService::CreateVolume(grpc::ServerContext*, const v1::Cre
   }
   auto made = makeImage(d_.store().volumeImage(id), sourceImage, *size);
   d_.thaw(frozen);
-  if (!made) {
-    (void)d_.store().removeVolume(id);
-    return toGrpc(made.error().wrap("creating volume {}", req->name()));
-  }
+  if (!made) return toGrpc(made.error().wrap("creating volume {}", req->name()));
   rec.state = RecordState::kReady;
-  if (auto st = d_.store().put(rec); !st) return toGrpc(st.error());
+  if (auto st = d_.store().put(rec); !st) {
+    std::error_code ec;
+    fs::remove(d_.store().volumeImage(id), ec);
+    return toGrpc(st.error());
+  }
   logger().info("volume created", {{"volume", id}, {"name", rec.name}, {"bytes", rec.capacity}});
   fillVolume(d_, rec, resp->mutable_volume());
   return grpc::Status::OK;
@@ -323,6 +321,14 @@ grpc::Status ControllerService::ControllerPublishVolume(grpc::ServerContext*, co
                                                        (it->second ? " read-only" : " read-write"));
     }
   } else {
+    if (int64_t max = d_.options().maxVolumesPerNode; max > 0) {
+      int64_t attached = 0;
+      for (const auto& v : d_.store().volumes()) attached += v.published.count(req->node_id());
+      if (attached >= max) {
+        return grpcError(StatusCode::RESOURCE_EXHAUSTED, "node " + req->node_id() + " already has " + std::to_string(attached) +
+                                                             " volumes published (--max-volumes-per-node)");
+      }
+    }
     rec->published[req->node_id()] = req->readonly();
     if (auto st = d_.store().put(*rec); !st) return toGrpc(st.error());
   }
@@ -455,20 +461,17 @@ grpc::Status ControllerService::CreateSnapshot(grpc::ServerContext*, const v1::C
   rec.size = vol->capacity;
   rec.createdUnixNanos = nowNanos();
   rec.parameters = toMap(req->parameters());
-  if (auto st = d_.store().put(rec); !st) return toGrpc(st.error());
   std::vector<std::string> frozen;
-  if (auto st = d_.freeze({vol->id}, &frozen); !st) {
-    (void)d_.store().removeSnapshot(id);
-    return toGrpc(st.error());
-  }
+  if (auto st = d_.freeze({vol->id}, &frozen); !st) return toGrpc(st.error());
   auto made = makeImage(d_.store().snapshotImage(id), d_.store().volumeImage(vol->id), 0);
   d_.thaw(frozen);
-  if (!made) {
-    (void)d_.store().removeSnapshot(id);
-    return toGrpc(made.error().wrap("snapshotting {}", vol->id));
+  if (!made) return toGrpc(made.error().wrap("snapshotting {}", vol->id));
+  rec.state = RecordState::kReady;  // the image exists: the record makes it a snapshot
+  if (auto st = d_.store().put(rec); !st) {
+    std::error_code ec;
+    fs::remove(d_.store().snapshotImage(id), ec);
+    return toGrpc(st.error());
   }
-  rec.state = RecordState::kReady;
-  if (auto st = d_.store().put(rec); !st) return toGrpc(st.error());
   logger().info("snapshot created", {{"snapshot", id}, {"volume", vol->id}});
   fillSnapshot(rec, resp->mutable_snapshot());
   return grpc::Status::OK;

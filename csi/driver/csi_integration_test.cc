@@ -5,6 +5,7 @@
 // mount, loop device and file the test makes is removed at the end.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -47,14 +48,21 @@ class Driver {
   void start() {
     socket_ = dir_ + "/csi.sock";
     // Everything the child needs is built before fork: it may not allocate.
-    std::string logPath = dir_ + "/driver.log", endpoint = "unix://" + socket_, reg = dir_ + "/reg.sock";
+    std::string logPath = dir_ + "/driver.log";
+    std::vector<std::string> args{TRELLIS_CSI_BIN, "--endpoint", "unix://" + socket_, "--node-id", kNode, "--mode", "all",
+                                  "--pool-dir", pool_, "--registration-socket", dir_ + "/reg.sock",
+                                  "--default-fs-type", "ext4", "--log-level", "debug"};
+    args.insert(args.end(), extraArgs.begin(), extraArgs.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
     pid_ = ::fork();
     if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test
       int log = ::open(logPath.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
       ::dup2(log, 1);
       ::dup2(log, 2);
-      ::execl(TRELLIS_CSI_BIN, TRELLIS_CSI_BIN, "--endpoint", endpoint.c_str(), "--node-id", kNode, "--mode", "all",
-              "--pool-dir", pool_.c_str(), "--registration-socket", reg.c_str(), "--log-level", "debug", nullptr);
+      ::execv(TRELLIS_CSI_BIN, argv.data());
       ::_exit(127);
     }
     channel_ = grpc::CreateChannel("unix://" + socket_, grpc::InsecureChannelCredentials());
@@ -85,6 +93,7 @@ class Driver {
   std::string log() const { return trellis::testing::readFile(dir_ + "/driver.log"); }
   const std::string& dir() const { return dir_; }
 
+  std::vector<std::string> extraArgs;  // appended to the command line at the next start()
   std::unique_ptr<v1::Identity::Stub> identity;
   std::unique_ptr<v1::Controller::Stub> controller;
   std::unique_ptr<v1::GroupController::Stub> group;
@@ -187,7 +196,8 @@ class CsiTest : public ::testing::Test {
 
   // Unpublishes, unstages and deletes everything the driver knows, through the API.
   void cleanupVolumes() {
-    for (const auto& e : fs::directory_iterator(pool_ + "/meta/node")) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(pool_ + "/meta/node", ec)) {
       std::string id = e.path().stem().string();
       for (const auto& m : trellis::sys::mounts()) {
         if (m.mountPoint.rfind(tmp_.path() + "/kubelet/pods/", 0) == 0) {
@@ -832,6 +842,77 @@ TEST_F(CsiTest, ListVolumesPaginatesAndModifyVolumeApplies) {
   for (const auto& id : ids) ASSERT_TRUE(isOk(remove(id)));
 }
 
+TEST_F(CsiTest, MountFlagsFsGroupAndVolumeCondition) {
+  auto v = create("pvc-opts", 64 * kMiB);
+  std::string staging = path("staging/opts"), target = path("pods/p/opts");
+  auto cap = mountCap("ext4");
+  cap.mutable_mount()->add_mount_flags("noatime");
+  cap.mutable_mount()->add_mount_flags("nodev,nosuid");
+  auto bad = cap;
+  bad.mutable_mount()->add_mount_flags("data=ordered\n,x");
+  EXPECT_EQ(stage(v.volume_id(), staging, bad).error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_FALSE(trellis::sys::mountAt(staging));
+  ASSERT_TRUE(isOk(stage(v.volume_id(), staging, cap))) << driver_->log();
+  auto m = trellis::sys::mountAt(staging);
+  ASSERT_TRUE(m);
+  for (const char* opt : {"noatime", "nodev", "nosuid"}) EXPECT_NE(m->options.find(opt), std::string::npos) << m->options;
+  // fsGroup through VOLUME_MOUNT_GROUP: the volume's root belongs to the group, setgid.
+  auto grouped = mountCap("ext4");
+  grouped.mutable_mount()->set_volume_mount_group("4321");
+  ASSERT_TRUE(isOk(publish(v.volume_id(), staging, target, grouped)));
+  struct stat st{};
+  ASSERT_EQ(::stat(target.c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, 4321u);
+  EXPECT_TRUE(st.st_mode & S_ISGID);
+  EXPECT_TRUE(st.st_mode & S_IWGRP);
+  auto notNumeric = mountCap("ext4");
+  notNumeric.mutable_mount()->set_volume_mount_group("wheel");
+  EXPECT_EQ(publish(v.volume_id(), staging, path("pods/q/opts"), notNumeric).error_code(), StatusCode::INVALID_ARGUMENT);
+  ASSERT_TRUE(isOk(unpublish(v.volume_id(), target)));
+  // Someone unmounts the staging mount behind the driver's back: the condition says so.
+  ASSERT_TRUE(trellis::sys::unmount(staging));
+  v1::NodeGetVolumeStatsRequest sr;
+  sr.set_volume_id(v.volume_id());
+  sr.set_volume_path(staging);
+  v1::NodeGetVolumeStatsResponse srr;
+  ASSERT_TRUE(isOk(call(*driver_->node, &v1::Node::Stub::NodeGetVolumeStats, sr, &srr)));
+  EXPECT_TRUE(srr.volume_condition().abnormal());
+  EXPECT_NE(srr.volume_condition().message().find("staging mount"), std::string::npos) << srr.volume_condition().message();
+  ASSERT_TRUE(isOk(unstage(v.volume_id(), staging)));
+  EXPECT_TRUE(trellis::sys::loopsUnder(pool_).empty());
+  ASSERT_TRUE(isOk(remove(v.volume_id())));
+}
+
+TEST_F(CsiTest, MaxVolumesPerNodeLimitsControllerPublish) {
+  driver_->stop(SIGTERM);
+  driver_->extraArgs = {"--max-volumes-per-node", "2"};
+  driver_->start();
+  v1::NodeGetInfoResponse ni;
+  ASSERT_TRUE(isOk(call(*driver_->node, &v1::Node::Stub::NodeGetInfo, v1::NodeGetInfoRequest(), &ni)));
+  EXPECT_EQ(ni.max_volumes_per_node(), 2);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back(create("pvc-max-" + std::to_string(i), 8 * kMiB).volume_id());
+  auto pub = [&](const std::string& id) {
+    v1::ControllerPublishVolumeRequest p;
+    p.set_volume_id(id);
+    p.set_node_id(kNode);
+    *p.mutable_volume_capability() = mountCap();
+    v1::ControllerPublishVolumeResponse pr;
+    return call(*driver_->controller, &v1::Controller::Stub::ControllerPublishVolume, p, &pr);
+  };
+  EXPECT_TRUE(isOk(pub(ids[0])));
+  EXPECT_TRUE(isOk(pub(ids[1])));
+  EXPECT_EQ(pub(ids[2]).error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_TRUE(isOk(pub(ids[1]))) << "republishing an attached volume is not a new attachment";
+  for (const auto& id : ids) {
+    v1::ControllerUnpublishVolumeRequest u;
+    u.set_volume_id(id);
+    v1::ControllerUnpublishVolumeResponse ur;
+    ASSERT_TRUE(isOk(call(*driver_->controller, &v1::Controller::Stub::ControllerUnpublishVolume, u, &ur)));
+    ASSERT_TRUE(isOk(remove(id)));
+  }
+}
+
 // kill -9 while CreateVolume (with clones of a volume holding data) and
 // NodeStage (mkfs, mount) are under way, many times; after each restart
 // the pool holds only complete volumes and stages, no stray loop device,
@@ -878,7 +959,8 @@ TEST_F(CsiTest, KillNineMidCreateAndStageLeavesNothingHalfDone) {
       EXPECT_TRUE(fs::exists(pool_ + "/volumes/" + id + ".img")) << "record without file: " << id;
     }
     size_t staged = 0;
-    for (const auto& e : fs::directory_iterator(pool_ + "/meta/node")) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(pool_ + "/meta/node", ec)) {
       auto text = fileContent(e.path().string());
       EXPECT_NE(text.find("\"state\":\"ready\""), std::string::npos) << "half-done stage survived: " << text << "\n" << driver_->log();
       ++staged;

@@ -68,10 +68,31 @@ int64_t Driver::poolSize() const {
   return static_cast<int64_t>(std::floor(static_cast<double>(size) * options_.overprovisionRatio));
 }
 
+Driver::Reservation::~Reservation() {
+  if (!d_) return;
+  std::lock_guard<std::mutex> lock(d_->capacityMu_);
+  d_->reserved_ -= bytes_;
+}
+
+Driver::Reservation Driver::reserve(int64_t bytes) {
+  std::lock_guard<std::mutex> lock(capacityMu_);
+  if (availableCapacity() < bytes) return Reservation(nullptr, 0);
+  reserved_ += bytes;
+  return Reservation(this, bytes);
+}
+
 int64_t Driver::availableCapacity() {
-  int64_t promised = 0;
+  int64_t promised = reserved_;
   for (const auto& v : store_.volumes()) promised += v.capacity;
-  return std::max<int64_t>(0, poolSize() - promised);
+  int64_t available = poolSize() - promised;
+  // Thin volumes fill the pool as they are written: never offer more than
+  // the real free space allows at the same over-provisioning ratio.
+  struct statvfs st{};
+  if (::statvfs(store_.poolDir().c_str(), &st) == 0) {
+    double free = static_cast<double>(st.f_bavail) * static_cast<double>(st.f_frsize);
+    available = std::min(available, static_cast<int64_t>(std::floor(free * options_.overprovisionRatio)));
+  }
+  return std::max<int64_t>(0, available);
 }
 
 base::Status Driver::freeze(const std::vector<std::string>& ids, std::vector<std::string>* frozen) {
@@ -180,20 +201,21 @@ base::Status Driver::recover() {
     fs::remove(store_.volumeImage(v.id), ec);
     if (auto st = store_.removeVolume(v.id); !st) return st;
   }
-  // Files no record owns (a crash between creating the file and... cannot
-  // happen, records come first; but a hand-edited pool can): reported, kept.
+  // Images no record names: a create cut short before its record was
+  // written (records are written after the image). The pool's volumes/ and
+  // snapshots/ directories belong to the driver.
+  std::vector<fs::path> orphans;
   for (const char* dir : {"volumes", "snapshots"}) {
     for (const auto& e : fs::directory_iterator(store_.poolDir() + "/" + dir, ec)) {
       std::string name = e.path().filename().string();
-      if (name.ends_with(".img.tmp") || name.ends_with(".tmp")) {
-        fs::remove(e.path(), ec);
-        continue;
-      }
-      if (!name.ends_with(".img")) continue;
-      std::string id = name.substr(0, name.size() - 4);
-      bool owned = std::string(dir) == "volumes" ? store_.volume(id).has_value() : store_.snapshot(id).has_value();
-      if (!owned) logger().warn("recovery: pool file without a record (left in place)", {{"file", e.path().string()}});
+      std::string id = name.ends_with(".img") ? name.substr(0, name.size() - 4) : "";
+      bool owned = !id.empty() && (std::string(dir) == "volumes" ? store_.volume(id).has_value() : store_.snapshot(id).has_value());
+      if (!owned) orphans.push_back(e.path());
     }
+  }
+  for (const auto& p : orphans) {
+    logger().info("recovery: removing an image no record names (an interrupted create)", {{"file", p.string()}});
+    fs::remove(p, ec);
   }
   return {};
 }

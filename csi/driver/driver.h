@@ -33,7 +33,11 @@ struct DriverOptions {
   int64_t defaultVolumeSize = kGiB;   // CreateVolume without a capacity range
   double overprovisionRatio = 1.0;    // promised capacity / pool size
   int64_t capacityBytes = 0;          // pool size override; 0 = the pool filesystem's size
-  int64_t maxVolumesPerNode = 0;      // NodeGetInfo; 0 = no limit
+  int64_t maxVolumesPerNode = 0;      // NodeGetInfo and ControllerPublish's limit; 0 = none
+  // The filesystem NodeStage makes when the capability names none. "ext4"
+  // normally; "xfs" when this process cannot grow a mounted ext4 (no
+  // CAP_SYS_RESOURCE), so online expansion keeps working.
+  std::string defaultFsType = "ext4";
 };
 
 // At most one operation per object id at a time.
@@ -66,8 +70,24 @@ class Driver {
   const DriverOptions& options() const { return options_; }
   Store& store() { return store_; }
   OpLocks& locks() { return locks_; }
-  // Held while capacity is checked and a new volume's record is written.
+  // Held while capacity is checked and promised (expansion).
   std::mutex& capacityMutex() { return capacityMu_; }
+
+  // Capacity promised to a volume being created, until its record counts it.
+  class Reservation {
+   public:
+    Reservation(Driver* d, int64_t bytes) : d_(d), bytes_(bytes) {}
+    Reservation(Reservation&& o) noexcept : d_(o.d_), bytes_(o.bytes_) { o.d_ = nullptr; }
+    Reservation(const Reservation&) = delete;
+    ~Reservation();
+    explicit operator bool() const { return d_ != nullptr; }
+
+   private:
+    Driver* d_;
+    int64_t bytes_;
+  };
+  // An engaged reservation, or an empty one when the pool cannot promise `bytes`.
+  Reservation reserve(int64_t bytes);
 
   // Undoes what a crash interrupted: half-created volumes and snapshots
   // (records still "creating") are removed with their files; node records
@@ -76,7 +96,8 @@ class Driver {
   base::Status recover();
 
   // The pool's size (the override, or the pool filesystem's) times the
-  // over-provisioning ratio, minus what ready and creating volumes promise.
+  // over-provisioning ratio, minus what volumes and reservations promise;
+  // at most the pool filesystem's real free space times the ratio.
   int64_t availableCapacity();
   int64_t poolSize() const;
 
@@ -98,6 +119,7 @@ class Driver {
   Store store_;
   OpLocks locks_;
   std::mutex capacityMu_;
+  int64_t reserved_ = 0;  // guarded by capacityMu_
 };
 
 }  // namespace trellis::csi

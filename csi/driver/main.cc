@@ -4,6 +4,7 @@
 // (--mode all) on a unix socket; in node modes, optionally also the kubelet
 // plugin-registration API on a second socket, so no node-driver-registrar
 // sidecar is needed. See docs/csi.md.
+#include <malloc.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -40,10 +41,21 @@ bool prepareSocket(const std::string& path, std::string* error) {
   return true;
 }
 
+// Whether this process may grow a mounted ext4 (EXT4_IOC_RESIZE_FS needs CAP_SYS_RESOURCE).
+bool haveCapSysResource() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("CapEff:", 0) == 0) return (std::stoull(line.substr(7), nullptr, 16) >> 24) & 1;
+  }
+  return false;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   base::blockShutdownSignals();
+  ::mallopt(M_ARENA_MAX, 2);  // gRPC's threads would each get a malloc arena
   CLI::App app{"trellis-csi: CSI driver csi.trellis.dev for node-local volumes (sparse files on loop devices)"};
   base::CommonFlags common;
   base::addCommonFlags(app, common);
@@ -80,6 +92,12 @@ int main(int argc, char** argv) {
   app.add_option("--max-volumes-per-node", opts.maxVolumesPerNode, "NodeGetInfo max_volumes_per_node (0: no limit)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  std::string defaultFsType = "auto";
+  app.add_option("--default-fs-type", defaultFsType,
+                 "filesystem for volumes whose capability names none: ext4, xfs, btrfs, or auto (ext4, or xfs when "
+                 "this process lacks CAP_SYS_RESOURCE and so cannot grow a mounted ext4)")
+      ->check(CLI::IsMember({"auto", "ext4", "xfs", "btrfs"}))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   base::applyCommonFlags(common);
   base::Logger log("csi");
@@ -101,16 +119,16 @@ int main(int argc, char** argv) {
     log.error("another trellis-csi holds the pool", {{"pool", store->poolDir()}});
     return 1;
   }
-  tcsi::Driver driver(opts, std::move(*store));
-  {
-    std::ifstream status("/proc/self/status");
-    std::string line;
-    while (std::getline(status, line)) {
-      if (line.rfind("CapEff:", 0) == 0 && !((std::stoull(line.substr(7), nullptr, 16) >> 24) & 1)) {
-        log.warn("no CAP_SYS_RESOURCE: mounted ext4 volumes cannot grow online (xfs and btrfs can)");
-      }
+  if (defaultFsType == "auto") {
+    opts.defaultFsType = haveCapSysResource() ? "ext4" : "xfs";
+    if (opts.defaultFsType == "xfs") {
+      log.warn("no CAP_SYS_RESOURCE: mounted ext4 volumes cannot grow online; volumes without an fs_type get xfs");
     }
+  } else {
+    opts.defaultFsType = defaultFsType;
   }
+  tcsi::Driver driver(opts, std::move(*store));
+
   if (auto st = driver.recover(); !st) {
     log.error("recovering the pool", {{"error", st.error().message()}});
     return 1;
@@ -127,6 +145,10 @@ int main(int argc, char** argv) {
   tcsi::GroupControllerService group(driver);
   tcsi::NodeService node(driver);
   grpc::ServerBuilder builder;
+  // A node agent, not a server farm: one completion queue, few pollers.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS, 1);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 1);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 2);
   builder.AddListeningPort("unix://" + path, grpc::InsecureServerCredentials());
   builder.RegisterService(&identity);
   if (opts.controller) {

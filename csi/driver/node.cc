@@ -99,7 +99,7 @@ grpc::Status NodeService::NodeStageVolume(grpc::ServerContext*, const v1::NodeSt
   auto vol = d_.store().volume(req->volume_id());
   if (!vol || vol->state != RecordState::kReady) return grpcError(StatusCode::NOT_FOUND, "volume " + req->volume_id() + " not found");
   bool block = cap.has_block();
-  std::string fsType = block ? "" : (!cap.mount().fs_type().empty() ? cap.mount().fs_type() : (!vol->fsType.empty() ? vol->fsType : "ext4"));
+  std::string fsType = block ? "" : (!cap.mount().fs_type().empty() ? cap.mount().fs_type() : (!vol->fsType.empty() ? vol->fsType : d_.options().defaultFsType));
   if (!block && !vol->fsType.empty() && fsType != vol->fsType) {
     return grpcError(StatusCode::INVALID_ARGUMENT, "volume " + vol->id + " was created for " + vol->fsType + ", not " + fsType);
   }
@@ -236,10 +236,13 @@ grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*, const v1::Node
   };
   std::error_code ec;
   if (rec->block) {
+    // The target is a file the device is bound onto; a CO that made an
+    // empty directory there gets it replaced.
     fs::create_directories(fs::path(target).parent_path(), ec);
+    if (fs::is_directory(target, ec)) fs::remove(target, ec);
     int fd = ::open(target.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0660);
-    if (fd < 0 && errno != EISDIR) return fail(base::Error::fromErrno(errno, "creating " + target));
-    if (fd >= 0) ::close(fd);
+    if (fd < 0) return fail(base::Error::fromErrno(errno, "creating " + target));
+    ::close(fd);
     if (auto st = sys::bindMount(rec->device, target, readonly); !st) return fail(std::move(st).error());
   } else {
     fs::create_directories(target, ec);
