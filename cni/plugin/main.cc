@@ -21,6 +21,7 @@
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
 
+#include "cni/plugin/bandwidth.h"
 #include "cni/plugin/ipam.h"
 #include "cni/plugin/naming.h"
 #include "cni/plugin/portmap.h"
@@ -169,7 +170,7 @@ base::Status ensureMasquerade(const NetConf& nc, const Result& r) {
 }
 
 std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& ipam, PortMaps& ports,
-                                const std::vector<PortMapping>& mappings) {
+                                const std::vector<PortMapping>& mappings, const std::optional<Bandwidth>& bandwidth) {
   auto nsfd = sys::openNetns(inv.netns);
   if (!nsfd) {
     return Error{nsfd.error().code() == base::ErrorCode::kNotFound ? ErrorCode::kUnknownContainer
@@ -218,6 +219,12 @@ std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& 
   if (auto st = host.setMaster(veth, nc.bridge); !st) return fail(st.error());
   if (auto st = host.setUp(veth); !st) return fail(st.error());
   if (nc.hairpin) std::ofstream(fmt::format("/sys/class/net/{}/brport/hairpin_mode", veth)) << "1";
+  if (bandwidth && bandwidth->ingressRate) {
+    // What leaves the host end enters the pod.
+    auto st = host.setTbf(veth, bandwidth->ingressRate / 8, static_cast<uint32_t>(bandwidth->ingressBurst / 8),
+                          tbfLimitBytes(bandwidth->ingressRate, bandwidth->ingressBurst));
+    if (!st) return fail(st.error());
+  }
   if (nc.ipMasq) {
     if (auto st = ensureMasquerade(nc, r); !st) return fail(st.error());
   }
@@ -240,6 +247,11 @@ std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& 
     }
     if (auto st = p.setUp(inv.ifname); !st) return st;
     if (auto st = p.setUp("lo"); !st) return st;
+    if (bandwidth && bandwidth->egressRate) {
+      auto st = p.setTbf(inv.ifname, bandwidth->egressRate / 8, static_cast<uint32_t>(bandwidth->egressBurst / 8),
+                         tbfLimitBytes(bandwidth->egressRate, bandwidth->egressBurst));
+      if (!st) return st;
+    }
     if (nc.isGateway) {
       for (const IpConfig& ip : r.ips) {
         std::string any = ip.v6() ? "::/0" : "0.0.0.0/0";
@@ -390,9 +402,12 @@ int main() {
   auto mappings = parsePortMappings(inv.config);
   if (std::holds_alternative<Error>(mappings)) return fail(std::get<Error>(mappings), inv.cniVersion);
   PortMaps ports(std::get<IpamConfig>(ipamConfig).dataDir + "/" + network + "/ports", std::get<NetConf>(nc).nftTable);
+  auto bandwidth = parseBandwidth(inv.config);
+  if (std::holds_alternative<Error>(bandwidth)) return fail(std::get<Error>(bandwidth), inv.cniVersion);
   switch (inv.command) {
     case Command::kAdd: {
-      auto r = add(inv, std::get<NetConf>(nc), ipam, ports, std::get<std::vector<PortMapping>>(mappings));
+      auto r = add(inv, std::get<NetConf>(nc), ipam, ports, std::get<std::vector<PortMapping>>(mappings),
+                   std::get<std::optional<Bandwidth>>(bandwidth));
       if (std::holds_alternative<Error>(r)) return fail(std::get<Error>(r), inv.cniVersion);
       return emit(toJson(std::get<Result>(r), inv.cniVersion), 0);
     }

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
+#include <iostream>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -236,6 +237,68 @@ TEST_F(CniTest, ChainsWithTheReferenceTuningPlugin) {
   EXPECT_EQ(allocations(), 0u);
 }
 
+// A conflist [trellis-cni, tuning, portmap, bandwidth, firewall] of Debian's
+// reference plugins, run as a runtime runs it: each gets the previous
+// result as prevResult, passes our addresses on and does its work; CHECK
+// passes through them; DEL in reverse order undoes all of it. Dual-stack, so
+// both families go through the chain. portmap's own CHECK is not run:
+// Debian's portmap 1.1.1 looks for its IPv4 rules in the IPv6 table and so
+// fails CHECK for every configuration (an upstream bug, fixed after 1.1.1).
+TEST_F(CniTest, ChainsWithEveryReferenceMetaPlugin) {
+  for (const char* p : {"tuning", "portmap", "bandwidth", "firewall"}) {
+    ASSERT_EQ(access((std::string("/usr/lib/cni/") + p).c_str(), X_OK), 0) << p << ": containernetworking-plugins is missing";
+  }
+  std::string cfg = fmt::format(R"({{"cniVersion":"1.0.0","name":"tnet","type":"trellis-cni","bridge":"{}",)"
+                                R"("ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.79.{}.0/24"}}],)"
+                                R"([{{"subnet":"fd00:79:{:x}::/64"}}]],"dataDir":"{}"}}}})",
+                                bridge_, getpid() % 200 + 20, getpid() % 4000 + 1, dir_.file("ipam"));
+  std::string ns = netns("chain2");
+  std::string path = "/var/run/netns/" + ns;
+  auto add = exec("ADD", "pod-d", path, cfg);
+  ASSERT_EQ(add.exitCode, 0) << add.out;
+  std::string ours(json::parse(add.out).at("ips").at(0).at("address").as_string());
+  std::string veth(json::parse(add.out).at("interfaces").at(1).at("name").as_string());
+  const std::vector<std::pair<std::string, std::string>> chain = {
+      {"tuning", R"("mtu":1300)"},
+      {"portmap", R"("capabilities":{"portMappings":true},"runtimeConfig":{"portMappings":[{"hostPort":31081,"containerPort":8080,"protocol":"tcp"}]})"},
+      {"bandwidth", R"("capabilities":{"bandwidth":true},"runtimeConfig":{"bandwidth":{"ingressRate":8000000,"ingressBurst":800000,"egressRate":8000000,"egressBurst":800000}})"},
+      {"firewall", R"("backend":"iptables")"}};
+  std::string prev = add.out.substr(0, add.out.find_last_not_of('\n') + 1);
+  std::vector<std::string> files;
+  auto run = [&](const std::string& command, const std::string& type, const std::string& file) {
+    return testing::run(host("") + "env CNI_COMMAND=" + command + " CNI_CONTAINERID=pod-d CNI_NETNS=" + path +
+                        " CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni /usr/lib/cni/" + type + " < " + file + " 2>&1");
+  };
+  for (const auto& [type, extra] : chain) {
+    std::string file = dir_.file("chain-" + type + ".json");
+    testing::writeFile(file, fmt::format(R"({{"cniVersion":"1.0.0","name":"tnet","type":"{}",{},"prevResult":{}}})", type, extra, prev));
+    files.push_back(file);
+    auto r = run("ADD", type, file);
+    ASSERT_EQ(r.exitCode, 0) << type << ": " << r.out;
+    json::value passed = json::parse(r.out);
+    EXPECT_EQ(std::string(passed.at("ips").at(0).at("address").as_string()), ours) << type << " changed the addresses";
+    prev = r.out.substr(0, r.out.find_last_not_of('\n') + 1);
+  }
+  EXPECT_NE(testing::run("ip netns exec " + ns + " ip link show eth0").out.find("mtu 1300"), std::string::npos);
+  EXPECT_NE(testing::run(host("iptables -t nat -S")).out.find("31081"), std::string::npos) << "portmap's DNAT";
+  EXPECT_NE(testing::run(host("tc qdisc show dev " + veth)).out.find("tbf"), std::string::npos) << "bandwidth's shaping";
+  EXPECT_NE(testing::run(host("iptables -S")).out.find("CNI-FORWARD"), std::string::npos) << "firewall's chain";
+  // CHECK through the chain, then DEL in reverse.
+  for (size_t i = 0; i < chain.size(); ++i) {
+    if (chain[i].first == "portmap") continue;
+    auto r = run("CHECK", chain[i].first, files[i]);
+    EXPECT_EQ(r.exitCode, 0) << chain[i].first << " CHECK: " << r.out;
+  }
+  for (size_t i = chain.size(); i-- > 0;) {
+    auto r = run("DEL", chain[i].first, files[i]);
+    EXPECT_EQ(r.exitCode, 0) << chain[i].first << " DEL: " << r.out;
+  }
+  EXPECT_EQ(exec("DEL", "pod-d", path, cfg).exitCode, 0);
+  EXPECT_EQ(testing::run(host("iptables -t nat -S")).out.find("31081"), std::string::npos) << "portmap left its DNAT";
+  EXPECT_EQ(testing::run(host("ip6tables -t nat -S")).out.find("31081"), std::string::npos) << "portmap left its DNAT";
+  EXPECT_EQ(allocations(), 0u);
+}
+
 TEST_F(CniTest, IpMasqKeepsOneRulePerFamilyInTrellissOwnTable) {
   std::string table = "trellis_t" + tag_;
   std::string cfg = config();
@@ -283,6 +346,64 @@ TEST_F(CniTest, HostPortReachableFromTheNodeAndGoneAfterDel) {
   auto bad = config();
   bad.insert(bad.size() - 1, R"(,"capabilities":{"portMappings":true},"runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":80}]})");
   EXPECT_NE(exec("ADD", "hp2", "/var/run/netns/" + ns, bad).out.find(R"("code":7)"), std::string::npos);
+}
+
+// The bandwidth capability shapes what iperf3 measures: egress from the pod
+// and ingress to it, each within 10% of the limit; DEL takes the shaping
+// with the links.
+TEST_F(CniTest, BandwidthLimitsHoldUnderIperf3) {
+  constexpr uint64_t kEgress = 20'000'000, kIngress = 40'000'000;  // bits/s
+  std::string cfg = config();
+  cfg.insert(cfg.size() - 1, fmt::format(R"(,"capabilities":{{"bandwidth":true}},"runtimeConfig":{{"bandwidth":{{)"
+                                         R"("ingressRate":{},"ingressBurst":{},"egressRate":{},"egressBurst":{}}}}})",
+                                         kIngress, 400000, kEgress, 400000));
+  std::string ns = netns("bw");
+  auto add = exec("ADD", "bw", "/var/run/netns/" + ns, cfg);
+  ASSERT_EQ(add.exitCode, 0) << add.out;
+  std::string gateway(json::parse(add.out).at("ips").at(0).at("gateway").as_string());
+  std::string veth(json::parse(add.out).at("interfaces").at(1).at("name").as_string());
+  EXPECT_NE(testing::run(host("tc qdisc show dev " + veth)).out.find("tbf"), std::string::npos);
+  EXPECT_NE(testing::run("ip netns exec " + ns + " tc qdisc show dev eth0").out.find("tbf"), std::string::npos);
+  std::string pidfile = dir_.file("iperf3.pid");
+  std::thread server([&] { testing::run(host("timeout 30 iperf3 -s -B " + gateway + " -p 5301 -I " + pidfile)); });
+  // Average over 4 s after the first (TCP's ramp) is omitted; `reverse`: the node sends to the pod.
+  std::string last;
+  auto measure = [&](bool reverse) -> double {
+    for (int attempt = 0; attempt < 20; ++attempt) {
+      auto r = testing::run("ip netns exec " + ns + " iperf3 -c " + gateway + " -p 5301 -t 4 -O 1 -J" + (reverse ? " -R" : "") +
+                            " 2>/dev/null");
+      boost::system::error_code ec;
+      json::value v = json::parse(r.out, ec);
+      const json::value* bps = nullptr;
+      if (!ec && v.is_object()) {
+        if (const json::value* end = v.get_object().if_contains("end"); end && end->is_object()) {
+          if (const json::value* sum = end->get_object().if_contains("sum_received"); sum && sum->is_object()) {
+            bps = sum->get_object().if_contains("bits_per_second");
+          }
+        }
+      }
+      if (r.exitCode == 0 && bps) return bps->to_number<double>();
+      last = r.out;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the server is not up yet
+    }
+    return -1;
+  };
+  double egress = measure(false), ingress = measure(true);
+  EXPECT_NEAR(egress, kEgress, kEgress * 0.10) << "pod -> node throughput, bits/s; iperf3 said: " << last;
+  EXPECT_NEAR(ingress, kIngress, kIngress * 0.10) << "node -> pod throughput, bits/s";
+  std::cout << fmt::format("bandwidth: egress {:.2f} Mbit/s (limit {}), ingress {:.2f} Mbit/s (limit {})\n", egress / 1e6,
+                           kEgress / 1000000, ingress / 1e6, kIngress / 1000000);
+  testing::run("kill $(cat " + pidfile + ")");
+  server.join();
+  EXPECT_EQ(exec("DEL", "bw", "/var/run/netns/" + ns, cfg).exitCode, 0);
+  EXPECT_NE(testing::run(host("ip link show " + veth)).exitCode, 0) << "the shaped host link is gone";
+  // A rate without its burst, and a burst under one frame, are configuration errors.
+  for (const char* bad : {R"({"egressRate":1000000})", R"({"ingressRate":1000000,"ingressBurst":800})"}) {
+    std::string b = config();
+    b.insert(b.size() - 1, std::string(R"(,"capabilities":{"bandwidth":true},"runtimeConfig":{"bandwidth":)") + bad + "}");
+    auto r = exec("ADD", "bw2", "/var/run/netns/" + ns, b);
+    EXPECT_NE(r.out.find(R"("code":7)"), std::string::npos) << r.out;
+  }
 }
 
 TEST_F(CniTest, KillNineMidAddThenGcLeavesNothing) {

@@ -10,7 +10,10 @@
 #include <netlink/route/link/veth.h>
 #include <netlink/route/link/vxlan.h>
 #include <netlink/route/neighbour.h>
+#include <netlink/route/qdisc.h>
+#include <netlink/route/qdisc/tbf.h>
 #include <netlink/route/route.h>
+#include <netlink/route/tc.h>
 #include <sched.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -149,6 +152,26 @@ base::Status Netlink::setMaster(const std::string& ifname, const std::string& ma
   if (!m) return std::move(m).error();
   int idx = *m;
   return impl_->change(ifname, [idx](rtnl_link* c) { rtnl_link_set_master(c, idx); }, "attaching to " + master);
+}
+
+base::Status Netlink::setTbf(const std::string& ifname, uint64_t rateBytes, uint32_t burstBytes, uint32_t limitBytes) {
+  auto idx = ifindex(ifname);
+  if (!idx) return std::move(idx).error();
+  if (rateBytes == 0 || rateBytes > 0x7fffffffu) return base::makeError(base::ErrorCode::kInvalidArgument, "tbf rate {} B/s out of range", rateBytes);
+  rtnl_qdisc* q = rtnl_qdisc_alloc();
+  if (!q) return base::Error(base::ErrorCode::kInternal, "allocating a qdisc");
+  rtnl_tc_set_ifindex(TC_CAST(q), *idx);
+  rtnl_tc_set_parent(TC_CAST(q), TC_H_ROOT);
+  rtnl_tc_set_handle(TC_CAST(q), TC_HANDLE(1, 0));
+  int err = rtnl_tc_set_kind(TC_CAST(q), "tbf");
+  if (err >= 0) {
+    rtnl_qdisc_tbf_set_limit(q, static_cast<int>(limitBytes));
+    rtnl_qdisc_tbf_set_rate(q, static_cast<int>(rateBytes), static_cast<int>(burstBytes), 0);
+    err = rtnl_qdisc_add(impl_->sock, q, NLM_F_CREATE | NLM_F_REPLACE);
+  }
+  rtnl_qdisc_put(q);
+  if (err < 0) return nlError(err, "shaping " + ifname);
+  return {};
 }
 
 base::Status Netlink::setUp(const std::string& ifname) {

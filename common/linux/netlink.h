@@ -69,6 +69,10 @@ class Netlink {
   // A permanent forwarding entry of a VXLAN device: frames for `mac` go to `dstIp`.
   base::Status setFdb(const std::string& ifname, const std::string& mac, const std::string& dstIp);
   base::Status deleteRoute(const std::string& dst, int protocol);
+  // A token-bucket filter as the root qdisc of `ifname` (replacing any):
+  // what leaves through the link is shaped to `rateBytes` per second with a
+  // bucket of `burstBytes` and at most `limitBytes` queued.
+  base::Status setTbf(const std::string& ifname, uint64_t rateBytes, uint32_t burstBytes, uint32_t limitBytes);
 
   struct Impl;
 

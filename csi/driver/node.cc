@@ -130,7 +130,8 @@ grpc::Status NodeService::NodeStageVolume(grpc::ServerContext*, const v1::NodeSt
   if (!block) {
     auto current = sys::probeFsType(*dev);
     if (!current) return fail(std::move(current).error());
-    if (current->empty()) {
+    bool formatted = current->empty();  // a new filesystem fills the device: nothing to grow
+    if (formatted) {
       if (auto st = makeFilesystem(fsType, *dev); !st) return fail(std::move(st).error());
     } else if (*current != fsType) {
       (void)sys::loopDetach(*dev);
@@ -143,7 +144,9 @@ grpc::Status NodeService::NodeStageVolume(grpc::ServerContext*, const v1::NodeSt
     if (fsType == "xfs") data += (data.empty() ? "" : ",") + std::string("nouuid");  // clones share the source's UUID
     if (auto st = sys::mountFs(*dev, staging, fsType, opts->flags, data); !st) return fail(std::move(st).error());
     if (vol->fsGrowPending) {
-      if (auto st = growFilesystem(fsType, *dev, staging); !st) return fail(std::move(st).error());
+      if (!formatted) {
+        if (auto st = growFilesystem(fsType, *dev, staging); !st) return fail(std::move(st).error());
+      }
       vol->fsGrowPending = false;
       if (auto st = d_.store().put(*vol); !st) return fail(std::move(st).error());
     }
