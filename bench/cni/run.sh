@@ -5,6 +5,7 @@
 # config on stdin), inside a "node" network namespace this script creates.
 #   ADD and DEL wall time per pod, N pods one after another (p50/p99)
 #   N ADDs with PAR in parallel (total time)
+#   pod-to-pod TCP throughput over each plugin's bridge (iperf3)
 # The timing loop itself runs inside the node namespace, so a sample is one
 # plugin exec and nothing else. Everything (namespaces, and with them
 # bridges, veths and rules; IPAM dirs) is removed on exit. Ratios are
@@ -77,6 +78,27 @@ for r in $(seq "$ROUNDS"); do
     echo "round $r/$ROUNDS done" >&2
 done
 
+# Pod-to-pod TCP throughput over each plugin's bridge: two pods per plugin,
+# iperf3 for TP_SECONDS (the first second, TCP's ramp, omitted), ROUNDS times
+# interleaved.
+bps() { awk -F'[:,]' '/"sum_received"/ {s=1} s && /"bits_per_second"/ {gsub(/ /, "", $2); print $2; exit}' "$1"; }
+for v in reference trellis; do
+    for p in tpa tpb; do ip netns add "tb$TAG-$v-$p"; call "$v" ADD "$p" > /dev/null || die "$v ADD $p"; done
+done
+for r in $(seq "$ROUNDS"); do
+    for v in reference trellis; do
+        ipb=$(grep -o '"address": *"[0-9.]*' "$WORK/out.$v.tpb" | head -1 | grep -o '[0-9.]*$')
+        ip netns exec "tb$TAG-$v-tpb" iperf3 -s -1 -p 5399 > /dev/null 2>&1 &
+        srv=$!
+        for _ in $(seq 50); do ip netns exec "tb$TAG-$v-tpa" iperf3 -c "$ipb" -p 5399 -t "${TP_SECONDS:-5}" -O 1 -J \
+            > "$WORK/tp.$v.$r.json" 2>/dev/null && break; sleep 0.1; done
+        wait "$srv"
+        bps "$WORK/tp.$v.$r.json" > "$WORK/tp.$v.$r"
+        [[ -s $WORK/tp.$v.$r ]] || die "$v iperf3 run $r"
+    done
+done
+for v in reference trellis; do for p in tpa tpb; do call "$v" DEL "$p" > /dev/null; ip netns del "tb$TAG-$v-$p"; done; done
+
 echo
 echo "trellis-cni vs reference bridge+host-local ($(dpkg-query -W -f '${Version}' containernetworking-plugins)), N=$N, PAR=$PAR, median of $ROUNDS rounds"
 printf '%-28s %12s %12s %8s\n' metric reference trellis ratio
@@ -92,4 +114,7 @@ row "DEL p50" del 0.5
 row "DEL p99" del 0.99
 rv=$(cat "$WORK"/par.reference.* | median); tv=$(cat "$WORK"/par.trellis.* | median)
 printf '%-28s %10.1fms %10.1fms %8.2f\n' "$N ADDs, $PAR in parallel" "$rv" "$tv" "$(awk -v a="$tv" -v b="$rv" 'BEGIN {print a / b}')"
-echo "targets: ADD p50 and DEL p50 <= 0.25 of the reference; parallel ADDs faster (ratio < 1)"
+rv=$(cat "$WORK"/tp.reference.? | median); tv=$(cat "$WORK"/tp.trellis.? | median)
+printf '%-28s %8.2fGbit/s %8.2fGbit/s %8.2f\n' "pod-to-pod TCP (iperf3)" "$(awk -v a="$rv" 'BEGIN {print a / 1e9}')" \
+    "$(awk -v a="$tv" 'BEGIN {print a / 1e9}')" "$(awk -v a="$tv" -v b="$rv" 'BEGIN {print a / b}')"
+echo "targets: ADD p50 and DEL p50 <= 0.25 of the reference; parallel ADDs faster (ratio < 1); throughput >= 0.95 of the reference"
