@@ -63,7 +63,9 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2 ? a[(NR+1)/2] : (a[NR/2]
 
 for r in $(seq "$ROUNDS"); do
     for v in reference trellis; do
-        for i in $(seq "$N"); do ip netns add "tb$TAG-$v-$i"; done
+        # Pod namespaces as a runtime hands them over: lo already up (containerd
+        # and CRI-O run the loopback plugin before the network's).
+        for i in $(seq "$N"); do ip netns add "tb$TAG-$v-$i" && ip -n "tb$TAG-$v-$i" link set lo up; done
         : > "$WORK/add.$v.$r"; : > "$WORK/del.$v.$r"
         for i in $(seq "$N"); do call "$v" ADD "$i" >> "$WORK/add.$v.$r" || die "$v ADD failed"; done
         for i in $(seq "$N"); do call "$v" DEL "$i" >> "$WORK/del.$v.$r" || die "$v DEL failed"; done

@@ -126,18 +126,24 @@ std::variant<Resolved, Error> resolve(const IpRange& r, const std::string& field
 
 Error ioError(const std::string& what) { return Error{ErrorCode::kIo, what + ": " + std::strerror(errno), ""}; }
 
-std::optional<Error> fsyncDir(const std::string& dir) {
-  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ioError("open " + dir);
-  int rc = fsync(fd);
-  close(fd);
-  if (rc != 0) return ioError("fsync " + dir);
-  return std::nullopt;
+
+// A small value kept as a symlink's target: created with its content in one
+// atomic step (symlink() fails with EEXIST like O_EXCL) and needing no fsync
+// of its own (a directory fsync covers it).
+std::optional<std::string> readValue(const std::string& path) {
+  char buf[512];
+  ssize_t n = readlink(path.c_str(), buf, sizeof buf);
+  if (n >= 0) return std::string(buf, static_cast<size_t>(n));
+  if (errno != EINVAL) return std::nullopt;
+  // A regular file (host-local's format, and this store's older one).
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// Reads "containerID\nifname" from an allocation file.
-Attachment readAttachment(const std::string& path) {
-  std::ifstream in(path);
+// The attachment an allocation entry holds ("containerID\nifname\n").
+Attachment attachmentOf(const std::string& value) {
+  std::istringstream in(value);
   std::string id, ifname;
   std::getline(in, id);
   std::getline(in, ifname);
@@ -145,7 +151,68 @@ Attachment readAttachment(const std::string& path) {
   return {id, ifname};
 }
 
+std::string entryValue(const Attachment& a) { return a.first + "\n" + a.second + "\n"; }
+
 bool isAddressFile(const std::string& name) { return parseAddr(name).has_value(); }
+
+// The index of an attachment's addresses: "att-" + 16 hex digits of a hash
+// of the attachment, holding "ip[,ip]".
+constexpr std::string_view kIndexPrefix = "att-";
+std::string indexName(const Attachment& a) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : entryValue(a)) h = (h ^ c) * 1099511628211ull;
+  return fmt::format("{}{:016x}", kIndexPrefix, h);
+}
+
+// Replaces the symlink `path` with one holding `value` (atomically: a
+// temporary link renamed over it).
+bool replaceValue(const std::string& path, const std::string& value) {
+  std::string tmp = path + ".tmp";
+  unlink(tmp.c_str());
+  if (symlink(value.c_str(), tmp.c_str()) != 0) return false;
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+// An index: "containerID\nifname\nip[,ip]" — the attachment, then its
+// addresses. Allocation entries are hard links to it.
+std::string indexValue(const Attachment& a, const std::vector<std::string>& ips) {
+  std::string list;
+  for (const std::string& ip : ips) list += (list.empty() ? "" : ",") + ip;
+  return entryValue(a) + list;
+}
+
+std::vector<std::string> addressesOf(const std::string& indexValue) {
+  std::vector<std::string> out;
+  std::istringstream in(indexValue);
+  std::string line;
+  for (int i = 0; i < 3 && std::getline(in, line); ++i) {
+    if (i < 2) continue;
+    std::istringstream list(line);
+    for (std::string ip; std::getline(list, ip, ',');) {
+      if (!ip.empty()) out.push_back(ip);
+    }
+  }
+  return out;
+}
+
+// The round-robin hints, one line per range set ("where the search
+// continues"), kept in the lock file: rewritten in place, no new file.
+std::vector<std::string> readHints(int fd) {
+  char buf[4096];
+  ssize_t n = pread(fd, buf, sizeof buf, 0);
+  std::vector<std::string> out;
+  std::istringstream in(std::string(buf, n > 0 ? static_cast<size_t>(n) : 0));
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+void writeHints(int fd, const std::vector<std::string>& hints) {
+  std::string text;
+  for (const std::string& h : hints) text += h + "\n";
+  if (pwrite(fd, text.data(), text.size(), 0) == static_cast<ssize_t>(text.size())) {
+    static_cast<void>(ftruncate(fd, static_cast<off_t>(text.size())));
+  }
+}
 
 }  // namespace
 
@@ -216,7 +283,8 @@ std::vector<std::pair<std::string, Attachment>> Ipam::allocations() const {
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
     std::string name = e.path().filename().string();
-    if (isAddressFile(name)) out.emplace_back(name, readAttachment(e.path().string()));
+    if (!isAddressFile(name)) continue;
+    if (auto v = readValue(e.path().string())) out.emplace_back(name, attachmentOf(*v));
   }
   return out;
 }
@@ -227,29 +295,51 @@ std::variant<Result, Error> Ipam::allocate(const std::string& containerId, const
   if (ec) return Error{ErrorCode::kIo, fmt::format("creating {}: {}", dir_, ec.message()), ""};
   FileLock lock(dir_ + "/lock");
   if (!lock.ok()) return ioError("lock " + dir_);
-  auto existing = allocations();
+  const Attachment me{containerId, ifname};
+  // What the attachment already holds, from its index: only entries that
+  // really are its own count (the index is written before the entries, so
+  // after a crash it may name addresses that were never taken, or that
+  // another attachment took since).
+  const std::string index = dir_ + "/" + indexName(me);
+  std::vector<Addr> held, untaken;  // listed and ours; listed and free (a crash came between)
+  std::optional<std::string> oldIndex = readValue(index);
+  if (oldIndex) {
+    for (const std::string& ip : addressesOf(*oldIndex)) {
+      auto a = parseAddr(ip);
+      if (!a) continue;
+      auto v = readValue(dir_ + "/" + ip);
+      if (v && attachmentOf(*v) == me) held.push_back(*a);
+      if (!v && errno == ENOENT) untaken.push_back(*a);
+    }
+  }
+  std::vector<std::string> hints = readHints(lock.fd());
+  hints.resize(std::max(hints.size(), config_.rangeSets.size()));
   Result result;
+  std::vector<std::string> all, toCreate;
   for (size_t s = 0; s < config_.rangeSets.size(); ++s) {
     std::vector<Resolved> ranges;
     for (const IpRange& r : config_.rangeSets[s]) ranges.push_back(std::get<Resolved>(resolve(r, "")));
+    auto rangeOf = [&](const Addr& a) -> const Resolved* {
+      for (const Resolved& r : ranges) {
+        if (a.v6 == r.first.v6 && a.value >= r.first.value && a.value <= r.last.value) return &r;
+      }
+      return nullptr;
+    };
     // Already holds one in this set: the same again.
     std::optional<std::pair<Addr, const Resolved*>> chosen;
-    for (const auto& [ip, who] : existing) {
-      if (who != Attachment{containerId, ifname}) continue;
-      auto a = parseAddr(ip);
-      for (const Resolved& r : ranges) {
-        if (a && a->value >= r.first.value && a->value <= r.last.value && a->v6 == r.first.v6) chosen = {{*a, &r}};
+    for (const Addr& a : held) {
+      if (const Resolved* r = rangeOf(a)) chosen = {{a, r}};
+    }
+    for (const Addr& a : untaken) {
+      const Resolved* r = rangeOf(a);
+      if (!chosen && r && a.value != r->gateway.value) {
+        chosen = {{a, r}};  // what an interrupted ADD of this attachment meant to take
+        toCreate.push_back(formatAddr(a));
       }
     }
     if (!chosen) {
       // Round robin after the last address handed out in this set.
-      std::string lastFile = fmt::format("{}/last_reserved.{}", dir_, s);
-      std::optional<Addr> last;
-      if (std::ifstream in(lastFile); in) {
-        std::string l;
-        std::getline(in, l);
-        last = parseAddr(l);
-      }
+      std::optional<Addr> last = parseAddr(hints[s]);
       size_t startRange = 0;
       u128 startOffset = 0;
       for (size_t i = 0; last && i < ranges.size(); ++i) {
@@ -258,7 +348,8 @@ std::variant<Result, Error> Ipam::allocate(const std::string& containerId, const
           startOffset = last->value - ranges[i].first.value + 1;
         }
       }
-      // Walk every candidate once, wrapping around the set.
+      // Walk every candidate once, wrapping around the set. Under the lock,
+      // a missing entry is a free address.
       for (size_t k = 0; k <= ranges.size() && !chosen; ++k) {
         const Resolved& r = ranges[(startRange + k) % ranges.size()];
         u128 count = r.last.value - r.first.value + 1;
@@ -267,37 +358,38 @@ std::variant<Result, Error> Ipam::allocate(const std::string& containerId, const
         for (u128 off = begin; off < end && off < count && !chosen; ++off) {
           Addr a{r.first.v6, r.first.value + off};
           if (a.value == r.gateway.value) continue;
+          struct stat st;
           std::string path = dir_ + "/" + formatAddr(a);
-          int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-          if (fd < 0) {
-            if (errno == EEXIST) continue;
-            return ioError("create " + path);
-          }
-          std::string content = containerId + "\n" + ifname + "\n";
-          bool ok = write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) && fsync(fd) == 0;
-          close(fd);
-          if (!ok) {
-            unlink(path.c_str());
-            return ioError("write " + path);
-          }
+          if (lstat(path.c_str(), &st) == 0) continue;
+          if (errno != ENOENT) return ioError("stat " + path);
           chosen = {{a, &r}};
+          toCreate.push_back(formatAddr(a));
+          hints[s] = formatAddr(a);
         }
       }
       if (!chosen) {
         return Error{ErrorCode::kTryAgainLater,
                      fmt::format("no free address in range set {} of network {}", s, dir_), ""};
       }
-      if (auto e = fsyncDir(dir_)) return *e;
-      std::string tmp = lastFile + ".tmp";
-      {
-        std::ofstream out(tmp, std::ios::trunc);
-        out << formatAddr(chosen->first) << "\n";
-      }
-      std::rename(tmp.c_str(), lastFile.c_str());  // a hint only: losing it costs a longer search
     }
+    all.push_back(formatAddr(chosen->first));
     const Resolved& r = *chosen->second;
-    result.ips.push_back(IpConfig{fmt::format("{}/{}", formatAddr(chosen->first), r.subnet.prefix),
-                                  formatAddr(r.gateway), -1});
+    result.ips.push_back(IpConfig{fmt::format("{}/{}", all.back(), r.subnet.prefix), formatAddr(r.gateway), -1});
+  }
+  if (!toCreate.empty()) {
+    // The index first, then the entries as hard links to it (directory
+    // entries only: creating an inode costs this much more on ext4). A
+    // crash in between leaves an index naming addresses that are not (all)
+    // taken — which the next ADD, DEL or GC of the attachment sorts out —
+    // but never an entry that no index leads to.
+    std::string value = indexValue(me, all);
+    bool written = oldIndex ? replaceValue(index, value) : symlink(value.c_str(), index.c_str()) == 0;
+    if (!written) return ioError("write " + index);
+    for (const std::string& ip : toCreate) {
+      std::string path = dir_ + "/" + ip;
+      if (link(index.c_str(), path.c_str()) != 0) return ioError("create " + path);
+    }
+    writeHints(lock.fd(), hints);
   }
   result.routes = config_.routes;
   return result;
@@ -308,14 +400,28 @@ std::optional<Error> Ipam::release(const std::string& containerId, const std::st
   if (stat(dir_.c_str(), &st) != 0) return std::nullopt;  // nothing was ever allocated
   FileLock lock(dir_ + "/lock");
   if (!lock.ok()) return ioError("lock " + dir_);
-  bool removed = false;
-  for (const auto& [ip, who] : allocations()) {
-    if (who != Attachment{containerId, ifname}) continue;
+  const Attachment me{containerId, ifname};
+  const std::string index = dir_ + "/" + indexName(me);
+  // The index names every entry of the attachment; without one (entries
+  // in host-local's format, or an index hash shared with another
+  // attachment) every entry is looked at.
+  std::vector<std::string> candidates;
+  auto listed = readValue(index);
+  if (listed && attachmentOf(*listed) == me) {
+    for (const std::string& ip : addressesOf(*listed)) {
+      auto v = readValue(dir_ + "/" + ip);
+      if (v && attachmentOf(*v) == me) candidates.push_back(ip);
+    }
+  } else {
+    for (const auto& [ip, who] : allocations()) {
+      if (who == me) candidates.push_back(ip);
+    }
+  }
+  for (const std::string& ip : candidates) {
     std::string path = dir_ + "/" + ip;
     if (unlink(path.c_str()) != 0 && errno != ENOENT) return ioError("unlink " + path);
-    removed = true;
   }
-  if (removed) return fsyncDir(dir_);
+  if (listed && attachmentOf(*listed) == me) unlink(index.c_str());
   return std::nullopt;
 }
 
@@ -324,14 +430,22 @@ std::optional<Error> Ipam::gc(const std::set<Attachment>& valid) {
   if (stat(dir_.c_str(), &st) != 0) return std::nullopt;
   FileLock lock(dir_ + "/lock");
   if (!lock.ok()) return ioError("lock " + dir_);
-  bool removed = false;
+  std::set<std::string> liveIndexes;
   for (const auto& [ip, who] : allocations()) {
-    if (valid.count(who)) continue;
+    if (valid.count(who)) {
+      liveIndexes.insert(indexName(who));
+      continue;
+    }
     std::string path = dir_ + "/" + ip;
     if (unlink(path.c_str()) != 0 && errno != ENOENT) return ioError("unlink " + path);
-    removed = true;
   }
-  if (removed) return fsyncDir(dir_);
+  // Indexes of attachments that hold nothing any more, and temporaries.
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
+    std::string name = e.path().filename().string();
+    if (!name.starts_with(kIndexPrefix) || liveIndexes.count(name)) continue;
+    unlink(e.path().c_str());
+  }
   return std::nullopt;
 }
 

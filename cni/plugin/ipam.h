@@ -3,15 +3,29 @@
 // attachment (container id + interface name), kept on disk so that they
 // survive crashes and reboots.
 //
-// The store is a directory per network, <dataDir>/<network>/: a file per
-// allocated address (named by the address, holding "containerID\nifname"),
-// created with O_EXCL and fsynced with its directory before the address is
-// handed out; a `lock` file flock()ed around every change, so concurrent
-// plugin processes never hand out one address twice; `last_reserved.<set>`
-// remembers where the round-robin search continues. ADD for an attachment
-// that already holds addresses gets the same ones back (idempotent); DEL
-// releases them (and is idempotent); GC releases every address whose
-// attachment is not in the valid list (cni.dev/valid-attachments).
+// The store is a directory per network, <dataDir>/<network>/, changed only
+// under an flock() of its `lock` file, so concurrent plugin processes never
+// hand out one address twice:
+//   att-<hash of the attachment>  the attachment's index, a symlink whose
+//                                 target is "containerID\nifname\nip[,ip]"
+//   <address>                     an allocation entry: a hard link to the
+//                                 index (so it reads "containerID\nifname..."
+//                                 as host-local's files do; those are read too)
+//   lock                          also holds the round-robin hints, a line
+//                                 per range set
+// An ADD creates one inode (the index, written before its entries: a crash
+// between leaves an index naming untaken addresses, never an untraceable
+// entry) and looks up only its own index, so its cost does not grow with
+// the number of pods. ADD for an attachment that already holds addresses
+// gets the same ones back (idempotent); DEL releases them (and is
+// idempotent); GC releases every address whose attachment is not in the
+// valid list (cni.dev/valid-attachments), and indexes that lead nowhere.
+//
+// Nothing is fsynced: every change is complete in the page cache when the
+// plugin returns, so a killed plugin (or runtime) loses nothing; what only a
+// power loss could drop is the allocation of a pod whose network namespace
+// the power loss destroyed too — the runtime sets up every pod again after
+// a reboot, and GC clears what is stale.
 #pragma once
 
 #include <optional>
@@ -55,6 +69,7 @@ class FileLock {
   FileLock(const FileLock&) = delete;
   FileLock& operator=(const FileLock&) = delete;
   bool ok() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
 
  private:
   int fd_;

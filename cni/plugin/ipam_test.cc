@@ -1,6 +1,9 @@
 #include "cni/plugin/ipam.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include <set>
 #include <thread>
@@ -47,6 +50,43 @@ TEST(Ipam, DistinctIdempotentExhaustedAndReleased) {
   EXPECT_FALSE(ipam.release("c2", "eth0"));  // idempotent
   EXPECT_EQ(addressOf(ipam.allocate("c9", "eth0")), "10.0.0.4/29");
   EXPECT_EQ(ipam.allocations().size(), 5u);
+}
+
+// The states a crash can leave between the store's steps (index written,
+// entry not; an index that another attachment's entries took over; entries
+// in the older regular-file format with no index) all converge.
+TEST(Ipam, CrashLeftoversConverge) {
+  testing::TempDir d;
+  Ipam ipam(config(R"({"subnet":"10.4.0.0/28"})", d.path()), "net");
+  std::string dir = d.path() + "/net";
+  auto first = ipam.allocate("a", "eth0");
+  ASSERT_EQ(addressOf(first), "10.4.0.2/28");
+  std::string index;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().filename().string().starts_with("att-")) index = e.path().string();
+  }
+  ASSERT_FALSE(index.empty());
+  // Crash after the index, before the entry: the next ADD takes it again.
+  ASSERT_EQ(unlink((dir + "/10.4.0.2").c_str()), 0);
+  EXPECT_EQ(addressOf(ipam.allocate("a", "eth0")), "10.4.0.2/28");
+  EXPECT_EQ(ipam.allocations().size(), 1u);
+  // The index names an address another attachment holds now: a new one.
+  ASSERT_EQ(unlink((dir + "/10.4.0.2").c_str()), 0);
+  ASSERT_EQ(symlink("b\neth0\n", (dir + "/10.4.0.2").c_str()), 0);
+  EXPECT_EQ(addressOf(ipam.allocate("a", "eth0")), "10.4.0.3/28");
+  EXPECT_FALSE(ipam.release("a", "eth0"));
+  ASSERT_EQ(ipam.allocations().size(), 1u);
+  EXPECT_EQ(ipam.allocations()[0].second, (Attachment{"b", "eth0"}));
+  // An entry as a regular file, with no index: DEL still finds it.
+  testing::writeFile(dir + "/10.4.0.9", "c\neth1\n");
+  EXPECT_FALSE(ipam.release("c", "eth1"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/10.4.0.9"));
+  // GC drops b's entry and every index that leads nowhere.
+  EXPECT_FALSE(ipam.gc({}));
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    std::string name = e.path().filename().string();
+    EXPECT_TRUE(name == "lock" || name.starts_with("last_reserved")) << name;
+  }
 }
 
 TEST(Ipam, ConcurrentAllocatorsNeverShareAnAddress) {

@@ -7,6 +7,7 @@
 // same): bridge ("trellis0"), isGateway (true), mtu (0: the kernel's
 // default), hairpinMode (false), ipam (host-local compatible: ranges or
 // subnet, routes, dataDir), dns (copied into the result).
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -139,6 +140,7 @@ std::string podMac(const Invocation& inv) { return cni::podMac(inv.containerId, 
 
 std::string prefixOf(const std::string& cidr) { return cidr.substr(cidr.find('/')); }
 
+
 // Masquerade of pod traffic leaving the cluster: one rule per family in
 // Trellis's own table, matching sets of pod subnets and cluster CIDRs;
 // applied as one nftables transaction, idempotent.
@@ -194,7 +196,8 @@ std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& 
   auto nl = sys::Netlink::open();
   if (!nl) return fail(nl.error());
   sys::Netlink& host = **nl;
-  if (auto st = host.ensureBridge(nc.bridge, nc.mtu); !st) return fail(st.error());
+  auto bridge = host.ensureBridge(nc.bridge, nc.mtu, bridgeMac(nc.bridge));
+  if (!bridge) return fail(bridge.error());
   if (nc.isGateway) {
     // A gateway forwards: pods reach other nodes and the outside through it.
     bool v6 = std::any_of(r.ips.begin(), r.ips.end(), [](const IpConfig& ip) { return ip.v6(); });
@@ -202,22 +205,35 @@ std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& 
     if (v4) std::ofstream("/proc/sys/net/ipv4/ip_forward") << "1";
     if (v6) std::ofstream("/proc/sys/net/ipv6/conf/all/forwarding") << "1";
     for (const IpConfig& ip : r.ips) {
-      if (auto st = host.addAddress(nc.bridge, ip.gateway + prefixOf(ip.address)); !st) return fail(st.error());
+      if (auto st = host.addAddress(bridge->index, ip.gateway + prefixOf(ip.address)); !st) return fail(st.error());
     }
   }
-  // Already there (a repeated ADD)? Then only make sure of the settings.
-  bool present = false;
-  static_cast<void>(sys::inNetns(inv.netns, [&]() -> base::Status {
-    if (auto pod = sys::Netlink::open(); pod) present = (*pod)->exists(inv.ifname);
-    return {};
-  }));
-  std::string tmp = fmt::format("tmp{:08x}", static_cast<uint32_t>(fnv1a(veth)));
-  if (!present) {
-    if (host.exists(veth)) static_cast<void>(host.deleteLink(veth));  // a half-done earlier ADD
-    if (auto st = host.createVeth(veth, tmp, *nsfd, nc.mtu); !st) return fail(st.error());
+  // The pod's namespace is worked on through a socket opened inside it.
+  auto podNl = sys::Netlink::openIn(*nsfd);
+  if (!podNl) return fail(podNl.error());
+  sys::Netlink& pod = **podNl;
+  // The usual case is one request: both ends created up, the host end on
+  // the bridge, the pod end in the pod under its final name and MAC.
+  std::string mac = podMac(inv);
+  std::string hostMac = hostVethMac(inv.containerId, inv.ifname);
+  sys::Netlink::VethPair pair{veth, hostMac, bridge->index, inv.ifname, mac, *nsfd, nc.mtu};
+  if (auto created = host.createVethPair(pair); !created) {
+    if (created.error().code() != base::ErrorCode::kAlreadyExists) return fail(created.error());
+    if (pod.exists(inv.ifname)) {
+      // A repeated ADD: make sure of the settings below.
+      auto hostEnd = host.link(veth);
+      if (!hostEnd) {
+        return Error{ErrorCode::kIo, fmt::format("{} already exists in {} and is not trellis-cni's", inv.ifname, inv.netns), ""};
+      }
+      hostMac = hostEnd->mac;
+      if (auto st = host.setMaster(veth, nc.bridge); !st) return fail(st.error());
+      if (auto st = host.setUp(hostEnd->index); !st) return fail(st.error());
+    } else {
+      // The host end of an ADD that was interrupted: replace the pair.
+      static_cast<void>(host.deleteLink(veth));
+      if (auto again = host.createVethPair(pair); !again) return fail(again.error());
+    }
   }
-  if (auto st = host.setMaster(veth, nc.bridge); !st) return fail(st.error());
-  if (auto st = host.setUp(veth); !st) return fail(st.error());
   if (nc.hairpin) std::ofstream(fmt::format("/sys/class/net/{}/brport/hairpin_mode", veth)) << "1";
   if (bandwidth && bandwidth->ingressRate) {
     // What leaves the host end enters the pod.
@@ -233,29 +249,38 @@ std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& 
   if (auto e = ports.set({inv.containerId, inv.ifname}, podIps, mappings)) {
     return fail(base::Error(base::ErrorCode::kIo, e->msg));
   }
-  std::string mac = podMac(inv);
-  auto inPod = sys::inNetns(inv.netns, [&]() -> base::Status {
-    auto pod = sys::Netlink::open();
-    if (!pod) return std::move(pod).error();
-    sys::Netlink& p = **pod;
-    if (!p.exists(inv.ifname)) {
-      if (auto st = p.setMac(tmp, mac); !st) return st;
-      if (auto st = p.rename(tmp, inv.ifname); !st) return st;
-    }
+  auto inPod = [&]() -> base::Status {
+    // The pod's links in one dump: its end, and lo (up already when the
+    // runtime ran the loopback plugin first, as containerd does).
+    auto links = pod.linkList();
+    if (!links) return std::move(links).error();
+    auto find = [&](const std::string& name) -> const sys::Netlink::Link* {
+      for (const sys::Netlink::Link& l : *links) {
+        if (l.name == name) return &l;
+      }
+      return nullptr;
+    };
+    const sys::Netlink::Link* podEnd = find(inv.ifname);
+    if (!podEnd) return base::makeError(base::ErrorCode::kNotFound, "{} vanished from {}", inv.ifname, inv.netns);
+    int idx = podEnd->index;
     for (const IpConfig& ip : r.ips) {
-      if (auto st = p.addAddress(inv.ifname, ip.address); !st) return st;
+      if (auto st = pod.addAddress(idx, ip.address); !st) return st;
     }
-    if (auto st = p.setUp(inv.ifname); !st) return st;
-    if (auto st = p.setUp("lo"); !st) return st;
+    if (!podEnd->up) {
+      if (auto st = pod.setUp(idx); !st) return st;
+    }
+    if (const sys::Netlink::Link* lo = find("lo"); lo && !lo->up) {
+      if (auto st = pod.setUp(lo->index); !st) return st;
+    }
     if (bandwidth && bandwidth->egressRate) {
-      auto st = p.setTbf(inv.ifname, bandwidth->egressRate / 8, static_cast<uint32_t>(bandwidth->egressBurst / 8),
-                         tbfLimitBytes(bandwidth->egressRate, bandwidth->egressBurst));
+      auto st = pod.setTbf(inv.ifname, bandwidth->egressRate / 8, static_cast<uint32_t>(bandwidth->egressBurst / 8),
+                           tbfLimitBytes(bandwidth->egressRate, bandwidth->egressBurst));
       if (!st) return st;
     }
     if (nc.isGateway) {
       for (const IpConfig& ip : r.ips) {
         std::string any = ip.v6() ? "::/0" : "0.0.0.0/0";
-        if (auto st = p.addRoute(any, ip.gateway, inv.ifname); !st) return st;
+        if (auto st = pod.addRoute(any, ip.gateway, idx); !st) return st;
       }
     }
     for (const Route& rt : r.routes) {
@@ -266,15 +291,12 @@ std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& 
           if (ip.v6() == (rt.dst.find(':') != std::string::npos)) gw = ip.gateway;
         }
       }
-      if (auto st = p.addRoute(rt.dst, gw, inv.ifname); !st) return st;
+      if (auto st = pod.addRoute(rt.dst, gw, idx); !st) return st;
     }
     return {};
-  });
+  }();
   if (!inPod) return fail(inPod.error());
-  auto bridgeMac = host.mac(nc.bridge);
-  auto vethMac = host.mac(veth);
-  r.interfaces = {Interface{nc.bridge, bridgeMac ? *bridgeMac : "", "", nc.mtu},
-                  Interface{veth, vethMac ? *vethMac : "", "", nc.mtu},
+  r.interfaces = {Interface{nc.bridge, bridge->mac, "", nc.mtu}, Interface{veth, hostMac, "", nc.mtu},
                   Interface{inv.ifname, mac, inv.netns, nc.mtu}};
   for (IpConfig& ip : r.ips) ip.interface = 2;
   if (nc.isGateway) {
@@ -297,24 +319,72 @@ std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& 
   return r;
 }
 
+// Deletes the link `ifindex` of the host's namespace in a child process and
+// returns without waiting for it: the kernel takes ~15 ms to destroy a veth
+// pair (RCU grace periods), nearly all of a synchronous DEL. The child holds
+// none of the runtime's pipes, so the runtime sees DEL finish at once.
+void deleteInBackground(int ifindex) {
+  pid_t child = fork();
+  if (child != 0) return;  // the parent (or fork failed: GC removes retired links)
+  setsid();
+  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  for (int fd = 0; fd <= 2; ++fd) dup2(null, fd);
+  if (auto nl = sys::Netlink::open(); nl) static_cast<void>((*nl)->deleteLink(ifindex));
+  _exit(0);
+}
+
 // DEL: idempotent; works without a netns (the host end has a stable name).
+// The pair is taken out of service at once — the pod end down and both ends
+// renamed to the attachment's retired name, so the names are free for a new
+// ADD — and released; the kernel's teardown of the pair finishes in the
+// background (deleteInBackground). A DEL repeated after a crash finds the
+// retired pair by name; GC removes any that are left.
 std::optional<Error> del(const Invocation& inv, Ipam& ipam, PortMaps& ports) {
   if (auto e = ports.remove({inv.containerId, inv.ifname})) return e;
+  auto io = [](const base::Error& e) { return Error{ErrorCode::kIo, e.message(), ""}; };
+  auto nl = sys::Netlink::open();
+  if (!nl) return io(nl.error());
+  sys::Netlink& host = **nl;
+  std::string network = networkOf(inv.config);
+  std::string retired = retiredVethName(network, inv.containerId, inv.ifname);
   if (!inv.netns.empty()) {
-    auto st = sys::inNetns(inv.netns, [&]() -> base::Status {
-      auto pod = sys::Netlink::open();
-      if (!pod) return std::move(pod).error();
-      auto gone = (*pod)->deleteLink(inv.ifname);
-      if (!gone && gone.error().code() != base::ErrorCode::kNotFound) return gone;
-      return {};
-    });
-    if (!st && st.error().code() != base::ErrorCode::kNotFound) return Error{ErrorCode::kIo, st.error().message(), ""};
+    // A netns that is gone (or not a netns any more) has nothing left of
+    // the pod end to take down: the spec wants DEL to succeed then.
+    if (auto fd = sys::openNetns(inv.netns); fd) {
+      auto pod = sys::Netlink::openIn(*fd);
+      close(*fd);
+      if (!pod) return io(pod.error());
+      if (auto podEnd = (*pod)->link(inv.ifname); podEnd) {
+        if (auto st = (*pod)->setDown(podEnd->index); !st) return io(st.error());
+        if (auto st = (*pod)->rename(podEnd->index, retired); !st) {
+          // Taken (a hash collision with a pair still being torn down):
+          // delete this one synchronously instead.
+          if (auto gone = (*pod)->deleteLink(podEnd->index); !gone && gone.error().code() != base::ErrorCode::kNotFound) {
+            return io(gone.error());
+          }
+        }
+      } else if (podEnd.error().code() != base::ErrorCode::kNotFound) {
+        return io(podEnd.error());
+      }
+    }
   }
-  if (auto nl = sys::Netlink::open(); nl) {
-    auto gone = (*nl)->deleteLink(hostVethName(inv));
-    if (!gone && gone.error().code() != base::ErrorCode::kNotFound) return Error{ErrorCode::kIo, gone.error().message(), ""};
+  std::optional<int> doomed;
+  if (auto hostEnd = host.link(hostVethName(inv)); hostEnd) {
+    if (host.rename(hostEnd->index, retired)) {
+      doomed = hostEnd->index;
+    } else if (auto gone = host.deleteLink(hostEnd->index); !gone && gone.error().code() != base::ErrorCode::kNotFound) {
+      return io(gone.error());
+    }
+  } else if (hostEnd.error().code() != base::ErrorCode::kNotFound) {
+    return io(hostEnd.error());
   }
-  return ipam.release(inv.containerId, inv.ifname);
+  if (!doomed) {
+    // Retired by a DEL that crashed before its teardown finished?
+    if (auto left = host.link(retired); left) doomed = left->index;
+  }
+  if (auto e = ipam.release(inv.containerId, inv.ifname)) return e;
+  if (doomed) deleteInBackground(*doomed);
+  return std::nullopt;
 }
 
 std::optional<Error> check(const Invocation& inv, Ipam& ipam) {
@@ -348,6 +418,7 @@ std::optional<Error> gc(const Invocation& inv, Ipam& ipam, PortMaps& ports) {
   // left before it could record anything).
   std::string network = networkOf(inv.config);
   std::string prefix = vethPrefix(network);
+  std::string retired = retiredPrefix(network);
   std::set<std::string> keep;
   for (const Attachment& a : valid) keep.insert(cni::hostVethName(network, a.first, a.second));
   auto nl = sys::Netlink::open();
@@ -355,7 +426,8 @@ std::optional<Error> gc(const Invocation& inv, Ipam& ipam, PortMaps& ports) {
   auto links = (*nl)->links();
   if (!links) return Error{ErrorCode::kIo, links.error().message(), ""};
   for (const std::string& name : *links) {
-    bool ours = name.size() == prefix.size() + 8 && name.starts_with(prefix) &&
+    // Host ends and retired pairs (a DEL's background teardown that died).
+    bool ours = name.size() == prefix.size() + 8 && (name.starts_with(prefix) || name.starts_with(retired)) &&
                 name.find_first_not_of("0123456789abcdef", prefix.size()) == std::string::npos;
     if (!ours || keep.count(name)) continue;
     auto gone = (*nl)->deleteLink(name);

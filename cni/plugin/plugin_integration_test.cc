@@ -3,6 +3,7 @@
 // plugin runs (its bridge, host veth ends, nftables table and sysctls live
 // there, never in the machine's own namespace) and pod namespaces. Deleting
 // the namespaces at the end removes everything, also on failure.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -72,14 +73,25 @@ class CniTest : public ::testing::Test {
     std::string a(v.at("ips").at(0).at("address").as_string());
     return a.substr(0, a.find('/'));
   }
+  // The IPAM store's allocation entries (named by their address).
   size_t allocations() {
     size_t n = 0;
+    unsigned char buf[16];
+    for (const std::string& name : storeLeft()) {
+      n += inet_pton(AF_INET, name.c_str(), buf) == 1 || inet_pton(AF_INET6, name.c_str(), buf) == 1;
+    }
+    return n;
+  }
+  // Everything in the IPAM store but its lock, round-robin hints and port
+  // mappings: allocation entries, attachment indexes, temporaries.
+  std::vector<std::string> storeLeft() {
+    std::vector<std::string> out;
     std::error_code ec;
     for (const auto& e : std::filesystem::directory_iterator(dir_.file("ipam/tnet"), ec)) {
       std::string name = e.path().filename().string();
-      n += e.is_regular_file() && name != "lock" && name.rfind("last_reserved", 0) != 0;
+      if (name != "lock" && name != "ports" && !name.starts_with("last_reserved")) out.push_back(name);
     }
-    return n;
+    return out;
   }
   size_t veths() { return std::stoul(testing::run(host("ip -o link show type veth | wc -l")).out); }
 
@@ -110,7 +122,7 @@ TEST_F(CniTest, VersionAndBadInputChangeNothing) {
   auto badIfname = exec("ADD", "c1", ns, config(), "eth0/../x");
   EXPECT_NE(badIfname.out.find(R"("code":4)"), std::string::npos) << badIfname.out;
   EXPECT_EQ(veths(), before);
-  EXPECT_EQ(allocations(), 0u);
+  EXPECT_EQ(storeLeft(), std::vector<std::string>{});
 }
 
 TEST_F(CniTest, AddConnectsPodsAndDelRemovesEverything) {
@@ -145,8 +157,11 @@ TEST_F(CniTest, AddConnectsPodsAndDelRemovesEverything) {
   EXPECT_EQ(exec("DEL", "pod-a", "/var/run/netns/" + a, config()).exitCode, 0);
   EXPECT_EQ(exec("DEL", "pod-a", "/var/run/netns/" + a, config()).exitCode, 0);
   EXPECT_EQ(exec("DEL", "pod-b", "", config()).exitCode, 0);
-  EXPECT_EQ(veths(), before);
-  EXPECT_EQ(allocations(), 0u);
+  // (DEL leaves the kernel's slow part of destroying a pair to a background
+  // process; DelTakesThePodOutAtOnce checks what holds when DEL returns)
+  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
+      << testing::run(host("ip -o link show type veth")).out;
+  EXPECT_EQ(storeLeft(), std::vector<std::string>{});
   EXPECT_NE(exec("CHECK", "pod-a", "/var/run/netns/" + a, config()).exitCode, 0);
   // Results in an older version's format.
   auto old = exec("ADD", "pod-a", "/var/run/netns/" + a, config("0.4.0"));
@@ -205,7 +220,59 @@ TEST_F(CniTest, HundredParallelAddsGetDistinctAddressesAndGcReleasesTheInvalid) 
   // (the kernel may finish unregistering a veth pair a moment after DEL returns)
   EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
       << testing::run(host("ip -o link show type veth")).out;
-  EXPECT_EQ(allocations(), 0u);
+  EXPECT_EQ(storeLeft(), std::vector<std::string>{});
+}
+
+// What DEL guarantees when it returns, before the kernel has finished
+// destroying the pair: the pod's interface is down and its name free (an
+// ADD right after works), the host end is off the bridge's port list under
+// its name. And a pair that a crashed DEL left retired is removed by the
+// repeated DEL, or by GC.
+TEST_F(CniTest, DelTakesThePodOutAtOnce) {
+  size_t before = veths();
+  std::string ns = netns("d");
+  std::string path = "/var/run/netns/" + ns;
+  for (int round = 0; round < 5; ++round) {
+    auto add = exec("ADD", "pod-d", path, config());
+    ASSERT_EQ(add.exitCode, 0) << add.out;
+    std::string gateway(json::parse(add.out).at("ips").at(0).at("gateway").as_string());
+    EXPECT_EQ(testing::run("ip netns exec " + ns + " ping -c1 -W2 " + gateway).exitCode, 0) << "round " << round;
+    // DEL and, in the same shell, look at once.
+    std::string file = dir_.file("del.json");
+    testing::writeFile(file, config());
+    auto del = testing::run(host(fmt::format(
+        "sh -c 'env CNI_COMMAND=DEL CNI_CONTAINERID=pod-d CNI_NETNS={} CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni {} < {} && "
+        "ip netns exec {} ip -o link show up type veth; ip -o link show master {}'",
+        path, TRELLIS_CNI_BIN, file, ns, bridge_)));
+    EXPECT_EQ(del.exitCode, 0) << del.out;
+    EXPECT_EQ(del.out.find("eth0"), std::string::npos) << "the pod end is down and renamed: " << del.out;
+    EXPECT_EQ(del.out.find("tc"), std::string::npos) << "no host end under its name on the bridge: " << del.out;
+  }
+  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
+      << testing::run(host("ip -o link show type veth")).out;
+  // A DEL that crashed after retiring the pair (both ends renamed, as DEL
+  // does, and then nothing): the repeated DEL finds the pair and removes it.
+  auto add = exec("ADD", "pod-d", path, config());
+  ASSERT_EQ(add.exitCode, 0) << add.out;
+  std::string hostEnd(json::parse(add.out).at("interfaces").at(1).at("name").as_string());
+  std::string retired = "tx" + hostEnd.substr(2);
+  ASSERT_EQ(testing::run(host("ip link set " + hostEnd + " name " + retired)).exitCode, 0);
+  ASSERT_EQ(testing::run("ip netns exec " + ns + " ip link set eth0 down").exitCode, 0);
+  ASSERT_EQ(testing::run("ip netns exec " + ns + " ip link set eth0 name " + retired).exitCode, 0);
+  EXPECT_EQ(exec("DEL", "pod-d", path, config()).exitCode, 0);
+  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
+      << testing::run(host("ip -o link show type veth")).out;
+  // And one that no DEL comes back for: GC.
+  add = exec("ADD", "pod-e", path, config());
+  ASSERT_EQ(add.exitCode, 0) << add.out;
+  hostEnd = std::string(json::parse(add.out).at("interfaces").at(1).at("name").as_string());
+  ASSERT_EQ(testing::run(host("ip link set " + hostEnd + " name tx" + hostEnd.substr(2))).exitCode, 0);
+  std::string gcCfg = config("1.1.0");
+  gcCfg.insert(gcCfg.size() - 1, R"(,"cni.dev/valid-attachments":[])");
+  EXPECT_EQ(exec("GC", "", "", gcCfg, "").exitCode, 0);
+  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
+      << testing::run(host("ip -o link show type veth")).out;
+  EXPECT_EQ(storeLeft(), std::vector<std::string>{});
 }
 
 TEST_F(CniTest, ChainsWithTheReferenceTuningPlugin) {
@@ -234,7 +301,7 @@ TEST_F(CniTest, ChainsWithTheReferenceTuningPlugin) {
                               " CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni /usr/lib/cni/tuning < " + file);
   EXPECT_EQ(untuned.exitCode, 0) << untuned.out;
   EXPECT_EQ(exec("DEL", "pod-c", path, config()).exitCode, 0);
-  EXPECT_EQ(allocations(), 0u);
+  EXPECT_EQ(storeLeft(), std::vector<std::string>{});
 }
 
 // A conflist [trellis-cni, tuning, portmap, bandwidth, firewall] of Debian's
@@ -296,7 +363,7 @@ TEST_F(CniTest, ChainsWithEveryReferenceMetaPlugin) {
   EXPECT_EQ(exec("DEL", "pod-d", path, cfg).exitCode, 0);
   EXPECT_EQ(testing::run(host("iptables -t nat -S")).out.find("31081"), std::string::npos) << "portmap left its DNAT";
   EXPECT_EQ(testing::run(host("ip6tables -t nat -S")).out.find("31081"), std::string::npos) << "portmap left its DNAT";
-  EXPECT_EQ(allocations(), 0u);
+  EXPECT_EQ(storeLeft(), std::vector<std::string>{});
 }
 
 TEST_F(CniTest, IpMasqKeepsOneRulePerFamilyInTrellissOwnTable) {
@@ -429,7 +496,7 @@ TEST_F(CniTest, KillNineMidAddThenGcLeavesNothing) {
   EXPECT_EQ(gc.exitCode, 0) << gc.out;
   EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
       << testing::run(host("ip -o link show type veth")).out;
-  EXPECT_EQ(allocations(), 0u);
+  EXPECT_EQ(storeLeft(), std::vector<std::string>{});
   auto map = testing::run(host("nft list map inet " + table + " hostports4 2>/dev/null")).out;
   EXPECT_EQ(map.find("32080"), std::string::npos) << map;
   // Interfaces moved into the pod went with their host ends.

@@ -18,7 +18,12 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
 #include <cstring>
 #include <thread>
 #include <utility>
@@ -80,14 +85,72 @@ struct Netlink::Impl {
   base::Status change(const std::string& name, const std::function<void(rtnl_link*)>& edit, std::string_view what) {
     auto l = link(name);
     if (!l) return std::move(l).error();
-    LinkPtr c;
+    return change(rtnl_link_get_ifindex(l->p), edit, std::string(what) + " " + name);
+  }
+  // A change by index: no lookup first.
+  base::Status change(int ifindex, const std::function<void(rtnl_link*)>& edit, std::string_view what) {
+    LinkPtr orig, c;
+    orig.p = rtnl_link_alloc();
+    rtnl_link_set_ifindex(orig.p, ifindex);
     c.p = rtnl_link_alloc();
     edit(c.p);
-    int err = rtnl_link_change(sock, l->p, c.p, 0);
-    if (err < 0) return nlError(err, std::string(what) + " " + name);
+    int err = rtnl_link_change(sock, orig.p, c.p, 0);
+    if (err < 0) return nlError(err, std::string(what));
     return {};
   }
 };
+
+namespace {
+
+// "aa:bb:..." of a link's hardware address ("" when it has none).
+std::string macOf(rtnl_link* l) {
+  nl_addr* a = rtnl_link_get_addr(l);
+  if (!a) return {};
+  char buf[64];
+  nl_addr2str(a, buf, sizeof buf);
+  return buf;
+}
+
+base::Status setAddr(rtnl_link* l, const std::string& mac) {
+  if (mac.empty()) return {};
+  nl_addr* a = nullptr;
+  int err = nl_addr_parse(mac.c_str(), AF_LLC, &a);
+  if (err < 0) return nlError(err, "MAC " + mac);
+  rtnl_link_set_addr(l, a);
+  nl_addr_put(a);
+  return {};
+}
+
+// The calling thread's network namespace, entered for the life of this
+// object: a socket made meanwhile stays in the entered one.
+class EnterNetns {
+ public:
+  explicit EnterNetns(int target) : self_(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)) {
+    if (self_ < 0) {
+      error_ = base::Error::fromErrno(errno, "opening this thread's network namespace");
+    } else if (setns(target, CLONE_NEWNET) != 0) {
+      error_ = base::Error::fromErrno(errno, "setns");
+    } else {
+      entered_ = true;
+    }
+  }
+  ~EnterNetns() {
+    // Staying in the pod's namespace would misdirect everything after:
+    // better to stop here.
+    if (entered_ && setns(self_, CLONE_NEWNET) != 0) std::abort();
+    if (self_ >= 0) ::close(self_);
+  }
+  EnterNetns(const EnterNetns&) = delete;
+  EnterNetns& operator=(const EnterNetns&) = delete;
+  const std::optional<base::Error>& error() const { return error_; }
+
+ private:
+  int self_;
+  bool entered_ = false;
+  std::optional<base::Error> error_;
+};
+
+}  // namespace
 
 Netlink::Netlink(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Netlink::~Netlink() = default;
@@ -101,6 +164,18 @@ base::Result<std::unique_ptr<Netlink>> Netlink::open() {
   return std::unique_ptr<Netlink>(new Netlink(std::move(impl)));
 }
 
+base::Result<std::unique_ptr<Netlink>> Netlink::openIn(int netnsFd) {
+  EnterNetns in(netnsFd);
+  if (in.error()) return *in.error();
+  return open();
+}
+
+base::Result<Netlink::Link> Netlink::link(const std::string& ifname) {
+  auto l = impl_->link(ifname);
+  if (!l) return std::move(l).error();
+  return Link{ifname, rtnl_link_get_ifindex(l->p), macOf(l->p), (rtnl_link_get_flags(l->p) & IFF_UP) != 0};
+}
+
 bool Netlink::exists(const std::string& ifname) { return impl_->link(ifname).ok(); }
 
 base::Result<int> Netlink::ifindex(const std::string& ifname) {
@@ -112,38 +187,49 @@ base::Result<int> Netlink::ifindex(const std::string& ifname) {
 base::Result<std::string> Netlink::mac(const std::string& ifname) {
   auto l = impl_->link(ifname);
   if (!l) return std::move(l).error();
-  nl_addr* a = rtnl_link_get_addr(l->p);
-  if (!a) return std::string();
-  char buf[64];
-  nl_addr2str(a, buf, sizeof buf);
-  return std::string(buf);
+  return macOf(l->p);
 }
 
-base::Status Netlink::ensureBridge(const std::string& name, int mtu) {
+base::Result<Netlink::Link> Netlink::ensureBridge(const std::string& name, int mtu, const std::string& mac) {
+  if (auto l = link(name); l && l->up) return l;
   if (!exists(name)) {
     LinkPtr br;
     br.p = rtnl_link_bridge_alloc();
     rtnl_link_set_name(br.p, name.c_str());
     if (mtu > 0) rtnl_link_set_mtu(br.p, static_cast<unsigned>(mtu));
+    if (auto st = setAddr(br.p, mac); !st) return std::move(st).error();
+    rtnl_link_set_flags(br.p, IFF_UP);
     int err = rtnl_link_add(impl_->sock, br.p, NLM_F_CREATE | NLM_F_EXCL);
     if (err < 0 && err != -NLE_EXIST) return nlError(err, "creating bridge " + name);  // EXIST: a concurrent ADD won
   }
-  return setUp(name);
+  if (auto st = setUp(name); !st) return std::move(st).error();
+  return link(name);
 }
 
-base::Status Netlink::createVeth(const std::string& hostName, const std::string& peerName, int netnsFd, int mtu) {
+base::Status Netlink::createVethPair(const VethPair& pair) {
   LinkPtr veth;
   veth.p = rtnl_link_veth_alloc();
   if (!veth.p) return base::makeError(base::ErrorCode::kResourceExhausted, "rtnl_link_veth_alloc");
-  rtnl_link_set_name(veth.p, hostName.c_str());
-  if (mtu > 0) rtnl_link_set_mtu(veth.p, static_cast<unsigned>(mtu));
   rtnl_link* peer = rtnl_link_veth_get_peer(veth.p);
-  rtnl_link_set_name(peer, peerName.c_str());
-  if (mtu > 0) rtnl_link_set_mtu(peer, static_cast<unsigned>(mtu));
-  rtnl_link_set_ns_fd(peer, netnsFd);
+  struct PutPeer {
+    rtnl_link* p;
+    ~PutPeer() { rtnl_link_put(p); }
+  } putPeer{peer};
+  rtnl_link_set_name(veth.p, pair.hostName.c_str());
+  rtnl_link_set_name(peer, pair.peerName.c_str());
+  if (pair.mtu > 0) {
+    rtnl_link_set_mtu(veth.p, static_cast<unsigned>(pair.mtu));
+    rtnl_link_set_mtu(peer, static_cast<unsigned>(pair.mtu));
+  }
+  if (auto st = setAddr(veth.p, pair.hostMac); !st) return st;
+  if (auto st = setAddr(peer, pair.peerMac); !st) return st;
+  if (pair.master > 0) rtnl_link_set_master(veth.p, pair.master);
+  // Only the host end can come up in the same request: the kernel
+  // configures the peer before the two ends are joined (ENOTCONN).
+  rtnl_link_set_flags(veth.p, IFF_UP);
+  if (pair.peerNetnsFd >= 0) rtnl_link_set_ns_fd(peer, pair.peerNetnsFd);
   int err = rtnl_link_add(impl_->sock, veth.p, NLM_F_CREATE | NLM_F_EXCL);
-  rtnl_link_put(peer);
-  if (err < 0) return nlError(err, "creating veth " + hostName);
+  if (err < 0) return nlError(err, "creating veth " + pair.hostName);
   return {};
 }
 
@@ -178,6 +264,14 @@ base::Status Netlink::setUp(const std::string& ifname) {
   return impl_->change(ifname, [](rtnl_link* c) { rtnl_link_set_flags(c, IFF_UP); }, "setting up");
 }
 
+base::Status Netlink::setUp(int ifindex) {
+  return impl_->change(ifindex, [](rtnl_link* c) { rtnl_link_set_flags(c, IFF_UP); }, fmt::format("setting up link {}", ifindex));
+}
+
+base::Status Netlink::setDown(int ifindex) {
+  return impl_->change(ifindex, [](rtnl_link* c) { rtnl_link_unset_flags(c, IFF_UP); }, fmt::format("setting down link {}", ifindex));
+}
+
 base::Status Netlink::setMac(const std::string& ifname, const std::string& mac) {
   nl_addr* a = nullptr;
   int err = nl_addr_parse(mac.c_str(), AF_LLC, &a);
@@ -191,31 +285,46 @@ base::Status Netlink::rename(const std::string& ifname, const std::string& newNa
   return impl_->change(ifname, [&newName](rtnl_link* c) { rtnl_link_set_name(c, newName.c_str()); }, "renaming");
 }
 
+base::Status Netlink::rename(int ifindex, const std::string& newName) {
+  return impl_->change(ifindex, [&newName](rtnl_link* c) { rtnl_link_set_name(c, newName.c_str()); },
+                       fmt::format("renaming link {} to {}", ifindex, newName));
+}
+
 base::Status Netlink::addAddress(const std::string& ifname, const std::string& cidr) {
   auto idx = ifindex(ifname);
   if (!idx) return std::move(idx).error();
+  if (auto st = addAddress(*idx, cidr); !st) return base::Error(st.error().code(), st.error().message() + " (" + ifname + ")");
+  return {};
+}
+
+base::Status Netlink::addAddress(int ifindex, const std::string& cidr) {
   nl_addr* local = nullptr;
   int err = nl_addr_parse(cidr.c_str(), AF_UNSPEC, &local);
   if (err < 0) return nlError(err, "address " + cidr);
   rtnl_addr* addr = rtnl_addr_alloc();
-  rtnl_addr_set_ifindex(addr, *idx);
+  rtnl_addr_set_ifindex(addr, ifindex);
   rtnl_addr_set_local(addr, local);
   if (nl_addr_get_family(local) == AF_INET6) rtnl_addr_set_flags(addr, IFA_F_NODAD);
   err = rtnl_addr_add(impl_->sock, addr, 0);
   rtnl_addr_put(addr);
   nl_addr_put(local);
-  if (err < 0 && err != -NLE_EXIST) return nlError(err, "adding " + cidr + " to " + ifname);
+  if (err < 0 && err != -NLE_EXIST) return nlError(err, fmt::format("adding {} to link {}", cidr, ifindex));
   return {};
 }
 
 base::Status Netlink::addRoute(const std::string& dst, const std::string& gateway, const std::string& ifname) {
   auto idx = ifindex(ifname);
   if (!idx) return std::move(idx).error();
+  if (auto st = addRoute(dst, gateway, *idx); !st) return base::Error(st.error().code(), st.error().message() + " (" + ifname + ")");
+  return {};
+}
+
+base::Status Netlink::addRoute(const std::string& dst, const std::string& gateway, int ifindex) {
   int family = 0;
   auto route = newRoute(dst, &family);
   if (!route) return std::move(route).error();
   rtnl_nexthop* nh = rtnl_route_nh_alloc();
-  rtnl_route_nh_set_ifindex(nh, *idx);
+  rtnl_route_nh_set_ifindex(nh, ifindex);
   nl_addr* gw = nullptr;
   if (!gateway.empty()) {
     int err = nl_addr_parse(gateway.c_str(), family, &gw);
@@ -232,7 +341,7 @@ base::Status Netlink::addRoute(const std::string& dst, const std::string& gatewa
   int err = rtnl_route_add(impl_->sock, *route, NLM_F_CREATE);
   rtnl_route_put(*route);
   if (gw) nl_addr_put(gw);
-  if (err < 0 && err != -NLE_EXIST) return nlError(err, "route to " + dst + " via " + (gateway.empty() ? ifname : gateway));
+  if (err < 0 && err != -NLE_EXIST) return nlError(err, "route to " + dst + (gateway.empty() ? "" : " via " + gateway));
   return {};
 }
 
@@ -241,6 +350,15 @@ base::Status Netlink::deleteLink(const std::string& ifname) {
   if (!l) return std::move(l).error();
   int err = rtnl_link_delete(impl_->sock, l->p);
   if (err < 0) return nlError(err, "deleting " + ifname);
+  return {};
+}
+
+base::Status Netlink::deleteLink(int ifindex) {
+  LinkPtr l;
+  l.p = rtnl_link_alloc();
+  rtnl_link_set_ifindex(l.p, ifindex);
+  int err = rtnl_link_delete(impl_->sock, l.p);
+  if (err < 0) return nlError(err, fmt::format("deleting link {}", ifindex));
   return {};
 }
 
@@ -257,16 +375,25 @@ base::Result<Netlink::LinkStats> Netlink::stats(const std::string& ifname) {
   return st;
 }
 
-base::Result<std::vector<std::string>> Netlink::links() {
+base::Result<std::vector<Netlink::Link>> Netlink::linkList() {
   nl_cache* cache = nullptr;
   int err = rtnl_link_alloc_cache(impl_->sock, AF_UNSPEC, &cache);
   if (err < 0) return nlError(err, "listing links");
-  std::vector<std::string> out;
+  std::vector<Link> out;
   for (nl_object* o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
-    const char* name = rtnl_link_get_name(reinterpret_cast<rtnl_link*>(o));
-    if (name) out.emplace_back(name);
+    auto* l = reinterpret_cast<rtnl_link*>(o);
+    const char* name = rtnl_link_get_name(l);
+    out.push_back(Link{name ? name : "", rtnl_link_get_ifindex(l), macOf(l), (rtnl_link_get_flags(l) & IFF_UP) != 0});
   }
   nl_cache_free(cache);
+  return out;
+}
+
+base::Result<std::vector<std::string>> Netlink::links() {
+  auto list = linkList();
+  if (!list) return std::move(list).error();
+  std::vector<std::string> out;
+  for (const Link& l : *list) out.push_back(l.name);
   return out;
 }
 

@@ -18,31 +18,64 @@ class Netlink {
  public:
   // A NETLINK_ROUTE socket in the calling thread's network namespace.
   static base::Result<std::unique_ptr<Netlink>> open();
+  // A NETLINK_ROUTE socket in the network namespace open as `netnsFd`: the
+  // calling thread enters it only to create the socket, which then works
+  // there whatever namespace its user is in (no helper thread needed).
+  static base::Result<std::unique_ptr<Netlink>> openIn(int netnsFd);
   ~Netlink();
   Netlink(const Netlink&) = delete;
   Netlink& operator=(const Netlink&) = delete;
 
+  // One link, looked up by name in one request; kNotFound when missing.
+  struct Link {
+    std::string name;
+    int index = 0;
+    std::string mac;  // "aa:bb:cc:dd:ee:ff"
+    bool up = false;
+  };
+  base::Result<Link> link(const std::string& ifname);
   bool exists(const std::string& ifname);
   base::Result<int> ifindex(const std::string& ifname);
   base::Result<std::string> mac(const std::string& ifname);
 
-  // A Linux bridge, created if missing; mtu 0 leaves the kernel's default.
-  base::Status ensureBridge(const std::string& name, int mtu);
-  // A veth pair: `hostName` here, `peerName` created directly in the
-  // network namespace open as `netnsFd`.
-  base::Status createVeth(const std::string& hostName, const std::string& peerName, int netnsFd, int mtu);
+  // A Linux bridge, created if missing, up. A bridge given a MAC keeps it
+  // (else it takes over a port's, changing as ports come and go); mtu 0
+  // leaves the kernel's default.
+  base::Result<Link> ensureBridge(const std::string& name, int mtu, const std::string& mac = {});
+  // A veth pair in one request: the host end here, enslaved to `master` (an
+  // ifindex; 0: none), the peer created directly in the network namespace
+  // open as `peerNetnsFd` under its final name; the host end up (the peer
+  // cannot be: bring it up in its namespace), with the given MACs (empty:
+  // the kernel's) and MTU (0: the kernel's). kAlreadyExists when either name
+  // is taken.
+  struct VethPair {
+    std::string hostName, hostMac;
+    int master = 0;
+    std::string peerName, peerMac;
+    int peerNetnsFd = -1;
+    int mtu = 0;
+  };
+  base::Status createVethPair(const VethPair& pair);
   base::Status setMaster(const std::string& ifname, const std::string& master);
   base::Status setUp(const std::string& ifname);
+  base::Status setUp(int ifindex);
+  base::Status setDown(int ifindex);
   base::Status setMac(const std::string& ifname, const std::string& mac);
-  // The link must be down (a new veth end is).
+  // On older kernels the link must be down (a new veth end is).
   base::Status rename(const std::string& ifname, const std::string& newName);
-  // "10.244.1.5/24" (v4 or v6); an existing identical address is fine.
+  base::Status rename(int ifindex, const std::string& newName);
+  // "10.244.1.5/24" (v4 or v6; v6 without duplicate address detection); an
+  // existing identical address is fine.
   base::Status addAddress(const std::string& ifname, const std::string& cidr);
+  base::Status addAddress(int ifindex, const std::string& cidr);
   // A route to `dst` (CIDR) via `gateway` (may be empty: on-link) out of `ifname`.
   base::Status addRoute(const std::string& dst, const std::string& gateway, const std::string& ifname);
+  base::Status addRoute(const std::string& dst, const std::string& gateway, int ifindex);
   // kNotFound when there is no such link.
   base::Status deleteLink(const std::string& ifname);
-  // The names of every link in this namespace.
+  base::Status deleteLink(int ifindex);
+  // Every link in this namespace (one dump), and just their names.
+  base::Result<std::vector<Link>> linkList();
   base::Result<std::vector<std::string>> links();
 
   struct LinkStats {
@@ -87,7 +120,8 @@ class Netlink {
 // namespace.
 base::Status inNetns(const std::string& path, const std::function<base::Status()>& fn);
 
-// Opens a network namespace file for createVeth (close it when done).
+// Opens a network namespace file for createVethPair and openIn (close it
+// when done); the same errors as inNetns.
 base::Result<int> openNetns(const std::string& path);
 
 }  // namespace trellis::sys
