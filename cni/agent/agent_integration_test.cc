@@ -129,7 +129,7 @@ TEST_F(AgentTest, InstallsThePluginAndKeepsHostGwRoutesLevelTriggered) {
 // the plugin from the conflist its agent wrote. `routed`: each node on its
 // own subnet behind a router namespace (no shared link: VXLAN); otherwise all
 // on one bridge (host-gw). Pods on different nodes must reach each other.
-void multiNode(int nodes, bool routed) {
+void multiNode(int nodes, bool routed, bool dualStack = false) {
   ASSERT_EQ(geteuid(), 0u) << "creates network namespaces: run as root";
   testing::TempDir dir;
   testing::ApiServerProcess api(TRELLIS_APISERVER_BIN, dir.path());
@@ -159,7 +159,7 @@ void multiNode(int nodes, bool routed) {
                                  : in(sw, "ip link add br0 type bridge") + " && " + in(sw, "ip link set br0 up")))
                 .exitCode,
             0);
-  std::vector<std::string> podIps, ports;
+  std::vector<std::string> podIps, podIps6, ports;
   for (int k = 1; k <= nodes; ++k) {
     std::string node = fmt::format("trellis-n{}-{}", k, tag);
     std::string pod = fmt::format("trellis-p{}-{}", k, tag);
@@ -168,8 +168,12 @@ void multiNode(int nodes, bool routed) {
     std::string nodeIp = routed ? fmt::format("192.168.8{}.1", k) : fmt::format("192.168.70.{}", k);
     std::string wire = "ip netns add " + node + " && ip netns add " + pod + " && " +
                        in(sw, fmt::format("ip link add sw{} type veth peer name up0 netns {}", k, node)) + " && " +
-                       in(node, "ip addr add " + nodeIp + "/24 dev up0") + " && " + in(node, "ip link set up0 up") +
+                       in(node, "ip addr add " + nodeIp + "/24 dev up0") + " && " +
+                       // An uplink that has been up a while: no IPv6 address still tentative on it.
+                       in(node, "sysctl -qw net.ipv6.conf.up0.accept_dad=0") + " && " + in(node, "ip link set up0 up") +
                        " && " + in(node, "ip link set lo up");
+    std::string nodeIp6 = fmt::format("fd70::{}", k);
+    if (dualStack && !routed) wire += " && " + in(node, "ip addr add " + nodeIp6 + "/64 dev up0 nodad");
     if (routed) {
       wire += " && " + in(sw, fmt::format("ip addr add 192.168.8{}.254/24 dev sw{}", k, k)) + " && " +
               in(sw, fmt::format("ip link set sw{} up", k)) + " && " +
@@ -178,11 +182,14 @@ void multiNode(int nodes, bool routed) {
       wire += " && " + in(sw, fmt::format("ip link set sw{} master br0 up", k));
     }
     ASSERT_EQ(testing::run(wire).exitCode, 0);
-    json::object n{{"metadata", json::object{{"name", fmt::format("n{}", k)}}},
-                   {"spec", json::object{{"podCIDRs", json::array{json::value(fmt::format("10.244.{}.0/24", k))}}}}};
+    json::array cidrs{json::value(fmt::format("10.244.{}.0/24", k))};
+    if (dualStack) cidrs.push_back(json::value(fmt::format("fd00:244:{}::/64", k)));
+    json::object n{{"metadata", json::object{{"name", fmt::format("n{}", k)}}}, {"spec", json::object{{"podCIDRs", cidrs}}}};
     ASSERT_TRUE((*client)->create(kube::resources::kNodes, "", n));
+    std::string addresses = R"([{"type":"InternalIP","address":")" + nodeIp + "\"}";
+    if (dualStack && !routed) addresses += R"(,{"type":"InternalIP","address":")" + nodeIp6 + "\"}";
     ASSERT_TRUE((*client)->patch(kube::resources::kNodes, "", fmt::format("n{}", k), kube::PatchType::kMerge,
-                                 R"({"status":{"addresses":[{"type":"InternalIP","address":")" + nodeIp + "\"}]}}", "status"));
+                                 R"({"status":{"addresses":)" + addresses + "]}}", "status"));
     std::string nodeDir = dir.file(fmt::format("n{}", k));
     std::string port = std::to_string(testing::freeTcpPort());
     ports.push_back(port);
@@ -211,17 +218,24 @@ void multiNode(int nodes, bool routed) {
                                          pod + " CNI_IFNAME=eth0 CNI_PATH=" + nodeDir + "/bin " + nodeDir +
                                          "/bin/trellis-cni < " + nodeDir + "/plugin.json"));
     ASSERT_EQ(add.exitCode, 0) << add.out;
-    std::string a(json::parse(add.out).at("ips").at(0).at("address").as_string());
-    podIps.push_back(a.substr(0, a.find('/')));
+    json::value result = json::parse(add.out);
+    for (const json::value& ip : result.at("ips").as_array()) {
+      std::string a(ip.at("address").as_string());
+      (a.find(':') == std::string::npos ? podIps : podIps6).push_back(a.substr(0, a.find('/')));
+    }
   }
+  ASSERT_EQ(podIps.size(), static_cast<size_t>(nodes));
+  ASSERT_EQ(podIps6.size(), dualStack ? static_cast<size_t>(nodes) : 0u);
   // Each agent routes the other nodes' pod CIDRs (through trellis.1 when routed).
   for (int k = 1; k <= nodes; ++k) {
     std::string node = fmt::format("trellis-n{}-{}", k, tag);
     EXPECT_TRUE(testing::waitFor([&] {
       std::string r = testing::run(in(node, "ip route show proto 77")).out;
-      size_t count = std::count(r.begin(), r.end(), '\n');
-      return count == static_cast<size_t>(nodes - 1) && (!routed || r.find("dev trellis.1") != std::string::npos);
-    }, std::chrono::seconds(10))) << testing::run(in(node, "ip route")).out
+      std::string r6 = testing::run(in(node, "ip -6 route show proto 77")).out;
+      size_t count = std::count(r.begin(), r.end(), '\n'), count6 = std::count(r6.begin(), r6.end(), '\n');
+      return count == static_cast<size_t>(nodes - 1) && count6 == (dualStack ? static_cast<size_t>(nodes - 1) : 0u) &&
+             (!routed || r.find("dev trellis.1") != std::string::npos);
+    }, std::chrono::seconds(10))) << testing::run(in(node, "ip route")).out << testing::run(in(node, "ip -6 route")).out
                                    << testing::readFile(dir.file(fmt::format("n{}", k)) + ".log");
   }
   for (int from = 1; from <= nodes; ++from) {
@@ -230,6 +244,11 @@ void multiNode(int nodes, bool routed) {
       std::string pod = fmt::format("trellis-p{}-{}", from, tag);
       EXPECT_EQ(testing::run(in(pod, "ping -c1 -W2 " + podIps[to - 1])).exitCode, 0)
           << "pod on n" << from << " cannot reach the pod on n" << to;
+      if (dualStack) {
+        // (-W1: the first packet must not wait out a tentative address)
+        EXPECT_EQ(testing::run(in(pod, "ping -6 -c1 -W1 " + podIps6[to - 1])).exitCode, 0)
+            << "pod on n" << from << " cannot reach the pod on n" << to << " over IPv6";
+      }
     }
   }
   // The agent counts each pod's traffic.
@@ -239,11 +258,32 @@ void multiNode(int nodes, bool routed) {
   ASSERT_NE(at, std::string::npos) << metrics;
   size_t value = metrics.find("} ", at) + 2;
   EXPECT_GE(std::stoll(metrics.substr(value, metrics.find('\n', value) - value)), nodes - 1) << metrics;
+  // A node leaves: the others drop its routes and, over VXLAN, its neighbor
+  // and forwarding entries (level-triggered: nothing stale stays behind).
+  ASSERT_TRUE((*client)->remove(kube::resources::kNodes, "", fmt::format("n{}", nodes)));
+  std::string first = fmt::format("trellis-n1-{}", tag);
+  std::string gone = routed ? fmt::format("192.168.8{}.1", nodes) : fmt::format("192.168.70.{}", nodes);
+  EXPECT_TRUE(testing::waitFor([&] {
+    std::string r = testing::run(in(first, "ip route show proto 77")).out + testing::run(in(first, "ip -6 route show proto 77")).out;
+    std::string fdb = testing::run(in(first, "bridge fdb show dev trellis.1")).out;
+    std::string neigh = testing::run(in(first, "ip neigh show dev trellis.1 nud permanent")).out +
+                        testing::run(in(first, "ip -6 neigh show dev trellis.1 nud permanent")).out;
+    size_t routes = std::count(r.begin(), r.end(), '\n');
+    return routes == static_cast<size_t>((nodes - 2) * (dualStack ? 2 : 1)) && fdb.find(gone) == std::string::npos &&
+           neigh.find(fmt::format("10.244.{}.0", nodes)) == std::string::npos &&
+           neigh.find(fmt::format("fd00:244:{}::", nodes)) == std::string::npos;
+  }, std::chrono::seconds(10))) << testing::run(in(first, "ip route show proto 77")).out
+                                 << testing::run(in(first, "bridge fdb show dev trellis.1")).out
+                                 << testing::run(in(first, "ip neigh show dev trellis.1")).out;
 }
 
 TEST(MultiNode, PodsOnDifferentNodesReachEachOtherByHostGw) { multiNode(3, false); }
 
 TEST(MultiNode, PodsAcrossNodesWithoutASharedLinkUseVxlan) { multiNode(2, true); }
+
+TEST(MultiNode, DualStackPodsReachEachOtherByHostGw) { multiNode(3, false, true); }
+
+TEST(MultiNode, DualStackPodsReachEachOtherOverVxlan) { multiNode(3, true, true); }
 
 }  // namespace
 }  // namespace trellis::cni

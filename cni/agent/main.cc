@@ -12,6 +12,7 @@
 //  - serves /healthz (ok once configured and the last reconcile succeeded)
 //    and /metrics.
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -202,69 +204,80 @@ class Agent {
       configured_ = true;
     }
     struct Peer {
-      std::string cidr, ip, vtepMac;
+      std::string ip4, ip6, vtepMac;  // InternalIPs; the VXLAN endpoint's MAC it published
+      std::vector<std::string> cidrs;
     };
     std::vector<Peer> peers;
     for (const kube::ObjectPtr& n : nodes_.list()) {
       if (kube::objectName(*n) == o_.nodeName) continue;
-      auto ips = internalIps(*n);
-      for (const std::string& cidr : podCidrs(*n)) {
-        for (const std::string& ip : ips) {
-          if (isV6(ip) == isV6(cidr)) {
-            peers.push_back({cidr, ip, annotation(*n, kVtepMacAnnotation)});
-            break;
-          }
-        }
-      }
+      Peer p;
+      for (const std::string& ip : internalIps(*n)) (isV6(ip) ? p.ip6 : p.ip4) = ip;
+      p.vtepMac = annotation(*n, kVtepMacAnnotation);
+      p.cidrs = podCidrs(*n);
+      peers.push_back(std::move(p));
     }
-    std::string ownIp, ownCidr;
+    std::string ownIp, ownCidr4, ownCidr6;
     if (self) {
       for (const std::string& ip : internalIps(*self)) {
         if (!isV6(ip)) ownIp = ip;
       }
-      for (const std::string& c : mine) {
-        if (!isV6(c)) ownCidr = c;
-      }
+      for (const std::string& c : mine) (isV6(c) ? ownCidr6 : ownCidr4) = c;
     }
     std::string vtepMac;
     auto apply = [&]() -> base::Status {
       auto nl = sys::Netlink::open();
       if (!nl) return std::move(nl).error();
-      std::vector<cni::PeerRoute> want;
-      bool vxlanReady = false;
-      for (const Peer& p : peers) {
-        bool direct = o_.backend == "host-gw";
-        if (o_.backend == "auto") {
-          auto c = (*nl)->connected(p.ip);
-          if (!c) return std::move(c).error();
-          direct = *c;
-        }
-        if (direct || isV6(p.cidr)) {
-          want.push_back({p.cidr, p.ip, ""});
-          continue;
-        }
-        // VXLAN: our device first (it needs our own address and pod CIDR).
-        if (ownIp.empty() || ownCidr.empty()) continue;
-        if (!vxlanReady) {
-          if (auto st = (*nl)->ensureVxlan(kVxlanDevice, 1, ownIp, 8472, 0); !st) return st;
-          if (auto st = (*nl)->addAddress(kVxlanDevice, networkAddress(ownCidr) + "/32"); !st) return st;
-          auto mac = (*nl)->mac(kVxlanDevice);
-          if (!mac) return std::move(mac).error();
-          vtepMac = *mac;
-          vxlanReady = true;
-        }
-        if (p.vtepMac.empty()) continue;  // the peer has not published its endpoint yet
-        std::string vtep = networkAddress(p.cidr);
-        if (auto st = (*nl)->setNeighbor(kVxlanDevice, vtep, p.vtepMac); !st) return st;
-        if (auto st = (*nl)->setFdb(kVxlanDevice, p.vtepMac, p.ip); !st) return st;
-        want.push_back({p.cidr, vtep, kVxlanDevice});
-      }
-      // Every node publishes its endpoint so that VXLAN peers can reach it.
-      if (!vxlanReady && !ownIp.empty() && !ownCidr.empty() && o_.backend != "host-gw") {
+      // The VXLAN device (over IPv4; it carries both families of pod
+      // traffic): every node has one and publishes its MAC, so that peers
+      // without a shared link can reach it. Its addresses are the first of
+      // each pod CIDR: the next hops peers route this node's pods via.
+      bool vxlan = o_.backend != "host-gw" && !ownIp.empty() && !ownCidr4.empty();
+      if (vxlan) {
         if (auto st = (*nl)->ensureVxlan(kVxlanDevice, 1, ownIp, 8472, 0); !st) return st;
-        if (auto st = (*nl)->addAddress(kVxlanDevice, networkAddress(ownCidr) + "/32"); !st) return st;
+        if (auto st = (*nl)->addAddress(kVxlanDevice, networkAddress(ownCidr4) + "/32"); !st) return st;
+        if (!ownCidr6.empty()) {
+          if (auto st = (*nl)->addAddress(kVxlanDevice, networkAddress(ownCidr6) + "/128"); !st) return st;
+        }
         auto mac = (*nl)->mac(kVxlanDevice);
-        if (mac) vtepMac = *mac;
+        if (!mac) return std::move(mac).error();
+        vtepMac = *mac;
+      }
+      std::vector<cni::PeerRoute> want;
+      std::set<std::pair<std::string, std::string>> neighbors, forwarding;  // (ip, mac) wanted on the device
+      for (const Peer& p : peers) {
+        for (const std::string& cidr : p.cidrs) {
+          const std::string& under = isV6(cidr) ? p.ip6 : p.ip4;
+          bool direct = o_.backend == "host-gw";
+          if (o_.backend == "auto" && !under.empty()) {
+            auto c = (*nl)->connected(under);
+            if (!c) return std::move(c).error();
+            direct = *c;
+          }
+          if (direct) {
+            if (!under.empty()) want.push_back({cidr, under, ""});
+            continue;
+          }
+          if (!vxlan || p.ip4.empty() || p.vtepMac.empty()) continue;  // not published yet
+          std::string vtep = networkAddress(cidr);
+          if (auto st = (*nl)->setNeighbor(kVxlanDevice, vtep, p.vtepMac); !st) return st;
+          if (auto st = (*nl)->setFdb(kVxlanDevice, p.vtepMac, p.ip4); !st) return st;
+          neighbors.insert({vtep, p.vtepMac});
+          forwarding.insert({p.ip4, p.vtepMac});
+          want.push_back({cidr, vtep, kVxlanDevice});
+        }
+      }
+      if (vxlan) {
+        // Entries of nodes that left, or that changed address or MAC:
+        // removed (level-triggered, so also those of before a restart).
+        for (int family : {AF_INET, AF_INET6, AF_BRIDGE}) {
+          auto have = (*nl)->permanentNeighbors(kVxlanDevice, family);
+          if (!have) return std::move(have).error();
+          const auto& wanted = family == AF_BRIDGE ? forwarding : neighbors;
+          for (const auto& e : *have) {
+            if (wanted.count({e.ip, e.mac})) continue;
+            if (auto st = (*nl)->deleteNeighbor(kVxlanDevice, family, e.ip, e.mac); !st) return st;
+          }
+        }
       }
       auto changes = cni::reconcileRoutes(**nl, want);
       if (!changes) return std::move(changes).error();

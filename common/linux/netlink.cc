@@ -23,6 +23,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <optional>
 #include <cstring>
 #include <thread>
@@ -198,9 +199,13 @@ base::Result<Netlink::Link> Netlink::ensureBridge(const std::string& name, int m
     rtnl_link_set_name(br.p, name.c_str());
     if (mtu > 0) rtnl_link_set_mtu(br.p, static_cast<unsigned>(mtu));
     if (auto st = setAddr(br.p, mac); !st) return std::move(st).error();
-    rtnl_link_set_flags(br.p, IFF_UP);
     int err = rtnl_link_add(impl_->sock, br.p, NLM_F_CREATE | NLM_F_EXCL);
     if (err < 0 && err != -NLE_EXIST) return nlError(err, "creating bridge " + name);  // EXIST: a concurrent ADD won
+    // No duplicate address detection on the bridge: until DAD ends (a
+    // second or two) its link-local address is tentative, and the kernel
+    // cannot resolve neighbors for the IPv6 packets it forwards to pods.
+    // (Before it comes up; no IPv6: nothing to do.)
+    std::ofstream(fmt::format("/proc/sys/net/ipv6/conf/{}/accept_dad", name)) << "0";
   }
   if (auto st = setUp(name); !st) return std::move(st).error();
   return link(name);
@@ -499,8 +504,10 @@ base::Status Netlink::ensureVxlan(const std::string& name, uint32_t vni, const s
 
 namespace {
 
-base::Status addNeigh(nl_sock* sock, int ifindex, int family, const std::string& ip, const std::string& mac, bool fdb,
-                      std::string_view what) {
+// A neighbor (or, for AF_BRIDGE, forwarding) entry object: `ip` at `mac`
+// on `ifindex`; the caller puts it.
+base::Result<rtnl_neigh*> makeNeigh(int ifindex, int family, const std::string& ip, const std::string& mac,
+                                    std::string_view what) {
   nl_addr* dst = nullptr;
   nl_addr* ll = nullptr;
   int err = nl_addr_parse(ip.c_str(), AF_UNSPEC, &dst);
@@ -516,11 +523,18 @@ base::Status addNeigh(nl_sock* sock, int ifindex, int family, const std::string&
   rtnl_neigh_set_family(n, family);  // AF_BRIDGE for a forwarding entry
   rtnl_neigh_set_lladdr(n, ll);
   rtnl_neigh_set_state(n, NUD_PERMANENT);
-  if (fdb) rtnl_neigh_set_flags(n, NTF_SELF);
-  err = rtnl_neigh_add(sock, n, NLM_F_CREATE | (fdb ? NLM_F_APPEND : NLM_F_REPLACE));
-  rtnl_neigh_put(n);
+  if (family == AF_BRIDGE) rtnl_neigh_set_flags(n, NTF_SELF);
   nl_addr_put(dst);
   nl_addr_put(ll);
+  return n;
+}
+
+base::Status addNeigh(nl_sock* sock, int ifindex, int family, const std::string& ip, const std::string& mac,
+                      std::string_view what) {
+  auto n = makeNeigh(ifindex, family, ip, mac, what);
+  if (!n) return std::move(n).error();
+  int err = rtnl_neigh_add(sock, *n, NLM_F_CREATE | (family == AF_BRIDGE ? NLM_F_APPEND : NLM_F_REPLACE));
+  rtnl_neigh_put(*n);
   if (err < 0 && err != -NLE_EXIST) return nlError(err, std::string(what) + " " + ip + " at " + mac);
   return {};
 }
@@ -530,13 +544,46 @@ base::Status addNeigh(nl_sock* sock, int ifindex, int family, const std::string&
 base::Status Netlink::setNeighbor(const std::string& ifname, const std::string& ip, const std::string& mac) {
   auto idx = ifindex(ifname);
   if (!idx) return std::move(idx).error();
-  return addNeigh(impl_->sock, *idx, ip.find(':') != std::string::npos ? AF_INET6 : AF_INET, ip, mac, false, "neighbor");
+  return addNeigh(impl_->sock, *idx, ip.find(':') != std::string::npos ? AF_INET6 : AF_INET, ip, mac, "neighbor");
 }
 
 base::Status Netlink::setFdb(const std::string& ifname, const std::string& mac, const std::string& dstIp) {
   auto idx = ifindex(ifname);
   if (!idx) return std::move(idx).error();
-  return addNeigh(impl_->sock, *idx, AF_BRIDGE, dstIp, mac, true, "forwarding entry");
+  return addNeigh(impl_->sock, *idx, AF_BRIDGE, dstIp, mac, "forwarding entry");
+}
+
+base::Result<std::vector<Netlink::NeighborEntry>> Netlink::permanentNeighbors(const std::string& ifname, int family) {
+  auto idx = ifindex(ifname);
+  if (!idx) return std::move(idx).error();
+  nl_cache* cache = nullptr;
+  // Every family in turn (AF_UNSPEC covers ARP and NDP, AF_BRIDGE the
+  // forwarding databases).
+  int err = rtnl_neigh_alloc_cache_flags(impl_->sock, &cache, NL_CACHE_AF_ITER);
+  if (err < 0) return nlError(err, "listing neighbors");
+  std::vector<NeighborEntry> out;
+  for (nl_object* o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
+    auto* n = reinterpret_cast<rtnl_neigh*>(o);
+    if (rtnl_neigh_get_ifindex(n) != *idx || rtnl_neigh_get_family(n) != family) continue;
+    if (!(rtnl_neigh_get_state(n) & NUD_PERMANENT)) continue;
+    char ip[128] = "", mac[64] = "";
+    if (nl_addr* d = rtnl_neigh_get_dst(n)) nl_addr2str(d, ip, sizeof ip);
+    if (nl_addr* l = rtnl_neigh_get_lladdr(n)) nl_addr2str(l, mac, sizeof mac);
+    out.push_back({ip, mac});
+  }
+  nl_cache_free(cache);
+  return out;
+}
+
+base::Status Netlink::deleteNeighbor(const std::string& ifname, int family, const std::string& ip, const std::string& mac) {
+  auto idx = ifindex(ifname);
+  if (!idx) return std::move(idx).error();
+  auto n = makeNeigh(*idx, family, ip, mac, family == AF_BRIDGE ? "forwarding entry" : "neighbor");
+  if (!n) return std::move(n).error();
+  int err = rtnl_neigh_delete(impl_->sock, *n, 0);
+  rtnl_neigh_put(*n);
+  if (err < 0 && err != -NLE_OBJ_NOTFOUND && err != -NLE_NOADDR) return nlError(err, "deleting " + ip + " at " + mac);
+  return {};
 }
 
 base::Status Netlink::deleteRoute(const std::string& dst, int protocol) {

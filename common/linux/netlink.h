@@ -38,7 +38,8 @@ class Netlink {
   base::Result<int> ifindex(const std::string& ifname);
   base::Result<std::string> mac(const std::string& ifname);
 
-  // A Linux bridge, created if missing, up. A bridge given a MAC keeps it
+  // A Linux bridge, created if missing, up, without IPv6 duplicate address
+  // detection (its link-local address is usable at once). A bridge given a MAC keeps it
   // (else it takes over a port's, changing as ports come and go); mtu 0
   // leaves the kernel's default.
   base::Result<Link> ensureBridge(const std::string& name, int mtu, const std::string& mac = {});
@@ -101,6 +102,14 @@ class Netlink {
   base::Status setNeighbor(const std::string& ifname, const std::string& ip, const std::string& mac);
   // A permanent forwarding entry of a VXLAN device: frames for `mac` go to `dstIp`.
   base::Status setFdb(const std::string& ifname, const std::string& mac, const std::string& dstIp);
+  // The permanent entries of `ifname` in family AF_INET or AF_INET6 (the
+  // neighbor tables: ip at mac) or AF_BRIDGE (the forwarding database: mac
+  // to the remote endpoint ip); and deleting one (missing is fine).
+  struct NeighborEntry {
+    std::string ip, mac;
+  };
+  base::Result<std::vector<NeighborEntry>> permanentNeighbors(const std::string& ifname, int family);
+  base::Status deleteNeighbor(const std::string& ifname, int family, const std::string& ip, const std::string& mac);
   base::Status deleteRoute(const std::string& dst, int protocol);
   // A token-bucket filter as the root qdisc of `ifname` (replacing any):
   // what leaves through the link is shaped to `rateBytes` per second with a
