@@ -313,6 +313,9 @@ class Agent {
                         {"isGateway", true},
                         {"ipMasq", !o_.clusterCidr.empty()},
                         {"hairpinMode", true},
+                        // Pods leave room for VXLAN's 50 bytes whenever some peer may be
+                        // reached through it (in auto mode too: a pod's MTU is one for all peers).
+                        {"overlay", o_.backend == "host-gw" ? "none" : "vxlan"},
                         {"capabilities", json::object{{"portMappings", true}}},
                         {"ipam", json::object{{"type", "host-local"}, {"ranges", std::move(ranges)}}}};
     if (!o_.ipamDataDir.empty()) plugin["ipam"].as_object()["dataDir"] = o_.ipamDataDir;
