@@ -58,7 +58,7 @@ setup() {
             -p "{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"$nip\"}]}}" > /dev/null || die "node n$k address"
         "$AGENT" --kubeconfig "$dir/kubeconfig" --node-name "n$k" --cni-bin-dir "$dir/n$k/bin" --cni-conf-dir "$dir/n$k/net.d" \
             --plugin "$PLUGIN" --ipam-data-dir "$dir/n$k/ipam" --netns "/var/run/netns/$node" --backend "$be" \
-            --listen "127.0.0.1:0" --resync 1 > "$dir/agent$k.log" 2>&1 &
+            --listen "127.0.0.1:0" --resync 1 --ready-file "$dir/n$k/ready" > "$dir/agent$k.log" 2>&1 &
         PIDS+=($!)
     done
     for k in 1 2; do

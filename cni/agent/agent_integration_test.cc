@@ -65,7 +65,8 @@ class AgentTest : public ::testing::Test {
       execl(TRELLIS_CNI_AGENT_BIN, "trellis-cni-agent", "--kubeconfig", api_.kubeconfig().c_str(), "--node-name", "n1",
             "--cni-bin-dir", dir_.file("bin").c_str(), "--cni-conf-dir", dir_.file("net.d").c_str(), "--plugin",
             TRELLIS_CNI_BIN, "--cluster-cidr", "10.244.0.0/16", "--netns", ("/var/run/netns/" + ns_).c_str(),
-            "--listen", ("127.0.0.1:" + std::to_string(port_)).c_str(), "--resync", "1", nullptr);
+            "--listen", ("127.0.0.1:" + std::to_string(port_)).c_str(), "--resync", "1", "--ready-file",
+            dir_.file("cni-ready").c_str(), nullptr);
       _exit(127);
     }
   }
@@ -95,6 +96,16 @@ TEST_F(AgentTest, InstallsThePluginAndKeepsHostGwRoutesLevelTriggered) {
   json::value c = json::parse(testing::readFile(conflist));
   EXPECT_EQ(c.at("plugins").at(0).at("ipam").at("ranges").at(0).at(0).at("subnet").as_string(), "10.244.1.0/24");
   EXPECT_EQ(c.at("plugins").at(0).at("clusterCIDR").as_string(), "10.244.0.0/16");
+  EXPECT_EQ(c.at("plugins").at(0).at("readyFile").as_string(), dir_.file("cni-ready"));
+  // STATUS through the conflist's plugin: ready once the agent's first sync is done.
+  json::object plugin = c.at("plugins").at(0).as_object();
+  plugin["name"] = c.at("name");
+  plugin["cniVersion"] = "1.1.0";
+  testing::writeFile(dir_.file("status.json"), json::serialize(plugin));
+  EXPECT_TRUE(testing::waitFor([&] {
+    return testing::run("env CNI_COMMAND=STATUS CNI_PATH=/usr/lib/cni " + dir_.file("bin/trellis-cni") + " < " +
+                        dir_.file("status.json")).exitCode == 0;
+  }, 10s)) << testing::run("env CNI_COMMAND=STATUS " + dir_.file("bin/trellis-cni") + " < " + dir_.file("status.json")).out;
   EXPECT_EQ(access(dir_.file("bin/trellis-cni").c_str(), X_OK), 0);
   EXPECT_TRUE(testing::waitFor([&] {
     std::string r = routes();
@@ -201,6 +212,7 @@ void multiNode(int nodes, bool routed, bool dualStack = false) {
             fmt::format("n{}", k).c_str(), "--cni-bin-dir", (nodeDir + "/bin").c_str(), "--cni-conf-dir",
             (nodeDir + "/net.d").c_str(), "--plugin", TRELLIS_CNI_BIN, "--ipam-data-dir", (nodeDir + "/ipam").c_str(),
             "--netns", ("/var/run/netns/" + node).c_str(), "--listen", ("127.0.0.1:" + port).c_str(), "--resync", "1",
+            "--ready-file", (nodeDir + "/cni-ready").c_str(),
             nullptr);
       _exit(127);
     }

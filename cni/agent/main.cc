@@ -113,6 +113,7 @@ struct Options {
   std::string nodeName, binDir = "/opt/cni/bin", confDir = "/etc/cni/net.d", plugin, clusterCidr, netns;
   std::string conflistName = "10-trellis.conflist";
   std::string ipamDataDir;  // "" : the plugin's default (/var/lib/cni/networks)
+  std::string readyFile = "/run/trellis/cni-ready";  // written after the first successful sync
   std::string backend = "auto";  // auto, host-gw, vxlan
 };
 
@@ -188,6 +189,12 @@ class Agent {
     reconciles_.inc();
     auto st = reconcileOnce();
     lastOk_ = st.ok();
+    if (st && configured_ && !o_.readyFile.empty() && access(o_.readyFile.c_str(), F_OK) != 0) {
+      // The node's network is configured: the plugin's STATUS says ready from now on.
+      std::error_code ec;
+      std::filesystem::create_directories(std::filesystem::path(o_.readyFile).parent_path(), ec);
+      std::ofstream(o_.readyFile) << "configured\n";
+    }
     if (!st) {
       errors_.inc();
       log.warn("reconcile failed", {{"error", st.error().message()}});
@@ -320,6 +327,7 @@ class Agent {
                         {"ipam", json::object{{"type", "host-local"}, {"ranges", std::move(ranges)}}}};
     if (!o_.ipamDataDir.empty()) plugin["ipam"].as_object()["dataDir"] = o_.ipamDataDir;
     if (!o_.clusterCidr.empty()) plugin["clusterCIDR"] = o_.clusterCidr;
+    if (!o_.readyFile.empty()) plugin["readyFile"] = o_.readyFile;
     json::object conflist{{"cniVersion", "1.0.0"}, {"name", "trellis"}, {"plugins", json::array{std::move(plugin)}}};
     auto w = writeIfChanged(o_.confDir + "/" + o_.conflistName, json::serialize(conflist) + "\n", 0644);
     if (!w) return std::move(w).error();
@@ -352,6 +360,10 @@ int main(int argc, char** argv) {
   app.add_option("--plugin", o.plugin, "the trellis-cni binary to install (default: next to this one)");
   app.add_option("--cluster-cidr", o.clusterCidr, "the cluster's pod CIDR: pod traffic leaving it is masqueraded");
   app.add_option("--ipam-data-dir", o.ipamDataDir, "the plugin's address store (default: /var/lib/cni/networks)");
+  app.add_option("--ready-file", o.readyFile,
+                 "written after the first successful sync; the conflist names it, and the plugin's STATUS is "
+                 "not ready (code 50) until it exists (\"\": STATUS does not wait)")
+      ->capture_default_str();
   app.add_option("--backend", o.backend, "auto (host-gw to nodes on a shared link, VXLAN to the others), host-gw, vxlan")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "host-gw", "vxlan"}));

@@ -47,6 +47,7 @@ struct NetConf {
   int overlayOverhead = 0;  // "overlay": "vxlan" -> 50 bytes
   std::vector<std::string> clusterCidrs;  // not masqueraded to (default: the IPAM subnets)
   std::string nftTable = "trellis";       // the nftables table (inet family) Trellis owns
+  std::string readyFile;  // STATUS is not ready until it exists (trellis-cni-agent's first sync)
 };
 
 // The MTU of the interface the IPv4 default route leaves by (1500 when
@@ -100,6 +101,12 @@ std::variant<NetConf, Error> parseNetConf(const json::object& c) {
               std::all_of(t.begin(), t.end(), [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_'; });
     if (!ok) return Error{ErrorCode::kInvalidConfig, "nftTable: must be 1-32 letters, digits or '_'", ""};
     n.nftTable = t;
+  }
+  if (const json::value* v = c.if_contains("readyFile"); v && !v->is_null()) {
+    if (!v->is_string() || v->get_string().empty() || v->get_string()[0] != '/') {
+      return Error{ErrorCode::kInvalidConfig, "readyFile: must be an absolute path", ""};
+    }
+    n.readyFile = v->get_string();
   }
   if (const json::value* v = c.if_contains("mtu"); v && !v->is_null()) {
     if (!v->is_int64() || v->get_int64() < 0 || v->get_int64() > 65535) {
@@ -493,8 +500,14 @@ int main() {
       if (auto e = gc(inv, ipam, ports)) return fail(*e, inv.cniVersion);
       return 0;
     case Command::kStatus:
-      // Ready once the configuration is complete (checked above) and the
-      // IPAM store can be written.
+      // Ready once the configuration is complete (checked above), the node's
+      // network is configured (the agent's ready file, when the config names
+      // one) and the IPAM store can be written.
+      if (const std::string& ready = std::get<NetConf>(nc).readyFile; !ready.empty() && access(ready.c_str(), F_OK) != 0) {
+        return fail(Error{ErrorCode::kNotReady, "the node's network is not configured yet",
+                          ready + " does not exist (trellis-cni-agent writes it after its first sync)"},
+                    inv.cniVersion);
+      }
       if (access(std::get<IpamConfig>(ipamConfig).dataDir.c_str(), W_OK) != 0 &&
           access("/var/lib", W_OK) != 0) {
         return fail(Error{ErrorCode::kNotReady, "the IPAM data directory is not writable", ""}, inv.cniVersion);

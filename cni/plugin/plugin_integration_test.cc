@@ -102,6 +102,26 @@ class CniTest : public ::testing::Test {
   int counter_ = 0;
 };
 
+// STATUS (1.1.0): error 50 until the node's network is configured — the
+// ready file the config names exists — and ready after; a bad readyFile is
+// a configuration error.
+TEST_F(CniTest, StatusWaitsForTheNodesNetwork) {
+  std::string cfg = config("1.1.0");
+  std::string ready = dir_.file("ready");
+  cfg.insert(cfg.size() - 1, R"(,"readyFile":")" + ready + "\"");
+  auto notReady = exec("STATUS", "", "", cfg, "");
+  EXPECT_EQ(notReady.exitCode, 1);
+  EXPECT_NE(notReady.out.find(R"("code":50)"), std::string::npos) << notReady.out;
+  testing::writeFile(ready, "configured\n");
+  auto isReady = exec("STATUS", "", "", cfg, "");
+  EXPECT_EQ(isReady.exitCode, 0) << isReady.out;
+  EXPECT_EQ(isReady.out, "");
+  std::string bad = config("1.1.0");
+  bad.insert(bad.size() - 1, R"(,"readyFile":"relative/path")");
+  EXPECT_NE(exec("STATUS", "", "", bad, "").out.find(R"("code":7)"), std::string::npos);
+  EXPECT_EQ(exec("STATUS", "", "", config("1.1.0"), "").exitCode, 0);  // no readyFile: does not wait
+}
+
 TEST_F(CniTest, VersionAndBadInputChangeNothing) {
   auto v = exec("VERSION", "", "", "");
   EXPECT_EQ(v.exitCode, 0);
