@@ -10,15 +10,22 @@
 # plugin exec and nothing else. Everything (namespaces, and with them
 # bridges, veths and rules; IPAM dirs) is removed on exit. Ratios are
 # trellis / reference (lower is better).
-# Knobs: N (100) PAR (8) ROUNDS (3, interleaved; medians)
+# Knobs: N (100) PAR (8) ROUNDS (3, interleaved; medians) TP_ROUNDS (ROUNDS;
+# throughput rounds, the order of the two flipped each round) TP_SECONDS (5)
+# STEPS ("latency throughput", or either)
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 N=${N:-100}
 PAR=${PAR:-8}
 ROUNDS=${ROUNDS:-3}
+TP_ROUNDS=${TP_ROUNDS:-$ROUNDS}
+TP_SECONDS=${TP_SECONDS:-5}
+STEPS=${STEPS:-latency throughput}
 TRELLIS=${TRELLIS:-$ROOT/build/default/cni/trellis-cni}
 REF=${REF:-/usr/lib/cni}
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 die() { echo "bench/cni: $*" >&2; exit 1; }
 [[ $(id -u) == 0 ]] || die "must run as root"
 [[ -x $TRELLIS ]] || die "build the default preset first"
@@ -63,8 +70,8 @@ call() {
     awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f\n", (b - a) * 1000}'
 }
 pct() { sort -g | awk -v p="$1" '{a[NR]=$1} END {i=int(NR*p+0.9999); if (i<1) i=1; print a[i]}'; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'; }
 
+if [[ " $STEPS " == *" latency "* ]]; then
 for r in $(seq "$ROUNDS"); do
     for v in reference trellis; do
         # Pod namespaces as a runtime hands them over: lo already up (containerd
@@ -83,27 +90,26 @@ for r in $(seq "$ROUNDS"); do
     done
     echo "round $r/$ROUNDS done" >&2
 done
+fi
 
 # Pod-to-pod TCP throughput over each plugin's bridge: two pods per plugin,
 # iperf3 for TP_SECONDS (the first second, TCP's ramp, omitted), ROUNDS times
 # interleaved.
-bps() { awk -F'[:,]' '/"sum_received"/ {s=1} s && /"bits_per_second"/ {gsub(/ /, "", $2); print $2; exit}' "$1"; }
+if [[ " $STEPS " == *" throughput "* ]]; then
 for v in reference trellis; do
     for p in tpa tpb; do ip netns add "tb$TAG-$v-$p"; call "$v" ADD "$p" > /dev/null || die "$v ADD $p"; done
 done
-for r in $(seq "$ROUNDS"); do
-    for v in reference trellis; do
+for r in $(seq "$TP_ROUNDS"); do
+    order="reference trellis"; (( r % 2 == 0 )) && order="trellis reference"
+    for v in $order; do
         ipb=$(grep -o '"address": *"[0-9.]*' "$WORK/out.$v.tpb" | head -1 | grep -o '[0-9.]*$')
-        ip netns exec "tb$TAG-$v-tpb" iperf3 -s -1 -p 5399 > /dev/null 2>&1 &
-        srv=$!
-        for _ in $(seq 50); do ip netns exec "tb$TAG-$v-tpa" iperf3 -c "$ipb" -p 5399 -t "${TP_SECONDS:-5}" -O 1 -J \
-            > "$WORK/tp.$v.$r.json" 2>/dev/null && break; sleep 0.1; done
-        wait "$srv"
+        iperf_pair "tb$TAG-$v-tpb" "tb$TAG-$v-tpa" "$ipb" "$TP_SECONDS" "$WORK/tp.$v.$r.json" || die "$v iperf3 round $r"
         bps "$WORK/tp.$v.$r.json" > "$WORK/tp.$v.$r"
         [[ -s $WORK/tp.$v.$r ]] || die "$v iperf3 run $r"
     done
 done
 for v in reference trellis; do for p in tpa tpb; do call "$v" DEL "$p" > /dev/null; ip netns del "tb$TAG-$v-$p"; done; done
+fi
 
 echo
 echo "trellis-cni vs reference bridge+host-local ($(dpkg-query -W -f '${Version}' containernetworking-plugins)), N=$N, PAR=$PAR, median of $ROUNDS rounds"
@@ -114,13 +120,21 @@ row() {
     tv=$(for r in $(seq "$ROUNDS"); do pct "$p" < "$WORK/$file.trellis.$r"; done | median)
     printf '%-28s %10.2fms %10.2fms %8.2f\n' "$name" "$rv" "$tv" "$(awk -v a="$tv" -v b="$rv" 'BEGIN {print a / b}')"
 }
+if [[ " $STEPS " == *" latency "* ]]; then
 row "ADD p50" add 0.5
 row "ADD p99" add 0.99
 row "DEL p50" del 0.5
 row "DEL p99" del 0.99
 rv=$(cat "$WORK"/par.reference.* | median); tv=$(cat "$WORK"/par.trellis.* | median)
 printf '%-28s %10.1fms %10.1fms %8.2f\n' "$N ADDs, $PAR in parallel" "$rv" "$tv" "$(awk -v a="$tv" -v b="$rv" 'BEGIN {print a / b}')"
-rv=$(cat "$WORK"/tp.reference.? | median); tv=$(cat "$WORK"/tp.trellis.? | median)
+fi
+if [[ " $STEPS " == *" throughput "* ]]; then
+rv=$(for r in $(seq "$TP_ROUNDS"); do cat "$WORK/tp.reference.$r"; done | median)
+tv=$(for r in $(seq "$TP_ROUNDS"); do cat "$WORK/tp.trellis.$r"; done | median)
+# The ratio: the median of the per-round ratios (each round's pair ran back to back).
+ratio=$(for r in $(seq "$TP_ROUNDS"); do awk -v a="$(cat "$WORK/tp.trellis.$r")" -v b="$(cat "$WORK/tp.reference.$r")" 'BEGIN {print a / b}'; done | median)
 printf '%-28s %8.2fGbit/s %8.2fGbit/s %8.2f\n' "pod-to-pod TCP (iperf3)" "$(awk -v a="$rv" 'BEGIN {print a / 1e9}')" \
-    "$(awk -v a="$tv" 'BEGIN {print a / 1e9}')" "$(awk -v a="$tv" -v b="$rv" 'BEGIN {print a / b}')"
+    "$(awk -v a="$tv" 'BEGIN {print a / 1e9}')" "$ratio"
+echo "  per round (trellis/reference): $(for r in $(seq "$TP_ROUNDS"); do awk -v a="$(cat "$WORK/tp.trellis.$r")" -v b="$(cat "$WORK/tp.reference.$r")" 'BEGIN {printf "%.2f ", a / b}'; done)"
+fi
 echo "targets: ADD p50 and DEL p50 <= 0.25 of the reference; parallel ADDs faster (ratio < 1); throughput >= 0.95 of the reference"
