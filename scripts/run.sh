@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs the main job. Today: trellis-apiserver (the
-# Kubernetes API on SQLite, driven with kubectl) and the HTTP core's example
-# server; it grows into `trellis up`, the local multi-node cluster, as
-# components land.
+# Kubernetes API on SQLite, driven with kubectl), the HTTP core's example
+# server, and pod networking across two node namespaces (trellis-cni-agent
+# per node, a pod on each); it grows into `trellis up`, the local
+# multi-node cluster, as components land. Needs root (network namespaces).
 #   TRELLIS_RUN_ONCE=1        start, show it working, stop (no waiting for Ctrl-C)
 #   TRELLIS_PORT=N            example server port (default 8443)
 #   TRELLIS_APISERVER_PORT=N  API server port (default 6443)
@@ -58,7 +59,65 @@ echo "  trellis-kubectl-lite (common/kube: client, informers, leader election) g
 build/default/local/trellis-kubectl-lite --kubeconfig "$state/kubeconfig" get namespaces |
     sed -n 's/.*"name":"\([^"]*\)".*/    namespace\/\1/p'
 echo "    also: trellis-kubectl-lite --kubeconfig $state/kubeconfig watch configmaps | lead LEASE --identity ID"
-echo "Not yet running (later issues): controllers, CSI, CNI, servicelb, ingress, trellis up."
+
+# Pod networking on two "nodes" (network namespaces on one bridge): the Nodes
+# live in trellis-apiserver, a trellis-cni-agent per node writes the
+# conflist and routes, and a pod on each node (ADDed with that conflist's
+# plugin, as a runtime would) reaches the other. Removed again on exit.
+demo=trellis-demo
+nodes_up=()
+agents=()
+network_down() {
+    for a in "${agents[@]}"; do kill "$a" 2>/dev/null; done
+    for k in "${nodes_up[@]}"; do
+        ip netns exec "$demo-n$k" env CNI_COMMAND=DEL CNI_CONTAINERID="pod$k" CNI_NETNS="/var/run/netns/$demo-p$k" \
+            CNI_IFNAME=eth0 CNI_PATH="$state/cni/n$k/bin" "$state/cni/n$k/bin/trellis-cni" \
+            < "$state/cni/n$k/plugin.json" >/dev/null 2>&1 || true
+    done
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$demo-"); do ip netns del "$ns"; done
+}
+trap 'network_down; kill $pid $apipid 2>/dev/null; wait $pid $apipid 2>/dev/null || true' EXIT
+network_down
+kc=(kubectl --kubeconfig "$state/kubeconfig")
+ip netns add "$demo-sw" && ip -n "$demo-sw" link add br0 type bridge && ip -n "$demo-sw" link set br0 up
+for k in 1 2; do
+    ip netns add "$demo-n$k" && ip netns add "$demo-p$k" && ip -n "$demo-p$k" link set lo up
+    ip -n "$demo-sw" link add "sw$k" type veth peer name up0 netns "$demo-n$k"
+    ip -n "$demo-sw" link set "sw$k" master br0 up
+    ip -n "$demo-n$k" addr add "192.168.72.$k/24" dev up0 && ip -n "$demo-n$k" link set up0 up
+    ip -n "$demo-n$k" link set lo up
+    printf '{"apiVersion":"v1","kind":"Node","metadata":{"name":"demo-n%s"},"spec":{"podCIDRs":["10.247.%s.0/24"]}}' "$k" "$k" |
+        "${kc[@]}" apply -f - >/dev/null
+    "${kc[@]}" patch node "demo-n$k" --subresource=status --type=merge \
+        -p "{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"192.168.72.$k\"}]}}" >/dev/null
+    rm -rf "$state/cni/n$k"
+    build/default/cni/trellis-cni-agent --kubeconfig "$state/kubeconfig" --node-name "demo-n$k" \
+        --cni-bin-dir "$state/cni/n$k/bin" --cni-conf-dir "$state/cni/n$k/net.d" --plugin build/default/cni/trellis-cni \
+        --ipam-data-dir "$state/cni/n$k/ipam" --ready-file "$state/cni/n$k/ready" --netns "/var/run/netns/$demo-n$k" \
+        --listen 127.0.0.1:0 --resync 1 2>"$state/cni-agent-n$k.log" &
+    agents+=($!)
+done
+for k in 1 2; do
+    conf=$state/cni/n$k/net.d/10-trellis.conflist
+    for _ in $(seq 100); do [[ -s $conf && -e $state/cni/n$k/ready ]] && break; sleep 0.1; done
+    [[ -s $conf ]] || { cat "$state/cni-agent-n$k.log"; echo "trellis-cni-agent wrote no conflist" >&2; exit 1; }
+    jq -c '.plugins[0] + {name: .name, cniVersion: .cniVersion}' "$conf" > "$state/cni/n$k/plugin.json"
+    ip netns exec "$demo-n$k" env CNI_COMMAND=ADD CNI_CONTAINERID="pod$k" CNI_NETNS="/var/run/netns/$demo-p$k" \
+        CNI_IFNAME=eth0 CNI_PATH="$state/cni/n$k/bin" "$state/cni/n$k/bin/trellis-cni" \
+        < "$state/cni/n$k/plugin.json" > "$state/cni/n$k/add.json"
+    nodes_up+=("$k")
+done
+ip1=$(jq -r '.ips[0].address' "$state/cni/n1/add.json"); ip2=$(jq -r '.ips[0].address' "$state/cni/n2/add.json")
+echo
+echo "Started: trellis-cni-agent on nodes demo-n1 and demo-n2 (network namespaces $demo-n1, $demo-n2)"
+echo "  kubectl get nodes ->"
+"${kc[@]}" get nodes demo-n1 demo-n2 | sed 's/^/    /'
+echo "  pod1 $ip1 on demo-n1, pod2 $ip2 on demo-n2; route on demo-n1: $(ip -n "$demo-n1" route show proto 77)"
+printf '  ping pod1 -> pod2: '
+for _ in $(seq 20); do ip netns exec "$demo-p1" ping -c1 -W1 "${ip2%/*}" >/dev/null 2>&1 && break; sleep 0.2; done
+ip netns exec "$demo-p1" ping -c1 -W1 "${ip2%/*}" | sed -n 's/.*\(time=.*\)/reply, \1/p'
+echo "  docs/cni.md: the plugin and the agent; docs/csi.md: trellis-csi (bench/csi/run.sh drives it on loop devices)"
+echo "Not yet running (later issues): controllers, servicelb, ingress, trellis up."
 
 if [[ ${TRELLIS_RUN_ONCE:-0} == 1 ]]; then
     exit 0
