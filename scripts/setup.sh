@@ -21,7 +21,7 @@ PACKAGES=(
     libgtest-dev libgmock-dev libbenchmark-dev
     # real clients and peers used by tests and benchmarks
     curl openssl nghttp2-client nginx apache2-utils procps util-linux iproute2 etcd-server etcd-client
-    containernetworking-plugins nftables iptables iperf3 iputils-ping jq python3
+    containernetworking-plugins nftables iptables iperf3 iputils-ping jq
     # loaded with dlopen by common/linux (nftables) at first use
     libnftables1
     # storage tools the CSI driver execs (mkfs, fs grow) and tests use

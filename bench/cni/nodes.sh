@@ -25,6 +25,7 @@ die() { echo "bench/cni/nodes: $*" >&2; exit 1; }
 for b in "$API" "$AGENT" "$PLUGIN"; do [[ -x $b ]] || die "$b is missing: build the default preset first"; done
 command -v iperf3 > /dev/null || die "iperf3 is not installed (scripts/setup.sh)"
 command -v kubectl > /dev/null || die "kubectl is not installed"
+command -v jq > /dev/null || die "jq is not installed (scripts/setup.sh)"
 WORK=$(mktemp -d -t trellis-bench-nodes.XXXXXX)
 TAG=tn$$
 PIDS=()
@@ -42,9 +43,7 @@ trap 'exit 130' INT TERM
 setup() {
     local be=$1 dir=$WORK/$1 sw=$TAG-$1-sw k
     mkdir -p "$dir"
-    local port
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    "$API" --data-dir "$dir/api" --secure-port "$port" --write-kubeconfig "$dir/kubeconfig" > "$dir/api.log" 2>&1 &
+    "$API" --data-dir "$dir/api" --secure-port 0 --write-kubeconfig "$dir/kubeconfig" > "$dir/api.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 100); do [[ -s $dir/kubeconfig ]] && kubectl --kubeconfig "$dir/kubeconfig" get --raw /readyz > /dev/null 2>&1 && break; sleep 0.1; done
     local kc=(kubectl --kubeconfig "$dir/kubeconfig")
@@ -67,8 +66,7 @@ setup() {
         local node=$TAG-$be-n$k pod=$TAG-$be-p$k conf=$dir/n$k/net.d/10-trellis.conflist
         for _ in $(seq 100); do [[ -s $conf ]] && break; sleep 0.1; done
         [[ -s $conf ]] || die "$be: agent n$k wrote no conflist: $(tail -3 "$dir/agent$k.log")"
-        python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); p=c["plugins"][0]; p["name"]=c["name"]; p["cniVersion"]=c["cniVersion"]; print(json.dumps(p))' \
-            "$conf" > "$dir/plugin$k.json"
+        jq -c '.plugins[0] + {name: .name, cniVersion: .cniVersion}' "$conf" > "$dir/plugin$k.json"
         ip netns exec "$node" env CNI_COMMAND=ADD CNI_CONTAINERID="p$k" CNI_NETNS="/var/run/netns/$pod" CNI_IFNAME=eth0 \
             CNI_PATH="$dir/n$k/bin" "$dir/n$k/bin/trellis-cni" < "$dir/plugin$k.json" > "$dir/add$k.json" || die "$be: ADD on n$k: $(cat "$dir/add$k.json")"
         grep -o '"address":"[0-9.]*' "$dir/add$k.json" | head -1 | cut -d'"' -f4 > "$dir/ip.$k"

@@ -276,14 +276,11 @@ class Agent {
       if (vxlan) {
         // Entries of nodes that left, or that changed address or MAC:
         // removed (level-triggered, so also those of before a restart).
-        for (int family : {AF_INET, AF_INET6, AF_BRIDGE}) {
-          auto have = (*nl)->permanentNeighbors(kVxlanDevice, family);
-          if (!have) return std::move(have).error();
-          const auto& wanted = family == AF_BRIDGE ? forwarding : neighbors;
-          for (const auto& e : *have) {
-            if (wanted.count({e.ip, e.mac})) continue;
-            if (auto st = (*nl)->deleteNeighbor(kVxlanDevice, family, e.ip, e.mac); !st) return st;
-          }
+        auto have = (*nl)->permanentNeighbors(kVxlanDevice);
+        if (!have) return std::move(have).error();
+        for (const auto& e : *have) {
+          if ((e.family == AF_BRIDGE ? forwarding : neighbors).count({e.ip, e.mac})) continue;
+          if (auto st = (*nl)->deleteNeighbor(kVxlanDevice, e.family, e.ip, e.mac); !st) return st;
         }
       }
       auto changes = cni::reconcileRoutes(**nl, want);

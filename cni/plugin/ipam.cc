@@ -15,6 +15,8 @@
 
 #include <fmt/format.h>
 
+#include "cni/plugin/naming.h"
+
 namespace trellis::cni {
 
 namespace json = boost::json;
@@ -158,11 +160,7 @@ bool isAddressFile(const std::string& name) { return parseAddr(name).has_value()
 // The index of an attachment's addresses: "att-" + 16 hex digits of a hash
 // of the attachment, holding "ip[,ip]".
 constexpr std::string_view kIndexPrefix = "att-";
-std::string indexName(const Attachment& a) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : entryValue(a)) h = (h ^ c) * 1099511628211ull;
-  return fmt::format("{}{:016x}", kIndexPrefix, h);
-}
+std::string indexName(const Attachment& a) { return fmt::format("{}{:016x}", kIndexPrefix, fnv1a(entryValue(a))); }
 
 // Replaces the symlink `path` with one holding `value` (atomically: a
 // temporary link renamed over it).

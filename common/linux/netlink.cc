@@ -177,23 +177,24 @@ base::Result<Netlink::Link> Netlink::link(const std::string& ifname) {
   return Link{ifname, rtnl_link_get_ifindex(l->p), macOf(l->p), (rtnl_link_get_flags(l->p) & IFF_UP) != 0};
 }
 
-bool Netlink::exists(const std::string& ifname) { return impl_->link(ifname).ok(); }
+bool Netlink::exists(const std::string& ifname) { return link(ifname).ok(); }
 
 base::Result<int> Netlink::ifindex(const std::string& ifname) {
-  auto l = impl_->link(ifname);
+  auto l = link(ifname);
   if (!l) return std::move(l).error();
-  return rtnl_link_get_ifindex(l->p);
+  return l->index;
 }
 
 base::Result<std::string> Netlink::mac(const std::string& ifname) {
-  auto l = impl_->link(ifname);
+  auto l = link(ifname);
   if (!l) return std::move(l).error();
-  return macOf(l->p);
+  return l->mac;
 }
 
 base::Result<Netlink::Link> Netlink::ensureBridge(const std::string& name, int mtu, const std::string& mac) {
-  if (auto l = link(name); l && l->up) return l;
-  if (!exists(name)) {
+  auto have = link(name);
+  if (have && have->up) return have;
+  if (!have) {
     LinkPtr br;
     br.p = rtnl_link_bridge_alloc();
     rtnl_link_set_name(br.p, name.c_str());
@@ -553,7 +554,7 @@ base::Status Netlink::setFdb(const std::string& ifname, const std::string& mac, 
   return addNeigh(impl_->sock, *idx, AF_BRIDGE, dstIp, mac, "forwarding entry");
 }
 
-base::Result<std::vector<Netlink::NeighborEntry>> Netlink::permanentNeighbors(const std::string& ifname, int family) {
+base::Result<std::vector<Netlink::NeighborEntry>> Netlink::permanentNeighbors(const std::string& ifname) {
   auto idx = ifindex(ifname);
   if (!idx) return std::move(idx).error();
   nl_cache* cache = nullptr;
@@ -564,12 +565,12 @@ base::Result<std::vector<Netlink::NeighborEntry>> Netlink::permanentNeighbors(co
   std::vector<NeighborEntry> out;
   for (nl_object* o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
     auto* n = reinterpret_cast<rtnl_neigh*>(o);
-    if (rtnl_neigh_get_ifindex(n) != *idx || rtnl_neigh_get_family(n) != family) continue;
+    if (rtnl_neigh_get_ifindex(n) != *idx) continue;
     if (!(rtnl_neigh_get_state(n) & NUD_PERMANENT)) continue;
     char ip[128] = "", mac[64] = "";
     if (nl_addr* d = rtnl_neigh_get_dst(n)) nl_addr2str(d, ip, sizeof ip);
     if (nl_addr* l = rtnl_neigh_get_lladdr(n)) nl_addr2str(l, mac, sizeof mac);
-    out.push_back({ip, mac});
+    out.push_back({rtnl_neigh_get_family(n), ip, mac});
   }
   nl_cache_free(cache);
   return out;

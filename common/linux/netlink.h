@@ -102,13 +102,15 @@ class Netlink {
   base::Status setNeighbor(const std::string& ifname, const std::string& ip, const std::string& mac);
   // A permanent forwarding entry of a VXLAN device: frames for `mac` go to `dstIp`.
   base::Status setFdb(const std::string& ifname, const std::string& mac, const std::string& dstIp);
-  // The permanent entries of `ifname` in family AF_INET or AF_INET6 (the
-  // neighbor tables: ip at mac) or AF_BRIDGE (the forwarding database: mac
-  // to the remote endpoint ip); and deleting one (missing is fine).
+  // The permanent entries of `ifname`, in one dump: family AF_INET or
+  // AF_INET6 (the neighbor tables: ip at mac) or AF_BRIDGE (the forwarding
+  // database: mac to the remote endpoint ip); and deleting one (missing is
+  // fine).
   struct NeighborEntry {
+    int family = 0;
     std::string ip, mac;
   };
-  base::Result<std::vector<NeighborEntry>> permanentNeighbors(const std::string& ifname, int family);
+  base::Result<std::vector<NeighborEntry>> permanentNeighbors(const std::string& ifname);
   base::Status deleteNeighbor(const std::string& ifname, int family, const std::string& ip, const std::string& mac);
   base::Status deleteRoute(const std::string& dst, int protocol);
   // A token-bucket filter as the root qdisc of `ifname` (replacing any):
