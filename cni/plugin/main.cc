@@ -398,15 +398,12 @@ std::optional<Error> check(const Invocation& inv, Ipam& ipam) {
   bool held = false;
   for (const auto& [ip, who] : ipam.allocations()) held |= who == Attachment{inv.containerId, inv.ifname};
   if (!held) return Error{ErrorCode::kUnknownContainer, "no address is allocated to this attachment", ""};
-  bool present = false;
-  auto st = sys::inNetns(inv.netns, [&]() -> base::Status {
-    auto pod = sys::Netlink::open();
-    if (!pod) return std::move(pod).error();
-    present = (*pod)->exists(inv.ifname);
-    return {};
-  });
-  if (!st) return Error{ErrorCode::kUnknownContainer, st.error().message(), ""};
-  if (!present) return Error{ErrorCode::kUnknownContainer, fmt::format("{} is missing in {}", inv.ifname, inv.netns), ""};
+  auto fd = sys::openNetns(inv.netns);
+  if (!fd) return Error{ErrorCode::kUnknownContainer, fd.error().message(), ""};
+  auto pod = sys::Netlink::openIn(*fd);
+  close(*fd);
+  if (!pod) return Error{ErrorCode::kUnknownContainer, pod.error().message(), ""};
+  if (!(*pod)->exists(inv.ifname)) return Error{ErrorCode::kUnknownContainer, fmt::format("{} is missing in {}", inv.ifname, inv.netns), ""};
   return std::nullopt;
 }
 
