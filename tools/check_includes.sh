@@ -5,6 +5,12 @@
 #   <component>/      -> common/ and itself only
 #   local/, e2e/      -> common/ only (they start components as processes)
 #   bench/            -> common/ only
+# and everywhere but common/: <component>/proto/*, the published API
+# definitions (csi.proto, pluginregistration.proto, ...) that any client of
+# the component may speak, as kubelet and the CSI sidecars do. Includes of
+# generated headers (csi/proto/csi.grpc.pb.h) count as repo paths too: a
+# target whose first folder is a folder of the repo is checked even when
+# the file exists only in a build tree.
 set -euo pipefail
 root=${1:-.}
 cd "$root"
@@ -16,7 +22,10 @@ while IFS= read -r -d '' file; do
     target=${inc#\"}; target=${target%\"}
     top=${target%%/*}
     [[ $top == "$target" ]] && continue          # same-folder include
-    [[ -e $target ]] || continue                 # not a repo path (system header)
+    [[ -d $top && $top != . ]] || continue       # not a repo path (system header)
+    if [[ $dir != common/* && $target == */proto/* && ${target#*/} == proto/* ]]; then
+      continue                                   # a component's published API definition
+    fi
     case $dir in
       common/base) [[ $target == common/base/* ]] || { echo "$file: includes $target (common/base depends on nothing)"; status=1; } ;;
       common/*) [[ $top == common ]] || { echo "$file: includes $target (common/ depends only on common/)"; status=1; } ;;

@@ -675,36 +675,71 @@ std::vector<std::string> unknownFields(const ResourceInfo& r, const json::object
   return out;
 }
 
-std::optional<long double> parseQuantity(std::string_view q) {
-  if (q.empty()) return std::nullopt;
-  size_t i = 0;
-  if (q[0] == '+' || q[0] == '-') ++i;
-  size_t digits = i;
-  while (i < q.size() && (std::isdigit(static_cast<unsigned char>(q[i])) || q[i] == '.')) ++i;
-  if (i == digits) return std::nullopt;
-  long double number;
-  try {
-    number = std::stold(std::string(q.substr(0, i)));
-  } catch (...) {
-    return std::nullopt;
-  }
-  std::string_view suffix = q.substr(i);
-  static const std::pair<std::string_view, long double> kSuffixes[] = {
-      {"", 1},         {"n", 1e-9L},     {"u", 1e-6L},      {"m", 1e-3L},      {"k", 1e3L},       {"M", 1e6L},
-      {"G", 1e9L},     {"T", 1e12L},     {"P", 1e15L},      {"E", 1e18L},      {"Ki", 1024.0L},   {"Mi", 1048576.0L},
-      {"Gi", 1073741824.0L}, {"Ti", 1099511627776.0L}, {"Pi", 1125899906842624.0L}, {"Ei", 1152921504606846976.0L}};
-  for (const auto& [s, mult] : kSuffixes) {
-    if (suffix == s) return number * mult;
-  }
-  if (suffix.size() > 1 && (suffix[0] == 'e' || suffix[0] == 'E')) {
-    int exp = 0;
-    for (size_t j = 1; j < suffix.size(); ++j) {
-      if (!std::isdigit(static_cast<unsigned char>(suffix[j])) && !(j == 1 && suffix[j] == '-')) return std::nullopt;
+namespace {
+
+// Checks (and rewrites JSON numbers of) one quantity; the error's message.
+std::optional<std::string> checkQuantity(json::value& v) {
+  if (v.is_null()) return std::nullopt;
+  if (v.is_int64() || v.is_uint64() || v.is_double()) v = json::string(render(v));  // what the decoder reads
+  if (!v.is_string()) return std::string(kQuantityFormatError);
+  std::string_view text = v.get_string();
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
+  auto q = parseQuantity(text);
+  if (!q) return q.error().message();
+  return std::nullopt;
+}
+
+// Walks `v`; under a key of `maps` every member is a quantity, under a key
+// of `scalars` the value is one (an object there is a map of them).
+std::optional<std::string> walkQuantities(json::value& v, std::initializer_list<std::string_view> maps,
+                                          std::initializer_list<std::string_view> scalars, int depth = 0) {
+  if (depth > 64) return std::nullopt;  // deeper than any kind's quantities
+  auto in = [](std::initializer_list<std::string_view> l, std::string_view k) {
+    return std::find(l.begin(), l.end(), k) != l.end();
+  };
+  if (v.is_array()) {
+    for (json::value& e : v.get_array()) {
+      if (auto err = walkQuantities(e, maps, scalars, depth + 1)) return err;
     }
-    exp = std::stoi(std::string(suffix.substr(1)));
-    return number * std::pow(10.0L, exp);
+  } else if (v.is_object()) {
+    for (auto& [k, child] : v.get_object()) {
+      if (depth == 0 && k == "metadata") continue;
+      bool map = in(maps, k), scalar = in(scalars, k);
+      if ((map || scalar) && child.is_object()) {
+        for (auto& [name, q] : child.get_object()) {
+          if (auto err = checkQuantity(q)) return err;
+        }
+      } else if (scalar || (map && !child.is_array() && !child.is_null())) {
+        if (auto err = checkQuantity(child)) return err;
+      } else if (auto err = walkQuantities(child, maps, scalars, depth + 1)) {
+        return err;
+      }
+    }
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::string> malformedQuantity(const ResourceInfo& r, json::object& o) {
+  static constexpr std::string_view kWithPods[] = {"Pod", "PodTemplate", "ReplicationController", "Deployment",
+                                                   "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob",
+                                                   "PersistentVolumeClaim", "PersistentVolume", "Node", "ResourceQuota"};
+  std::optional<std::string> err;
+  json::value v(std::move(o));
+  if (r.kind == "LimitRange") {
+    err = walkQuantities(v, {"max", "min", "default", "defaultRequest", "maxLimitRequestRatio"}, {});
+  } else if (r.kind == "CSIStorageCapacity") {
+    err = walkQuantities(v, {}, {"capacity", "maximumVolumeSize"});
+  } else if (std::find(std::begin(kWithPods), std::end(kWithPods), r.kind) != std::end(kWithPods)) {
+    err = walkQuantities(v, {"requests", "limits", "capacity", "allocatable", "hard", "used", "overhead",
+                             "allocatedResources"},
+                         {"sizeLimit"});
+  }
+  o = std::move(v.get_object());
+  if (!err) return std::nullopt;
+  return fmt::format("{} in version {:?} cannot be handled as a {}: {}", r.kind, r.version, r.kind, *err);
 }
 
 bool pvcRequestGrew(const json::object& o, const json::object& old) {
@@ -712,7 +747,8 @@ bool pvcRequestGrew(const json::object& o, const json::object& old) {
     const json::object* spec = obj(x, "spec");
     const json::object* res = spec ? obj(*spec, "resources") : nullptr;
     const json::object* req = res ? obj(*res, "requests") : nullptr;
-    return req ? parseQuantity(str(*req, "storage")) : std::nullopt;
+    auto q = parseQuantity(req ? str(*req, "storage") : "");
+    return q ? std::optional<long double>(*q) : std::nullopt;
   };
   auto a = storage(o), b = storage(old);
   return a && b && *a > *b;

@@ -14,6 +14,7 @@
 
 #include <boost/json/object.hpp>
 
+#include "apiserver-lite/registry/quantity.h"
 #include "apiserver-lite/registry/resources.h"
 #include "apiserver-lite/registry/validation.h"
 
@@ -32,9 +33,12 @@ FieldErrors validateKind(const ResourceInfo& r, const boost::json::object& obj, 
 // metadata (deeper levels need schemas apiserver-lite does not carry yet).
 std::vector<std::string> unknownFields(const ResourceInfo& r, const boost::json::object& obj);
 
-// A resource.Quantity ("1Gi", "500M", "1.5", "100m") as a number of units;
-// nullopt when malformed.
-std::optional<long double> parseQuantity(std::string_view q);
+// The first malformed resource.Quantity in `obj` (at the fields the kind
+// declares as quantities: resource requests and limits, capacities, size
+// limits, quota), as kube-apiserver's decoder reports it: "<Kind> in version
+// \"v1\" cannot be handled as a <Kind>: <quantity error>". Quantities given
+// as JSON numbers are rewritten as strings, as the decoder reads them.
+std::optional<std::string> malformedQuantity(const ResourceInfo& r, boost::json::object& obj);
 
 // The storage a PVC requests, and whether `obj` asks for more than `old`.
 // Used for the resize admission rule (the StorageClass must allow expansion).

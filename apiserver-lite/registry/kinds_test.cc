@@ -157,15 +157,35 @@ TEST(Kinds, PvcResizeOnlyUpwardAndOnlyWhenBound) {
   EXPECT_EQ(messages(validateKind(r, binding, &pending)), "");
 }
 
-TEST(Kinds, Quantities) {
-  EXPECT_EQ(parseQuantity("1Gi"), 1073741824.0L);
-  EXPECT_EQ(parseQuantity("500M"), 5e8L);
-  EXPECT_NEAR(static_cast<double>(*parseQuantity("100m")), 0.1, 1e-12);
-  EXPECT_EQ(parseQuantity("1.5Ki"), 1536.0L);
-  EXPECT_EQ(parseQuantity("2e3"), 2000.0L);
-  EXPECT_FALSE(parseQuantity("1GB"));
-  EXPECT_FALSE(parseQuantity("Gi"));
-  EXPECT_FALSE(parseQuantity(""));
+TEST(Kinds, MalformedQuantitiesAreDecodingErrors) {
+  const ResourceInfo& pvcs = *findResource("", "v1", "persistentvolumeclaims");
+  auto withStorage = [](json::value storage) {
+    return json::object{{"metadata", json::object{{"name", "c"}}},
+                        {"spec", json::object{{"accessModes", json::array{"ReadWriteOnce"}},
+                                              {"resources", json::object{{"requests", json::object{{"storage", storage}}}}}}}};
+  };
+  for (const char* bad : {"1e-", "1.5.5Gi", "1GB", "abc", "1 Gi"}) {
+    auto o = withStorage(bad);
+    auto err = malformedQuantity(pvcs, o);
+    ASSERT_TRUE(err) << bad;
+    EXPECT_TRUE(err->starts_with("PersistentVolumeClaim in version \"v1\" cannot be handled as a PersistentVolumeClaim: "))
+        << *err;
+  }
+  auto o = withStorage("1e99999999999");  // accepted, as apimachinery accepts it
+  EXPECT_FALSE(malformedQuantity(pvcs, o));
+  auto n = withStorage(5);  // a JSON number is read as its text
+  EXPECT_FALSE(malformedQuantity(pvcs, n));
+  EXPECT_EQ(n["spec"].as_object()["resources"].as_object()["requests"].as_object()["storage"], json::value("5"));
+  auto b = withStorage(true);
+  EXPECT_TRUE(malformedQuantity(pvcs, b));
+  // A Pod's container limits; a ConfigMap's data is never a quantity.
+  const ResourceInfo& pods = *findResource("", "v1", "pods");
+  json::object pod{{"spec", json::object{{"containers", json::array{json::object{
+                                {"name", "c"}, {"resources", json::object{{"limits", json::object{{"memory", "1..Gi"}}}}}}}}}}};
+  EXPECT_TRUE(malformedQuantity(pods, pod));
+  const ResourceInfo& cms = *findResource("", "v1", "configmaps");
+  json::object cm{{"data", json::object{{"requests", "1..Gi"}}}};
+  EXPECT_FALSE(malformedQuantity(cms, cm));
 }
 
 }  // namespace

@@ -134,10 +134,12 @@ const ResourceInfo& listOptions() {
   return r;
 }
 
-// Fields the kind does not have: with fieldValidation=Strict a 400 worded as
-// kube-apiserver's strict decoding error; otherwise dropped, as decoding into
+// What kube-apiserver's decoder rejects or drops: a malformed quantity is a
+// 400; fields the kind does not have, with fieldValidation=Strict a 400
+// worded as its strict decoding error, otherwise dropped, as decoding into
 // kube-apiserver's types drops them (never stored).
-std::optional<ApiError> unknownFieldsCheck(const ResourceInfo& r, json::object& obj, std::string_view query) {
+std::optional<ApiError> decodingCheck(const ResourceInfo& r, json::object& obj, std::string_view query) {
+  if (auto bad = malformedQuantity(r, obj)) return ApiError::badRequest(std::move(*bad));
   std::vector<std::string> unknown = unknownFields(r, obj);
   if (unknown.empty()) return std::nullopt;
   if (query.find("fieldValidation=Strict") != std::string_view::npos) {
@@ -545,9 +547,12 @@ struct ApiHandler::Impl {
   static constexpr std::string_view kVerbs[] = {"get", "list", "watch", "create", "update", "patch", "delete",
                                                  "deletecollection"};
   std::vector<std::array<base::Counter*, std::size(kVerbs)>> requestCounters;
+  base::Counter* exceptions = nullptr;  // requests that ended in an unexpected exception: bugs
   Impl(storage::Store& s, storage::WatchCache& c, ApiOptions o)
       : store(s), cache(c), options(std::move(o)), allocator(*Ipv4Cidr::parse(options.serviceClusterIpRange)) {
     if (!options.metrics) return;
+    exceptions = &options.metrics->counter("apiserver_request_exceptions_total",
+                                           "Requests that ended in an unexpected exception (each one is a bug)");
     for (const ResourceInfo& r : servedResources()) {
       auto& row = requestCounters.emplace_back();
       for (size_t v = 0; v < std::size(kVerbs); ++v) {
@@ -702,8 +707,17 @@ ApiHandler::ApiHandler(storage::Store& store, storage::WatchCache& cache, ApiOpt
 
 ApiHandler::~ApiHandler() = default;
 
+// The floor under every request: an exception is a bug, so it is logged and
+// counted, the client gets a 500 Status, and the server keeps serving.
 void ApiHandler::handle(http::Request& req, const UserInfo& user, std::shared_ptr<http::ResponseWriter> w) {
-  impl_->handle(req, user, std::move(w));
+  try {
+    impl_->handle(req, user, w);
+  } catch (const std::exception& e) {
+    log().error("unexpected exception serving a request", {{"method", req.method}, {"path", req.path()}, {"what", e.what()}});
+    if (impl_->exceptions) impl_->exceptions->inc();
+    sendError(w, ApiError::internal(fmt::format("an unexpected error occurred while serving {} {}: {}", req.method,
+                                                req.path(), e.what())));
+  }
 }
 
 // Creates `obj` unless it exists. With `replace` (top-level fields), an
@@ -1516,7 +1530,7 @@ void ApiHandler::Impl::create(const ResourceInfo& r, std::string_view ns, http::
                               const std::shared_ptr<http::ResponseWriter>& w) {
   auto obj = parseObject(req.body);
   if (!obj) return sendError(w, ApiError::badRequest(obj.error().message()));
-  if (auto e = unknownFieldsCheck(r, *obj, req.query())) return sendError(w, *e);
+  if (auto e = decodingCheck(r, *obj, req.query())) return sendError(w, *e);
   if (r.namespaced) {
     if (auto e = checkNamespace(ns)) return sendError(w, *e);
   }
@@ -1551,7 +1565,7 @@ void ApiHandler::Impl::update(const ResourceInfo& r, std::string_view ns, std::s
   auto obj = parseObject(req.body);
   if (!obj) return sendError(w, ApiError::badRequest(obj.error().message()));
   if (part != Part::kScale) {
-    if (auto e = unknownFieldsCheck(r, *obj, req.query())) return sendError(w, *e);
+    if (auto e = decodingCheck(r, *obj, req.query())) return sendError(w, *e);
   }
   std::string key = r.key(ns, name);
   auto current = cache.get(key);
@@ -1701,7 +1715,7 @@ void ApiHandler::Impl::patch(const ResourceInfo& r, std::string_view ns, std::st
         auto scaled = fromScale(*old, patched->as_object());
         if (!scaled) return sendError(w, ApiError::badRequest(scaled.error().message()));
         *patched = std::move(*scaled);
-      } else if (auto e = unknownFieldsCheck(*r, patched->as_object(), query)) {
+      } else if (auto e = decodingCheck(*r, patched->as_object(), query)) {
         return sendError(w, *e);
       }
       auto self = shared_from_this();

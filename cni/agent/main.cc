@@ -36,6 +36,7 @@
 #include "common/base/flags.h"
 #include "common/base/log.h"
 #include "common/base/metrics.h"
+#include "common/base/numbers.h"
 #include "common/base/signals.h"
 #include "common/http/server.h"
 #include "common/kube/client.h"
@@ -147,7 +148,7 @@ class Agent {
   // host end receives the pod sent), in Prometheus text.
   std::string podMetrics() {
     cni::IpamConfig ic;
-    ic.dataDir = o_.ipamDataDir.empty() ? "/var/lib/cni/networks" : o_.ipamDataDir;
+    ic.dataDir = o_.ipamDataDir.empty() ? cni::kDefaultIpamDataDir : o_.ipamDataDir;
     cni::Ipam ipam(ic, "trellis");
     std::map<std::string, cni::Attachment> byVeth;
     for (const auto& [ip, who] : ipam.allocations()) byVeth[cni::hostVethName("trellis", who.first, who.second)] = who;
@@ -181,6 +182,13 @@ class Agent {
     };
     auto st = o_.netns.empty() ? collect() : sys::inNetns(o_.netns, collect);
     static_cast<void>(st);  // no pods yet, or a namespace going away: the series are simply absent
+    // The plugin's unexpected errors (bugs), one line each in its data directory.
+    size_t unexpected = 0;
+    std::ifstream log(std::string(ic.dataDir) + "/" + cni::kUnexpectedErrorsFile);
+    for (std::string line; std::getline(log, line);) ++unexpected;
+    out += fmt::format("# HELP trellis_cni_plugin_unexpected_errors_total Plugin invocations that ended in an unexpected "
+                       "error (each one is a bug)\n# TYPE trellis_cni_plugin_unexpected_errors_total counter\n"
+                       "trellis_cni_plugin_unexpected_errors_total {}\n", unexpected);
     return out;
   }
 
@@ -412,9 +420,13 @@ int main(int argc, char** argv) {
   nodes.start();
 
   http::ServerOptions so;
-  size_t colon = listen.rfind(':');
-  so.address = listen.substr(0, colon);
-  so.port = static_cast<uint16_t>(std::stoi(listen.substr(colon + 1)));
+  auto hostPort = base::parseHostPort(listen);
+  if (!hostPort) {
+    log.error("--listen", {{"error", hostPort.error().message()}});
+    return 2;
+  }
+  so.address = hostPort->host;
+  so.port = hostPort->port;
   so.name = "cni-agent";
   so.metrics = &metrics;
   http::Server server(so, [&](http::Request& req, std::shared_ptr<http::ResponseWriter> w) {

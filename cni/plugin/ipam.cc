@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include "cni/plugin/naming.h"
+#include "common/base/ip.h"
 
 namespace trellis::cni {
 
@@ -24,66 +25,14 @@ using u128 = unsigned __int128;
 
 namespace {
 
-struct Addr {
-  bool v6 = false;
-  u128 value = 0;
-};
+using Addr = base::IpAddr;
+using Cidr = base::IpCidr;
 
-std::optional<Addr> parseAddr(const std::string& s) {
-  Addr a;
-  unsigned char buf[16];
-  if (inet_pton(AF_INET, s.c_str(), buf) == 1) {
-    for (int i = 0; i < 4; ++i) a.value = (a.value << 8) | buf[i];
-    return a;
-  }
-  if (inet_pton(AF_INET6, s.c_str(), buf) == 1) {
-    a.v6 = true;
-    for (int i = 0; i < 16; ++i) a.value = (a.value << 8) | buf[i];
-    return a;
-  }
-  return std::nullopt;
-}
-
-std::string formatAddr(const Addr& a) {
-  unsigned char buf[16];
-  char out[INET6_ADDRSTRLEN];
-  int n = a.v6 ? 16 : 4;
-  u128 v = a.value;
-  for (int i = n - 1; i >= 0; --i) {
-    buf[i] = static_cast<unsigned char>(v & 0xff);
-    v >>= 8;
-  }
-  inet_ntop(a.v6 ? AF_INET6 : AF_INET, buf, out, sizeof out);
-  return out;
-}
-
-struct Cidr {
-  Addr network;
-  int prefix = 0;
-  int bits() const { return network.v6 ? 128 : 32; }
-  u128 size() const { return prefix == 0 && network.v6 ? ~u128(0) : (u128(1) << (bits() - prefix)); }
-  bool contains(const Addr& a) const {
-    if (a.v6 != network.v6) return false;
-    return a.value >= network.value && a.value - network.value < size();
-  }
-};
-
+std::optional<Addr> parseAddr(const std::string& s) { return base::parseIp(s); }
+std::string formatAddr(const Addr& a) { return base::formatIp(a); }
 std::optional<Cidr> parseCidr(const std::string& s) {
-  size_t slash = s.find('/');
-  if (slash == std::string::npos) return std::nullopt;
-  auto a = parseAddr(s.substr(0, slash));
-  if (!a) return std::nullopt;
-  int prefix = 0;
-  std::string p = s.substr(slash + 1);
-  if (p.empty() || p.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
-  prefix = std::stoi(p);
-  int bits = a->v6 ? 128 : 32;
-  if (prefix < 0 || prefix > bits) return std::nullopt;
-  Cidr c{*a, prefix};
-  u128 mask = prefix == 0 ? 0 : (~u128(0) << (bits - prefix));
-  if (!a->v6) mask &= 0xffffffffu;
-  c.network.value &= mask;
-  return c;
+  auto c = base::parseCidr(s);
+  return c ? std::optional<Cidr>(*c) : std::nullopt;
 }
 
 // A range ready to allocate from.
@@ -269,7 +218,10 @@ std::variant<IpamConfig, Error> parseIpamConfig(const json::object& ipam) {
       cfg.routes.push_back(std::move(rt));
     }
   }
-  if (std::string d = str(ipam, "dataDir"); !d.empty()) cfg.dataDir = d;
+  if (std::string d = str(ipam, "dataDir"); !d.empty()) {
+    if (d[0] != '/') return configError(fmt::format("ipam: dataDir {:?} must be an absolute path", d));
+    cfg.dataDir = d;
+  }
   return cfg;
 }
 

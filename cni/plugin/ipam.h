@@ -48,10 +48,15 @@ struct IpRange {
   std::string gateway;     // optional; default: the subnet's first address
 };
 
+inline constexpr const char* kDefaultIpamDataDir = "/var/lib/cni/networks";
+// In the data directory: one line per unexpected error of the plugin (a
+// bug), counted by trellis-cni-agent's /metrics.
+inline constexpr const char* kUnexpectedErrorsFile = "trellis-unexpected-errors";
+
 struct IpamConfig {
   std::vector<std::vector<IpRange>> rangeSets;  // one address from each set
   std::vector<Route> routes;
-  std::string dataDir = "/var/lib/cni/networks";
+  std::string dataDir = kDefaultIpamDataDir;  // absolute
 };
 
 // The "ipam" object of a network configuration (host-local's keys: ranges,

@@ -3,10 +3,8 @@
 // a default route via the bridge. Verbs: ADD, DEL, CHECK, STATUS, GC,
 // VERSION; errors are the spec's JSON error object on stdout with exit 1.
 //
-// Configuration keys (as the reference bridge plugin where they mean the
-// same): bridge ("trellis0"), isGateway (true), mtu (0: the kernel's
-// default), hairpinMode (false), ipam (host-local compatible: ranges or
-// subnet, routes, dataDir), dns (copied into the result).
+// Configuration keys: netconf.h; ipam (host-local compatible: ranges or
+// subnet, routes, dataDir); dns (copied into the result).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -25,8 +23,10 @@
 #include "cni/plugin/bandwidth.h"
 #include "cni/plugin/ipam.h"
 #include "cni/plugin/naming.h"
+#include "cni/plugin/netconf.h"
 #include "cni/plugin/portmap.h"
 #include "cni/plugin/protocol.h"
+#include "common/base/ip.h"
 #include "common/linux/netlink.h"
 #include "common/linux/nftables.h"
 
@@ -37,104 +37,6 @@ using namespace trellis::cni;
 namespace json = boost::json;
 
 namespace {
-
-struct NetConf {
-  std::string bridge = "trellis0";
-  bool isGateway = true;
-  bool hairpin = false;
-  bool ipMasq = false;
-  int mtu = 0;             // 0 in the config: the uplink's MTU minus the overlay's overhead
-  int overlayOverhead = 0;  // "overlay": "vxlan" -> 50 bytes
-  std::vector<std::string> clusterCidrs;  // not masqueraded to (default: the IPAM subnets)
-  std::string nftTable = "trellis";       // the nftables table (inet family) Trellis owns
-  std::string readyFile;  // STATUS is not ready until it exists (trellis-cni-agent's first sync)
-};
-
-// The MTU of the interface the IPv4 default route leaves by (1500 when
-// there is none).
-int uplinkMtu() {
-  std::ifstream routes("/proc/net/route");
-  std::string line;
-  std::getline(routes, line);  // header
-  while (std::getline(routes, line)) {
-    std::istringstream fields(line);
-    std::string ifname, dst;
-    fields >> ifname >> dst;
-    if (dst != "00000000") continue;
-    std::ifstream mtu("/sys/class/net/" + ifname + "/mtu");
-    int value = 0;
-    if (mtu >> value && value >= 576) return value;
-  }
-  return 1500;
-}
-
-std::variant<NetConf, Error> parseNetConf(const json::object& c) {
-  NetConf n;
-  if (const json::value* v = c.if_contains("bridge"); v && !v->is_null()) {
-    if (!v->is_string() || v->get_string().empty() || v->get_string().size() > 15) {
-      return Error{ErrorCode::kInvalidConfig, "bridge: must be an interface name (1-15 characters)", ""};
-    }
-    n.bridge = std::string(v->get_string());
-  }
-  auto boolean = [&](const char* key, bool& into) -> std::optional<Error> {
-    const json::value* v = c.if_contains(key);
-    if (!v || v->is_null()) return std::nullopt;
-    if (!v->is_bool()) return Error{ErrorCode::kInvalidConfig, fmt::format("{}: must be true or false", key), ""};
-    into = v->get_bool();
-    return std::nullopt;
-  };
-  if (auto e = boolean("isGateway", n.isGateway)) return *e;
-  if (auto e = boolean("hairpinMode", n.hairpin)) return *e;
-  if (auto e = boolean("ipMasq", n.ipMasq)) return *e;
-  if (const json::value* v = c.if_contains("clusterCIDR"); v && !v->is_null()) {
-    auto add = [&](const json::value& x) -> bool {
-      if (!x.is_string() || x.get_string().find('/') == std::string::npos) return false;
-      n.clusterCidrs.emplace_back(x.get_string());
-      return true;
-    };
-    bool ok = v->is_array() ? std::all_of(v->get_array().begin(), v->get_array().end(), add) : add(*v);
-    if (!ok) return Error{ErrorCode::kInvalidConfig, "clusterCIDR: must be a CIDR or a list of CIDRs", ""};
-  }
-  if (const json::value* v = c.if_contains("nftTable"); v && !v->is_null()) {
-    std::string t = v->is_string() ? std::string(v->get_string()) : "";
-    bool ok = !t.empty() && t.size() <= 32 &&
-              std::all_of(t.begin(), t.end(), [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_'; });
-    if (!ok) return Error{ErrorCode::kInvalidConfig, "nftTable: must be 1-32 letters, digits or '_'", ""};
-    n.nftTable = t;
-  }
-  if (const json::value* v = c.if_contains("readyFile"); v && !v->is_null()) {
-    if (!v->is_string() || v->get_string().empty() || v->get_string()[0] != '/') {
-      return Error{ErrorCode::kInvalidConfig, "readyFile: must be an absolute path", ""};
-    }
-    n.readyFile = v->get_string();
-  }
-  if (const json::value* v = c.if_contains("mtu"); v && !v->is_null()) {
-    if (!v->is_int64() || v->get_int64() < 0 || v->get_int64() > 65535) {
-      return Error{ErrorCode::kInvalidConfig, "mtu: must be a number from 0 to 65535", ""};
-    }
-    n.mtu = static_cast<int>(v->get_int64());
-  }
-  if (const json::value* v = c.if_contains("overlay"); v && !v->is_null()) {
-    if (!v->is_string() || (v->get_string() != "vxlan" && v->get_string() != "none")) {
-      return Error{ErrorCode::kInvalidConfig, "overlay: must be \"vxlan\" or \"none\"", ""};
-    }
-    n.overlayOverhead = v->get_string() == "vxlan" ? 50 : 0;
-  }
-  if (n.mtu == 0) n.mtu = uplinkMtu() - n.overlayOverhead;
-  return n;
-}
-
-std::variant<IpamConfig, Error> ipamOf(const json::object& c) {
-  const json::value* ipam = c.if_contains("ipam");
-  if (!ipam || !ipam->is_object()) return Error{ErrorCode::kInvalidConfig, "ipam: missing", ""};
-  const json::value* type = ipam->get_object().if_contains("type");
-  std::string t = type && type->is_string() ? std::string(type->get_string()) : "";
-  if (!t.empty() && t != "host-local" && t != "trellis-cni") {
-    return Error{ErrorCode::kUnsupportedField, fmt::format("ipam.type: {:?} is not supported (the built-in IPAM takes "
-                                                           "\"host-local\" configurations)", t), ""};
-  }
-  return parseIpamConfig(ipam->get_object());
-}
 
 std::string networkOf(const json::object& config) {
   const json::value* n = config.if_contains("name");
@@ -449,9 +351,22 @@ int emit(const json::object& o, int code) {
 
 int fail(const Error& e, std::string_view version) { return emit(e.toJson(version), 1); }
 
-}  // namespace
+// Where an unexpected error is recorded: one line each in the IPAM data
+// directory, which trellis-cni-agent counts in its /metrics
+// (trellis_cni_plugin_unexpected_errors_total).
+std::string gUnexpectedLog = std::string(kDefaultIpamDataDir) + "/" + kUnexpectedErrorsFile;
 
-int main() {
+void recordUnexpected(const std::string& what) {
+  std::fprintf(stderr, "trellis-cni: unexpected error (a bug): %s\n", what.c_str());
+  int fd = open(gUnexpectedLog.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  std::string line = fmt::format("{} {}\n", static_cast<long long>(time(nullptr)), what);
+  for (char& c : line) c = c == '\n' && &c != &line.back() ? ' ' : c;
+  static_cast<void>(!write(fd, line.data(), line.size()));
+  close(fd);
+}
+
+int run() {
   std::map<std::string, std::string> env;
   for (char** e = environ; *e; ++e) {
     std::string_view kv(*e);
@@ -474,6 +389,7 @@ int main() {
   if (std::holds_alternative<Error>(ipamConfig)) return fail(std::get<Error>(ipamConfig), inv.cniVersion);
   std::string network;
   if (const json::value* n = inv.config.if_contains("name"); n && n->is_string()) network = std::string(n->get_string());
+  gUnexpectedLog = std::get<IpamConfig>(ipamConfig).dataDir + "/" + kUnexpectedErrorsFile;
   Ipam ipam(std::get<IpamConfig>(ipamConfig), network);
   auto mappings = parsePortMappings(inv.config);
   if (std::holds_alternative<Error>(mappings)) return fail(std::get<Error>(mappings), inv.cniVersion);
@@ -514,4 +430,18 @@ int main() {
       break;
   }
   return 0;
+}
+
+}  // namespace
+
+// The floor under every invocation: whatever escapes is the spec's error
+// object (code 999) on stdout, recorded for the agent's metrics.
+int main() {
+  try {
+    return run();
+  } catch (const std::exception& e) {
+    recordUnexpected(e.what());
+    return fail(Error{ErrorCode::kUnexpected, "unexpected error in trellis-cni (a bug; see the runtime's log)", e.what()},
+                latestVersion());
+  }
 }

@@ -12,6 +12,7 @@
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
 
+#include "common/base/ip.h"
 #include "common/linux/nftables.h"
 
 namespace trellis::cni {
@@ -61,6 +62,26 @@ std::variant<std::vector<PortMapping>, Error> parsePortMappings(const json::obje
   }
   return out;
 }
+
+namespace {
+
+// One mapping of a state file, if every field is there and in range.
+std::optional<PortMapping> mappingFromJson(const json::value& v) {
+  if (!v.is_object()) return std::nullopt;
+  const json::object& o = v.get_object();
+  auto port = [&](const char* key) -> int {
+    const json::value* p = o.if_contains(key);
+    return p && p->is_int64() && p->get_int64() >= 1 && p->get_int64() <= 65535 ? static_cast<int>(p->get_int64()) : 0;
+  };
+  const json::value* proto = o.if_contains("protocol");
+  PortMapping m{port("hostPort"), port("containerPort"), ""};
+  if (!m.hostPort || !m.containerPort || !proto || !proto->is_string()) return std::nullopt;
+  m.protocol = std::string(proto->get_string());
+  if (m.protocol != "tcp" && m.protocol != "udp") return std::nullopt;
+  return m;
+}
+
+}  // namespace
 
 PortMaps::PortMaps(std::string dir, std::string table) : dir_(std::move(dir)), table_(std::move(table)) {}
 
@@ -143,12 +164,15 @@ std::optional<Error> PortMaps::rebuild() {
     for (const json::value& ip : ips->get_array()) {
       if (!ip.is_string()) continue;
       bool v6 = ip.get_string().find(':') != std::string_view::npos;
+      auto addr = base::parseIp(ip.get_string());
+      if (!addr) continue;  // not written by this plugin
       for (const json::value& m : maps->get_array()) {
-        if (!m.is_object()) continue;
-        const json::object& o = m.get_object();
+        // Re-validated as values: a state file is data, never trusted text for nft.
+        auto mapping = mappingFromJson(m);
+        if (!mapping) continue;
         std::string& into = v6 ? elements6 : elements4;
-        into += fmt::format("{}{} . {} : {} . {}", into.empty() ? "" : ", ", std::string(o.at("protocol").as_string()),
-                            o.at("hostPort").as_int64(), std::string(ip.get_string()), o.at("containerPort").as_int64());
+        into += fmt::format("{}{} . {} : {} . {}", into.empty() ? "" : ", ", mapping->protocol, mapping->hostPort,
+                            base::formatIp(*addr), mapping->containerPort);
       }
     }
   }

@@ -47,6 +47,9 @@ bool validContainerId(std::string_view id) {
   });
 }
 
+
+}  // namespace
+
 std::optional<std::string> ifnameProblem(std::string_view n) {
   if (n.empty()) return "is empty";
   if (n.size() > 15) return "is longer than 15 characters";
@@ -58,8 +61,6 @@ std::optional<std::string> ifnameProblem(std::string_view n) {
   }
   return std::nullopt;
 }
-
-}  // namespace
 
 json::object Error::toJson(std::string_view cniVersion) const {
   json::object o{{"cniVersion", cniVersion}, {"code", static_cast<int>(code)}, {"msg", msg}};
@@ -76,6 +77,12 @@ std::string_view latestVersion() { return supportedVersions().back(); }
 
 json::object versionInfo() {
   return json::object{{"cniVersion", latestVersion()}, {"supportedVersions", toArray(supportedVersions())}};
+}
+
+bool validNetworkName(std::string_view name) {
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); };
+  if (name.empty() || name.size() > 200 || !alnum(name[0])) return false;
+  return std::all_of(name.begin(), name.end(), [&](char c) { return alnum(c) || c == '_' || c == '.' || c == '-'; });
 }
 
 int compareVersions(std::string_view a, std::string_view b) {
@@ -179,7 +186,14 @@ std::variant<Invocation, Error> parseInvocation(const std::map<std::string, std:
     return Error{ErrorCode::kIncompatibleVersion,
                  fmt::format("{} needs cniVersion 1.1.0 or later, the configuration has {}", command, inv.cniVersion), ""};
   }
-  if (str(inv.config, "name").empty()) return Error{ErrorCode::kInvalidConfig, "the network configuration has no name", ""};
+  std::string name = str(inv.config, "name");
+  if (name.empty()) return Error{ErrorCode::kInvalidConfig, "the network configuration has no name", ""};
+  if (!validNetworkName(name)) {
+    return Error{ErrorCode::kInvalidConfig,
+                 fmt::format("network name {:?} is invalid: it must start with a letter or digit, followed by letters, "
+                             "digits, '_', '.' or '-' (at most 200 characters)", name),
+                 ""};
+  }
   if (str(inv.config, "type").empty()) return Error{ErrorCode::kInvalidConfig, "the network configuration has no type", ""};
   return inv;
 }

@@ -31,6 +31,7 @@ enum class ErrorCode : int {
   kTryAgainLater = 11,
   kNotReady = 50,
   kLimitedConnectivity = 51,
+  kUnexpected = 999,  // a bug: an exception the plugin did not expect (plugin-specific range, 100+)
 };
 
 struct Error {
@@ -112,6 +113,15 @@ struct Result {
 boost::json::object toJson(const Result& result, std::string_view version);
 // A result of any supported version (e.g. a chained plugin's prevResult).
 std::variant<Result, Error> resultFromJson(const boost::json::object& obj);
+
+// Why `name` cannot be a Linux interface name (empty, over 15 bytes, "."
+// or "..", '/', ':' or whitespace); nullopt when it can.
+std::optional<std::string> ifnameProblem(std::string_view name);
+
+// The spec's network names: an alphanumeric, then alphanumerics, '_', '.'
+// or '-' (so a name is always a safe single path component); at most 200
+// characters, to leave room under NAME_MAX for what is derived from it.
+bool validNetworkName(std::string_view name);
 
 // Version strings compared as versions ("0.4.0" < "1.0.0").
 int compareVersions(std::string_view a, std::string_view b);

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "common/base/log.h"
 #include "common/linux/storage.h"
@@ -25,33 +26,6 @@ namespace {
 
 int64_t nowNanos() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-int64_t roundUp(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
-
-// The size a capacity range asks for: at least `required`, at most `limit`,
-// rounded up to whole MiB (whole 4 KiB pages, or exact 512-byte sectors, when
-// the limit is tighter); `minimum` for the filesystem (xfs needs 300 MiB).
-base::Result<int64_t> sizeFor(const v1::CapacityRange* range, int64_t defaultSize, int64_t minimum) {
-  int64_t required = range ? range->required_bytes() : 0;
-  int64_t limit = range ? range->limit_bytes() : 0;
-  if (required < 0 || limit < 0) return base::Error(base::ErrorCode::kInvalidArgument, "capacity_range must not be negative");
-  if (limit && required > limit) {
-    return base::makeError(base::ErrorCode::kInvalidArgument, "capacity_range: required_bytes {} exceeds limit_bytes {}", required, limit);
-  }
-  if (!required) required = limit ? std::min(limit, defaultSize) : defaultSize;
-  required = std::max(required, minimum);
-  for (int64_t unit : {kMiB, int64_t{4096}, int64_t{512}}) {
-    int64_t size = roundUp(required, unit);
-    if (!limit || size <= limit) return size;
-  }
-  return base::makeError(base::ErrorCode::kOutOfRange, "no size in [{}, {}] bytes: volumes are whole 512-byte sectors{}", required,
-                         limit, minimum > 0 ? " of at least " + std::to_string(minimum) + " bytes" : "");
-}
-
-bool inRange(int64_t size, const v1::CapacityRange* range) {
-  if (!range) return true;
-  return size >= range->required_bytes() && (!range->limit_bytes() || size <= range->limit_bytes());
 }
 
 std::map<std::string, std::string> toMap(const google::protobuf::Map<std::string, std::string>& m) {
@@ -190,6 +164,8 @@ grpc::Status ControllerService::CreateVolume(grpc::ServerContext*, const v1::Cre
   // The smallest filesystem each mkfs makes: xfs 300 MiB, btrfs 109 MiB (114294784 bytes).
   bool mount = std::any_of(req->volume_capabilities().begin(), req->volume_capabilities().end(),
                            [](const v1::VolumeCapability& c) { return c.has_mount(); });
+  bool block = std::any_of(req->volume_capabilities().begin(), req->volume_capabilities().end(),
+                           [](const v1::VolumeCapability& c) { return c.has_block(); });
   const std::string& stagedFs = fsType.empty() && mount ? d_.options().defaultFsType : fsType;
   int64_t minimum = stagedFs == "xfs" ? 300 * kMiB : stagedFs == "btrfs" ? 109 * kMiB : 0;
   auto size = sizeFor(range, d_.options().defaultVolumeSize, minimum);
@@ -231,7 +207,12 @@ grpc::Status ControllerService::CreateVolume(grpc::ServerContext*, const v1::Cre
 
   auto params = toMap(req->parameters());
   if (auto existing = d_.store().volume(id); existing && existing->state == RecordState::kReady) {
+    // Compatible: every access type asked for was asked for at creation
+    // (records older than that field carry neither), the same parameters.
+    bool accessKnown = existing->blockAccess || existing->mountAccess;
+    bool sameAccess = !accessKnown || ((!block || existing->blockAccess) && (!mount || existing->mountAccess));
     bool same = existing->name == req->name() && inRange(existing->capacity, range) && existing->parameters == params &&
+                existing->mutableParameters == toMap(req->mutable_parameters()) && sameAccess &&
                 existing->sourceSnapshot == sourceSnapshot && existing->sourceVolume == sourceVolume &&
                 (fsType.empty() || existing->fsType.empty() || existing->fsType == fsType);
     if (!same) return grpcError(StatusCode::ALREADY_EXISTS, "volume " + req->name() + " exists with different arguments");
@@ -245,6 +226,8 @@ grpc::Status ControllerService::CreateVolume(grpc::ServerContext*, const v1::Cre
   rec.capacity = *size;
   rec.node = node;
   rec.fsType = fsType;
+  rec.blockAccess = block;
+  rec.mountAccess = mount;
   rec.parameters = std::move(params);
   rec.mutableParameters = toMap(req->mutable_parameters());
   rec.sourceSnapshot = sourceSnapshot;
@@ -343,7 +326,9 @@ grpc::Status ControllerService::ControllerUnpublishVolume(grpc::ServerContext*, 
   auto guard = d_.locks().tryLock({req->volume_id()});
   if (!guard) return grpcError(StatusCode::ABORTED, "an operation on volume " + req->volume_id() + " is in progress");
   auto rec = d_.store().volume(req->volume_id());
-  if (!rec) return grpcError(StatusCode::NOT_FOUND, "volume " + req->volume_id() + " not found");
+  // A volume that is gone is published nowhere: the spec's SHOULD is OK,
+  // and a CO cleaning up after DeleteVolume relies on it.
+  if (!rec) return grpc::Status::OK;
   size_t before = rec->published.size();
   if (req->node_id().empty()) {
     rec->published.clear();

@@ -82,9 +82,13 @@ Driver::Reservation Driver::reserve(int64_t bytes) {
 }
 
 int64_t Driver::availableCapacity() {
+  // Summed with saturation: a record's capacity is bounded, but never trusted.
   int64_t promised = reserved_;
-  for (const auto& v : store_.volumes()) promised += v.capacity;
-  int64_t available = poolSize() - promised;
+  for (const auto& v : store_.volumes()) {
+    if (v.capacity < 0 || __builtin_add_overflow(promised, v.capacity, &promised)) return 0;
+  }
+  int64_t available = 0;
+  if (__builtin_sub_overflow(poolSize(), promised, &available)) return 0;
   // Thin volumes fill the pool as they are written: never offer more than
   // the real free space allows at the same over-provisioning ratio.
   struct statvfs st{};

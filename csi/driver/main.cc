@@ -8,14 +8,19 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
 
 #include "common/base/flags.h"
+#include "common/base/metrics.h"
+#include "common/base/numbers.h"
 #include "common/base/log.h"
 #include "common/base/signals.h"
+#include "common/http/server.h"
+#include "csi/driver/floor.h"
 #include "csi/driver/services.h"
 
 using namespace trellis;
@@ -46,7 +51,11 @@ bool haveCapSysResource() {
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line)) {
-    if (line.rfind("CapEff:", 0) == 0) return (std::stoull(line.substr(7), nullptr, 16) >> 24) & 1;
+    if (line.rfind("CapEff:", 0) != 0) continue;
+    size_t start = line.find_first_not_of(" \t", 7);
+    uint64_t caps = 0;
+    if (start != std::string::npos) std::from_chars(line.data() + start, line.data() + line.size(), caps, 16);
+    return (caps >> 24) & 1;
   }
   return false;
 }
@@ -98,6 +107,9 @@ int main(int argc, char** argv) {
                  "this process lacks CAP_SYS_RESOURCE and so cannot grow a mounted ext4)")
       ->check(CLI::IsMember({"auto", "ext4", "xfs", "btrfs"}))
       ->capture_default_str();
+  std::string metricsAddress;
+  app.add_option("--metrics-address", metricsAddress,
+                 "serve /metrics and /healthz over HTTP on HOST:PORT (port 0 picks one; default: not served)");
   CLI11_PARSE(app, argc, argv);
   base::applyCommonFlags(common);
   base::Logger log("csi");
@@ -144,7 +156,11 @@ int main(int argc, char** argv) {
   tcsi::ControllerService controller(driver);
   tcsi::GroupControllerService group(driver);
   tcsi::NodeService node(driver);
+  base::Registry metrics;
+  base::Counter& unexpected = metrics.counter("trellis_csi_unexpected_errors_total",
+                                              "CSI calls that ended in an unexpected exception (each one is a bug)");
   grpc::ServerBuilder builder;
+  tcsi::installFloor(builder, unexpected);
   // A node agent, not a server farm: one completion queue, few pollers.
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS, 1);
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 1);
@@ -173,6 +189,39 @@ int main(int argc, char** argv) {
     log.error("serving CSI", {{"endpoint", endpoint}});
     return 1;
   }
+  std::unique_ptr<http::Server> metricsServer;
+  if (!metricsAddress.empty()) {
+    auto hp = base::parseHostPort(metricsAddress);
+    if (!hp) {
+      log.error("--metrics-address", {{"error", hp.error().message()}});
+      return 2;
+    }
+    http::ServerOptions so;
+    so.address = hp->host;
+    so.port = hp->port;
+    so.name = "csi-metrics";
+    metricsServer = std::make_unique<http::Server>(so, [&](http::Request& req, std::shared_ptr<http::ResponseWriter> w) {
+      http::Response r;
+      r.headers.add("content-type", "text/plain; charset=utf-8");
+      if (req.path() == "/metrics") {
+        r.headers.set("content-type", base::Registry::kContentType);
+        r.body = metrics.render();
+      } else if (req.path() == "/healthz") {
+        bool ok = ::access(driver.store().poolDir().c_str(), R_OK | W_OK | X_OK) == 0;
+        r.status = ok ? 200 : 503;
+        r.body = ok ? "ok" : "pool directory not usable";
+      } else {
+        r.status = 404;
+        r.body = "not found";
+      }
+      w->respond(std::move(r));
+    });
+    if (auto st = metricsServer->start(); !st) {
+      log.error("serving metrics", {{"error", st.error().message()}});
+      return 1;
+    }
+    log.info("metrics", {{"address", hp->host}, {"port", metricsServer->port()}});
+  }
   log.info("serving", {{"endpoint", "unix://" + path}, {"mode", mode}, {"node", opts.nodeId}, {"pool", driver.store().poolDir()},
                        {"driver", opts.driverName}});
 
@@ -191,6 +240,7 @@ int main(int argc, char** argv) {
   log.info("shutting down");
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));  // CSI calls are short
   if (registration) registration->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  if (metricsServer) metricsServer->stop(std::chrono::seconds(1));
   std::error_code ec;
   fs::remove(path, ec);
   if (!registrationSocket.empty()) fs::remove(registrationSocket, ec);

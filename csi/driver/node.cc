@@ -25,42 +25,6 @@ using grpc::StatusCode;
 namespace {
 
 
-// Mount flags by name; the rest of `mount_flags` goes to the filesystem.
-struct MountOptions {
-  unsigned long flags = 0;
-  std::string data;
-};
-base::Result<MountOptions> parseMountFlags(const google::protobuf::RepeatedPtrField<std::string>& flags) {
-  static const std::map<std::string, unsigned long> known = {
-      {"ro", MS_RDONLY},          {"rw", 0},           {"defaults", 0},          {"noatime", MS_NOATIME},
-      {"nodiratime", MS_NODIRATIME}, {"relatime", MS_RELATIME}, {"strictatime", MS_STRICTATIME},
-      {"nosuid", MS_NOSUID},      {"nodev", MS_NODEV}, {"noexec", MS_NOEXEC},   {"sync", MS_SYNCHRONOUS},
-      {"dirsync", MS_DIRSYNC},    {"lazytime", MS_LAZYTIME}};
-  MountOptions out;
-  size_t total = 0;
-  for (const auto& whole : flags) {
-    total += whole.size();
-    // A flag may itself be a comma-separated list, as in mount -o.
-    size_t start = 0;
-    while (start <= whole.size()) {
-      size_t end = whole.find(',', start);
-      std::string f = whole.substr(start, end == std::string::npos ? std::string::npos : end - start);
-      start = end == std::string::npos ? whole.size() + 1 : end + 1;
-      if (f.empty()) continue;
-      if (f.find_first_of(" \t\n\\\"'") != std::string::npos) {
-        return base::makeError(base::ErrorCode::kInvalidArgument, "mount flag \"{}\" has whitespace or quotes", f);
-      }
-      if (auto it = known.find(f); it != known.end()) {
-        out.flags |= it->second;
-      } else {
-        out.data += (out.data.empty() ? "" : ",") + f;
-      }
-    }
-  }
-  if (total > 4096) return base::Error(base::ErrorCode::kInvalidArgument, "mount_flags exceed 4 KiB");
-  return out;
-}
-
 base::Status makeFilesystem(const std::string& fsType, const std::string& device) {
   if (fsType == "ext4" || fsType == "ext3") {
     return sys::runChecked({"mkfs." + fsType, "-F", "-q", "-m", "0", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1", device});
@@ -76,6 +40,11 @@ base::Status growFilesystem(const std::string& fsType, const std::string& device
   if (fsType == "xfs") return sys::runChecked({"xfs_growfs", mountPoint});
   if (fsType == "btrfs") return sys::runChecked({"btrfs", "filesystem", "resize", "max", mountPoint});
   return base::makeError(base::ErrorCode::kInvalidArgument, "cannot grow fs_type {}", fsType);
+}
+
+bool mountedAt(const std::string& path) {
+  auto all = sys::mounts();
+  return std::any_of(all.begin(), all.end(), [&](const sys::MountEntry& m) { return m.mountPoint == path; });
 }
 
 bool isBlockDevice(const std::string& path) {
@@ -168,7 +137,12 @@ grpc::Status NodeService::NodeUnstageVolume(grpc::ServerContext*, const v1::Node
   if (!guard) return grpcError(StatusCode::ABORTED, "an operation on volume " + req->volume_id() + " is in progress");
   auto rec = d_.store().node(req->volume_id());
   if (!rec) {
-    if (!d_.store().volume(req->volume_id())) return grpcError(StatusCode::NOT_FOUND, "volume " + req->volume_id() + " not found");
+    // Not staged by this driver: regarded as unstaged (OK, as the spec
+    // says), unless an unknown volume leaves something mounted there.
+    if (!d_.store().volume(req->volume_id()) && mountedAt(req->staging_target_path())) {
+      return grpcError(StatusCode::NOT_FOUND, "volume " + req->volume_id() + " not found, and " + req->staging_target_path() +
+                                                  " holds a mount this driver did not make");
+    }
     return grpc::Status::OK;
   }
   if (rec->stagingPath != req->staging_target_path()) {
@@ -274,8 +248,12 @@ grpc::Status NodeService::NodeUnpublishVolume(grpc::ServerContext*, const v1::No
   auto guard = d_.locks().tryLock({req->volume_id()});
   if (!guard) return grpcError(StatusCode::ABORTED, "an operation on volume " + req->volume_id() + " is in progress");
   auto rec = d_.store().node(req->volume_id());
-  if (!rec && !d_.store().volume(req->volume_id())) return grpcError(StatusCode::NOT_FOUND, "volume " + req->volume_id() + " not found");
   const std::string& target = req->target_path();
+  if (!rec && !d_.store().volume(req->volume_id()) && mountedAt(target)) {
+    // An unknown volume with nothing at the target is regarded as unpublished (OK below).
+    return grpcError(StatusCode::NOT_FOUND, "volume " + req->volume_id() + " not found, and " + target +
+                                                " holds a mount this driver did not make");
+  }
   if (rec) {
     auto it = std::find_if(rec->publishes.begin(), rec->publishes.end(), [&](const PublishRecord& p) { return p.targetPath == target; });
     if (it == rec->publishes.end()) return grpc::Status::OK;

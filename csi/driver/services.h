@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "csi/driver/driver.h"
+#include "csi/driver/requests.h"
 #include "csi/proto/csi.grpc.pb.h"
 #include "csi/proto/pluginregistration.grpc.pb.h"
 
@@ -18,17 +19,6 @@ namespace v1 = ::csi::v1;
 // base::ErrorCode -> the gRPC code the CSI spec names for it.
 grpc::Status toGrpc(const base::Error& error);
 inline grpc::Status grpcError(grpc::StatusCode code, std::string message) { return {code, std::move(message)}; }
-
-// Checks one capability against what a node-local volume supports: an
-// access type, a single-node access mode, a known filesystem. Returns ""
-// when supported, else why not.
-std::string unsupportedCapability(const v1::VolumeCapability& cap);
-// Names and ids of the spec: no control characters (U+0000-U+0008,
-// U+000B, U+000C, U+000E-U+001F, U+007F-U+009F), at most 128 bytes.
-bool validName(const std::string& name);
-// The keys Trellis understands in `parameters` / `mutable_parameters`;
-// csi.storage.k8s.io/* keys the sidecars add are accepted and ignored.
-std::string unknownParameter(const google::protobuf::Map<std::string, std::string>& params, bool mutableParams);
 
 class IdentityService final : public v1::Identity::Service {
  public:

@@ -84,7 +84,8 @@ json::object encode(const VolumeRecord& r) {
   json::object published;
   for (const auto& [n, ro] : r.published) published[n] = ro;
   return {{"id", r.id}, {"name", r.name}, {"capacity", r.capacity}, {"state", stateName(r.state)},
-          {"node", r.node}, {"fsType", r.fsType}, {"parameters", fromMap(r.parameters)},
+          {"node", r.node}, {"fsType", r.fsType}, {"blockAccess", r.blockAccess}, {"mountAccess", r.mountAccess},
+          {"parameters", fromMap(r.parameters)},
           {"mutableParameters", fromMap(r.mutableParameters)}, {"sourceSnapshot", r.sourceSnapshot},
           {"sourceVolume", r.sourceVolume}, {"published", published}, {"fsGrowPending", r.fsGrowPending},
           {"created", r.createdUnix}};
@@ -97,6 +98,8 @@ VolumeRecord decodeVolume(const json::object& o) {
   r.state = parseState(o);
   r.node = str(o, "node");
   r.fsType = str(o, "fsType");
+  r.blockAccess = flag(o, "blockAccess");
+  r.mountAccess = flag(o, "mountAccess");
   r.parameters = toMap(o, "parameters");
   r.mutableParameters = toMap(o, "mutableParameters");
   r.sourceSnapshot = str(o, "sourceSnapshot");

@@ -27,6 +27,7 @@ struct VolumeRecord {
   RecordState state = RecordState::kCreating;
   std::string node;                       // the node whose pool holds it
   std::string fsType;                     // requested fs ("" for block-only)
+  bool blockAccess = false, mountAccess = false;  // the access types CreateVolume asked for
   std::map<std::string, std::string> parameters;
   std::map<std::string, std::string> mutableParameters;
   std::string sourceSnapshot, sourceVolume;  // content source, at most one

@@ -10,6 +10,7 @@
 
 #include "common/base/flags.h"
 #include "common/base/log.h"
+#include "common/base/numbers.h"
 #include "common/base/signals.h"
 #include "common/http/server.h"
 
@@ -53,15 +54,14 @@ int main(int argc, char** argv) {
   base::applyCommonFlags(common);
   base::Logger log("example");
 
-  size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) {
-    log.error("invalid --listen, want ADDRESS:PORT", {{"listen", listen}});
+  auto hostPort = base::parseHostPort(listen);
+  if (!hostPort) {
+    log.error("invalid --listen, want ADDRESS:PORT", {{"error", hostPort.error().message()}});
     return 2;
   }
   http::ServerOptions opts;
-  opts.address = listen.substr(0, colon);
-  if (opts.address.size() > 1 && opts.address.front() == '[') opts.address = opts.address.substr(1, opts.address.size() - 2);
-  opts.port = static_cast<uint16_t>(std::stoi(listen.substr(colon + 1)));
+  opts.address = hostPort->host;
+  opts.port = hostPort->port;
   opts.threads = threads;
   opts.name = "example";
   base::Registry metrics;
