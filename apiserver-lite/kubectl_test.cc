@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/testing/apiserver_process.h"
+#include "common/testing/background.h"
 #include "common/testing/testing.h"
 
 namespace trellis::apiserver {
@@ -35,6 +36,10 @@ class KubectlTest : public ::testing::Test {
 
   testing::CommandResult kubectl(const std::string& args) {
     return testing::run("kubectl --kubeconfig " + kubeconfig_ + " " + args);
+  }
+  // kubectl -v=6 logs each request; a watch's has watch=true in its URL.
+  static bool isWatchRequest(const std::string& line) {
+    return line.find("watch=true") != std::string::npos && line.find(" 200 OK") != std::string::npos;
   }
 
   testing::TempDir dir_;
@@ -81,6 +86,11 @@ TEST_F(KubectlTest, DiscoveryAndHealth) {
       << aggregated.out;
   auto version = kubectl("version -o json");
   EXPECT_NE(version.out.find("\"gitVersion\": \"v1.32.0-trellis\""), std::string::npos) << version.out;
+  // The commit and date come from the build: this checkout's HEAD.
+  std::string head = testing::run("git -C " TRELLIS_SOURCE_DIR " rev-parse HEAD").out;
+  ASSERT_EQ(head.size(), 41u) << head;
+  EXPECT_NE(version.out.find("\"gitCommit\": \"" + head.substr(0, 40) + "\""), std::string::npos) << version.out;
+  EXPECT_NE(version.out.find("\"buildDate\": \"20"), std::string::npos) << version.out;
 }
 
 TEST_F(KubectlTest, ApplyGetSelectDelete) {
@@ -213,12 +223,13 @@ TEST_F(KubectlTest, FinalizersHoldDeletionUntilRemoved) {
   auto add = kubectl("patch cm held --type=json -p '[{\"op\":\"add\",\"path\":\"/metadata/finalizers/-\",\"value\":\"x/y\"}]'");
   EXPECT_NE(add.out.find("no new finalizers can be added if the object is being deleted"), std::string::npos) << add.out;
   // kubectl delete --wait waits for the object to be gone: it returns once the finalizer is removed.
-  std::string waited;
-  std::thread waiter([&] { waited = kubectl("wait --for=delete cm/held --timeout=10s").out; });
-  std::this_thread::sleep_for(300ms);
+  // kubectl wait is watching (its -v=6 log shows the watch request) before the finalizer goes.
+  testing::Background waiter("kubectl --kubeconfig " + kubeconfig_ + " wait --for=delete cm/held --timeout=20s -v=6");
+  ASSERT_TRUE(waiter.waitForLine(isWatchRequest, 20s)) << waiter.output();
   EXPECT_EQ(kubectl("patch cm held --type=merge -p '{\"metadata\":{\"finalizers\":null}}'").exitCode, 0);
-  waiter.join();
-  EXPECT_EQ(waited, "configmap/held condition met\n");
+  ASSERT_TRUE(waiter.waitForLine([](const std::string& l) { return l == "configmap/held condition met"; }, 20s))
+      << waiter.output();
+  EXPECT_EQ(waiter.wait(20s), 0);
   EXPECT_EQ(kubectl("get cm held").out, "Error from server (NotFound): configmaps \"held\" not found\n");
 }
 
@@ -334,17 +345,18 @@ type: Normal
 TEST_F(KubectlTest, WaitForConditionAndJsonpath) {
   testing::writeFile(dir_.file("n.yaml"), "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\n");
   ASSERT_EQ(kubectl("apply -f " + dir_.file("n.yaml")).exitCode, 0);
-  std::string cond, path;
-  std::thread a([&] { cond = kubectl("wait --for=condition=Ready node/node-1 --timeout=10s").out; });
-  std::thread b([&] { path = kubectl("wait --for=jsonpath={.status.phase}=Running node/node-1 --timeout=10s").out; });
-  std::this_thread::sleep_for(500ms);
+  // Both waits are watching before the status changes.
+  std::string k = "kubectl --kubeconfig " + kubeconfig_ + " wait -v=6 --timeout=20s ";
+  testing::Background cond(k + "--for=condition=Ready node/node-1");
+  testing::Background path(k + "--for=jsonpath={.status.phase}=Running node/node-1");
+  ASSERT_TRUE(cond.waitForLine(isWatchRequest, 20s)) << cond.output();
+  ASSERT_TRUE(path.waitForLine(isWatchRequest, 20s)) << path.output();
   auto st = kubectl("patch node node-1 --subresource=status --type=merge -p "
                     "'{\"status\":{\"phase\":\"Running\",\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}'");
   EXPECT_EQ(st.exitCode, 0) << st.out;
-  a.join();
-  b.join();
-  EXPECT_EQ(cond, "node/node-1 condition met\n");
-  EXPECT_EQ(path, "node/node-1 condition met\n");
+  auto met = [](const std::string& l) { return l == "node/node-1 condition met"; };
+  EXPECT_TRUE(cond.waitForLine(met, 20s)) << cond.output();
+  EXPECT_TRUE(path.waitForLine(met, 20s)) << path.output();
   EXPECT_NE(kubectl("get nodes").out.find("node-1   Ready    <none>   "), std::string::npos) << kubectl("get nodes").out;
 }
 
@@ -444,22 +456,22 @@ TEST_F(KubectlTest, ClientCertificatesAuthenticate) {
 }
 
 TEST_F(KubectlTest, WatchSeesChangesInOrder) {
-  std::vector<std::string> lines;
-  std::mutex mu;
-  std::thread watcher([&] {
-    testing::runStreaming("timeout 5 kubectl --kubeconfig " + kubeconfig_ + " get cm -w --output-watch-events -o name",
-                          [&](const std::string& l) {
-                            std::lock_guard g(mu);
-                            lines.push_back(l);
-                          });
-  });
-  std::this_thread::sleep_for(1s);
-  testing::writeFile(dir_.file("w.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\n");
-  kubectl("create -f " + dir_.file("w.yaml"));
+  // A marker made first: its ADDED line shows the watch has listed.
+  ASSERT_EQ(kubectl("create configmap marker").exitCode, 0);
+  testing::Background watch("kubectl --kubeconfig " + kubeconfig_ +
+                            " get cm -w --output-watch-events -o jsonpath='{.type} {.object.metadata.name}{\"\\n\"}'");
+  ASSERT_TRUE(watch.waitForLine([](const std::string& l) { return l == "ADDED marker"; }, 20s)) << watch.output();
+  kubectl("create configmap watched");
+  kubectl("label cm watched step=2");
+  kubectl("label cm watched step=3 --overwrite");
   kubectl("delete cm watched");
-  watcher.join();
-  std::lock_guard g(mu);
-  EXPECT_EQ(std::count(lines.begin(), lines.end(), "configmap/watched"), 2) << ::testing::PrintToString(lines);
+  ASSERT_TRUE(watch.waitForLine([](const std::string& l) { return l == "DELETED watched"; }, 20s)) << watch.output();
+  watch.stop(SIGTERM);
+  std::vector<std::string> events;
+  for (const std::string& l : watch.lines()) {
+    if (l.ends_with(" watched")) events.push_back(l);
+  }
+  EXPECT_EQ(events, (std::vector<std::string>{"ADDED watched", "MODIFIED watched", "MODIFIED watched", "DELETED watched"}));
 }
 
 TEST_F(KubectlTest, WatchFromAResourceVersionReplaysEventTypes) {
@@ -471,14 +483,18 @@ TEST_F(KubectlTest, WatchFromAResourceVersionReplaysEventTypes) {
   ASSERT_FALSE(rv.empty());
   testing::writeFile(dir_.file("w.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: replayed\n");
   kubectl("create -f " + dir_.file("w.yaml"));
-  kubectl("label --overwrite=true cm replayed x=y");  // PATCH: not served yet, so no MODIFIED event
+  ASSERT_EQ(kubectl("label --overwrite=true cm replayed x=y").exitCode, 0);  // a PATCH: MODIFIED
   kubectl("delete cm replayed");
   auto raw = kubectl("get --raw '/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1&resourceVersion=" + rv + "'");
   size_t added = raw.out.find("{\"type\":\"ADDED\"");
+  size_t modified = raw.out.find("{\"type\":\"MODIFIED\"");
   size_t deleted = raw.out.find("{\"type\":\"DELETED\"");
   ASSERT_NE(added, std::string::npos) << raw.out;
+  ASSERT_NE(modified, std::string::npos) << raw.out;
   ASSERT_NE(deleted, std::string::npos) << raw.out;
-  EXPECT_LT(added, deleted);
+  EXPECT_LT(added, modified);
+  EXPECT_LT(modified, deleted);
+  EXPECT_NE(raw.out.find("\"x\":\"y\"", modified), std::string::npos) << "the MODIFIED event carries the label";
   EXPECT_NE(raw.out.find("\"name\":\"replayed\""), std::string::npos);
   // A resourceVersion from the future is refused.
   auto future = kubectl("get --raw '/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1&resourceVersion=99999'");
@@ -514,7 +530,16 @@ TEST_F(KubectlTest, KillNineDuringWritesLosesNoAcknowledgedObject) {
                    "; done");
     });
   }
-  std::this_thread::sleep_for(1500ms);
+  // Killed once the writers are well under way (whatever the machine's speed).
+  auto ackedSoFar = [&] {
+    size_t n = 0;
+    for (int j = 0; j < 4; ++j) {
+      std::string a = testing::readFile(dir_.file("acked." + std::to_string(j)));
+      n += static_cast<size_t>(std::count(a.begin(), a.end(), '\n'));
+    }
+    return n;
+  };
+  EXPECT_TRUE(testing::waitFor([&] { return ackedSoFar() >= 40; }, 60s)) << "the writers never got going";
   stop(SIGKILL);
   for (auto& t : writers) t.join();
   start();
@@ -753,6 +778,44 @@ spec:
   EXPECT_EQ(kubectl("get pods,svc,ingress -o name").out, "service/kubernetes\n");
 }
 
+// A PVC whose size is no quantity once aborted the server (std::stoi threw
+// in quantity parsing). Now it is the 400 kube-apiserver's decoder gives,
+// nothing is stored, and the server keeps serving.
+TEST_F(KubectlTest, MalformedQuantitiesAreRefusedAndTheServerLives) {
+  auto pvc = [&](const std::string& name, const std::string& size) {
+    testing::writeFile(dir_.file(name + ".yaml"), "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: " + name +
+                                                      "}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: "
+                                                      "{storage: \"" + size + "\"}}}\n");
+    return kubectl("create -f " + dir_.file(name + ".yaml"));
+  };
+  const std::string prefix = "Error from server (BadRequest): error when creating \"" + dir_.file("a.yaml") +
+                             "\": PersistentVolumeClaim in version \"v1\" cannot be handled as a PersistentVolumeClaim: ";
+  auto a = pvc("a", "1e-");
+  EXPECT_EQ(a.out, prefix + "unable to parse quantity's suffix\n");
+  auto b = pvc("a", "1.5.5Gi");
+  EXPECT_EQ(b.out, prefix + "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'\n");
+  auto c = pvc("a", "-1Gi");
+  EXPECT_NE(c.out.find("spec.resources.requests[storage]: Invalid value: \"-1Gi\": must be greater than zero"),
+            std::string::npos) << c.out;
+  EXPECT_EQ(kubectl("get pvc -o name").out, "");  // nothing stored
+  EXPECT_EQ(kubectl("get --raw /readyz").out, "ok");  // still serving
+  // What apimachinery accepts, the server accepts: a huge exponent is capped, not fatal.
+  EXPECT_EQ(pvc("huge", "1e99999999999").out, "persistentvolumeclaim/huge created\n");
+  // The same through a patch and through a Pod's container limits.
+  auto patch = kubectl("patch pvc huge --type=merge -p '{\"spec\":{\"resources\":{\"requests\":{\"storage\":\"1e-\"}}}}'");
+  EXPECT_NE(patch.out.find("cannot be handled as a PersistentVolumeClaim: unable to parse quantity's suffix"),
+            std::string::npos) << patch.out;
+  testing::writeFile(dir_.file("pod.yaml"), R"(apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec: {containers: [{name: c, image: busybox, resources: {limits: {memory: "1..Gi"}}}]}
+)");
+  auto pod = kubectl("create -f " + dir_.file("pod.yaml"));
+  EXPECT_NE(pod.out.find("Pod in version \"v1\" cannot be handled as a Pod: quantities must match"), std::string::npos)
+      << pod.out;
+  EXPECT_EQ(kubectl("get --raw /readyz").out, "ok");
+}
+
 TEST_F(KubectlTest, IngressAndPvcRulesAreEnforced) {
   testing::writeFile(dir_.file("bad-ingress.yaml"), R"(apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -822,20 +885,15 @@ spec: {accessModes: [ReadWriteOnce], storageClassName: growable, resources: {req
 
 TEST_F(KubectlTest, WatchTablesBookmarksAndExactLists) {
   // kubectl get -w: rows of a Table, one header.
-  std::vector<std::string> rows;
-  std::mutex mu;
-  std::thread watcher([&] {
-    testing::runStreaming("timeout 4 kubectl --kubeconfig " + kubeconfig_ + " get cm -w", [&](const std::string& l) {
-      std::lock_guard g(mu);
-      rows.push_back(l);
-    });
-  });
-  std::this_thread::sleep_for(1s);
+  ASSERT_EQ(kubectl("create configmap w0").exitCode, 0);
+  testing::Background watcher("kubectl --kubeconfig " + kubeconfig_ + " get cm -w");
+  ASSERT_TRUE(watcher.waitForLine([](const std::string& l) { return l.starts_with("w0 "); }, 20s)) << watcher.output();
   ASSERT_EQ(kubectl("create configmap w1 --from-literal=a=1 --from-literal=b=2").exitCode, 0);
-  watcher.join();
+  ASSERT_TRUE(watcher.waitForLine([](const std::string& l) { return l.starts_with("w1 "); }, 20s)) << watcher.output();
+  watcher.stop(SIGTERM);
   {
-    std::lock_guard g(mu);
-    ASSERT_GE(rows.size(), 2u) << ::testing::PrintToString(rows);
+    std::vector<std::string> rows = watcher.lines();
+    ASSERT_GE(rows.size(), 3u) << ::testing::PrintToString(rows);
     EXPECT_EQ(rows[0], "NAME   DATA   AGE");
     EXPECT_EQ(rows.back().substr(0, 14), "w1     2      ") << ::testing::PrintToString(rows);
     EXPECT_EQ(std::count(rows.begin(), rows.end(), "NAME   DATA   AGE"), 1);

@@ -23,6 +23,7 @@
 #include "apiserver-lite/registry/table.h"
 #include "apiserver-lite/server/authz.h"
 #include "common/base/base64.h"
+#include "common/base/build_info.h"
 #include "common/base/log.h"
 #include "common/http/certgen.h"
 #include "common/kube/yaml.h"
@@ -853,8 +854,8 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
     return;
   }
   if (path == "/version") {
-    json::object v{{"major", "1"}, {"minor", "32"}, {"gitVersion", options.gitVersion}, {"gitCommit", ""},
-                   {"gitTreeState", "clean"}, {"buildDate", ""}, {"goVersion", ""}, {"compiler", "gc"},
+    json::object v{{"major", "1"}, {"minor", "32"}, {"gitVersion", options.gitVersion}, {"gitCommit", base::buildInfo().gitCommit},
+                   {"gitTreeState", base::buildInfo().gitTreeState}, {"buildDate", base::buildInfo().buildDate}, {"goVersion", ""}, {"compiler", "gc"},
                    {"platform", "linux/amd64"}};
     sendJson(w, 200, v);
     return;

@@ -19,6 +19,8 @@
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
 
+#include "common/testing/background.h"
+#include "common/testing/kill_on_file.h"
 #include "common/testing/ping.h"
 #include "common/testing/testing.h"
 
@@ -501,8 +503,13 @@ TEST_F(CniTest, BandwidthLimitsHoldUnderIperf3) {
     return -1;
   };
   double egress = measure(false), ingress = measure(true);
-  EXPECT_NEAR(egress, kEgress, kEgress * 0.10) << "pod -> node throughput, bits/s; iperf3 said: " << last;
-  EXPECT_NEAR(ingress, kIngress, kIngress * 0.10) << "node -> pod throughput, bits/s";
+  // Shaped: never above the limit (+10 % for the token bucket's burst), and
+  // not stalled; a loaded machine may deliver less than the limit, so the
+  // lower bound only says the traffic flows.
+  EXPECT_LE(egress, kEgress * 1.10) << "pod -> node throughput, bits/s; iperf3 said: " << last;
+  EXPECT_GE(egress, kEgress * 0.25) << "pod -> node throughput, bits/s; iperf3 said: " << last;
+  EXPECT_LE(ingress, kIngress * 1.10) << "node -> pod throughput, bits/s";
+  EXPECT_GE(ingress, kIngress * 0.25) << "node -> pod throughput, bits/s";
   std::cout << fmt::format("bandwidth: egress {:.2f} Mbit/s (limit {}), ingress {:.2f} Mbit/s (limit {})\n", egress / 1e6,
                            kEgress / 1000000, ingress / 1e6, kIngress / 1000000);
   testing::run("kill $(cat " + pidfile + ")");
@@ -518,6 +525,11 @@ TEST_F(CniTest, BandwidthLimitsHoldUnderIperf3) {
   }
 }
 
+// ADDs killed -9 mid-way, each aimed at the moment its attachment index
+// lands in the IPAM store plus a delay swept from 0 to ~20 ms (so kills
+// fall while it allocates, creates the veth pair, maps the port); what each
+// kill left is looked at before GC, and enough of them must have left
+// something for GC to collect — then GC leaves no link, address or mapping.
 TEST_F(CniTest, KillNineMidAddThenGcLeavesNothing) {
   size_t before = veths();
   std::string table = "trellis_t" + tag_;
@@ -528,12 +540,26 @@ TEST_F(CniTest, KillNineMidAddThenGcLeavesNothing) {
   std::string ns = netns("k");
   std::string file = dir_.file("kill.json");
   testing::writeFile(file, cfg);
-  // 20 ADDs, each killed -9 at a different moment (1..20 ms in).
+  std::filesystem::create_directories(dir_.file("ipam/tnet"));
+  int leftSomething = 0;
   for (int i = 0; i < 20; ++i) {
-    testing::run(host("") + fmt::format("env CNI_COMMAND=ADD CNI_CONTAINERID=k{} CNI_NETNS=/var/run/netns/{} CNI_IFNAME=eth{} "
-                             "CNI_PATH=/usr/lib/cni timeout -s KILL 0.{:03d} {} < {} > /dev/null 2>&1",
-                             i, ns, i, i + 1, TRELLIS_CNI_BIN, file));
+    size_t entriesBefore = storeLeft().size(), vethsBefore = veths();
+    testing::KillOnFile killer(
+        dir_.file("ipam/tnet"), [](std::string_view name) { return name.starts_with("att-"); }, 0,
+        std::chrono::microseconds(i * 1000));
+    testing::Background add("exec " + host("") +
+                            fmt::format("env CNI_COMMAND=ADD CNI_CONTAINERID=k{} CNI_NETNS=/var/run/netns/{} CNI_IFNAME=eth{} "
+                                        "CNI_PATH=/usr/lib/cni {} < {} > /dev/null 2>&1",
+                                        i, ns, i, TRELLIS_CNI_BIN, file));
+    killer.arm(add.pid());
+    auto code = add.wait(std::chrono::seconds(20));
+    ASSERT_TRUE(code.has_value()) << "ADD " << i << " neither finished nor was killed";
+    bool killed = killer.fired() && *code == -1;
+    bool left = storeLeft().size() > entriesBefore || veths() > vethsBefore;
+    if (killed && left) ++leftSomething;
+    std::cout << fmt::format("ADD {} killed +{} ms: {}\n", i, i, !killed ? "finished first" : left ? "left work for GC" : "left nothing");
   }
+  EXPECT_GE(leftSomething, 5) << "kills that left a half-done ADD for GC";
   // The runtime knows none of them: GC with no valid attachment.
   std::string gcCfg = cfg;
   gcCfg.insert(gcCfg.size() - 1, R"(,"cni.dev/valid-attachments":[])");
@@ -546,6 +572,66 @@ TEST_F(CniTest, KillNineMidAddThenGcLeavesNothing) {
   EXPECT_EQ(map.find("32080"), std::string::npos) << map;
   // Interfaces moved into the pod went with their host ends.
   EXPECT_EQ(testing::run("ip netns exec " + ns + " ip -o link show type veth | wc -l").out, "0\n");
+}
+
+// Configurations an attacker or a careless admin writes: each is the
+// spec's error object (exit 1, JSON on stdout, code 7), never an abort, and
+// changes nothing — no state outside dataDir, no link, no nftables text
+// built from what the configuration said.
+TEST_F(CniTest, HostileConfigurationsGetTheErrorObjectAndChangeNothing) {
+  std::string ns = "/var/run/netns/" + netns("h");
+  size_t before = veths();
+  auto with = [&](const std::string& key, const std::string& value) {
+    std::string c = config("1.1.0");
+    c.insert(c.size() - 1, ",\"" + key + "\":" + value);
+    return c;
+  };
+  auto expectConfigError = [&](const std::string& cfg, const std::string& words) {
+    auto r = exec("ADD", "hostile", ns, cfg);
+    EXPECT_EQ(r.exitCode, 1) << cfg << "\n" << r.out;  // not 134 (SIGABRT)
+    boost::system::error_code ec;
+    json::value v = json::parse(r.out, ec);
+    ASSERT_FALSE(ec) << "not the error object: " << r.out;
+    EXPECT_EQ(v.at("code").as_int64(), 7) << r.out;
+    EXPECT_NE(r.out.find(words), std::string::npos) << r.out;
+  };
+  // A network name with path characters: refused before any path is built.
+  std::string escape = config("1.1.0");
+  escape.replace(escape.find(R"("name":"tnet")"), 13, R"("name":"../../x")");
+  expectConfigError(escape, R"(network name \"../../x\" is invalid)");
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("x"))) << "state escaped the data directory";
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(dir_.file("ipam")).parent_path().parent_path() / "x"));
+  // A prefix length no integer holds.
+  std::string prefix = config("1.1.0");
+  prefix.replace(prefix.find(".0/24"), 5, ".0/99999999999");
+  expectConfigError(prefix, "is not a CIDR");
+  // A clusterCIDR that would be nftables syntax if pasted as text.
+  expectConfigError(with("ipMasq", "true,\"clusterCIDR\":\"10.0.0.0/8 } ; flush ruleset ; add set inet x y {\""),
+                    "clusterCIDR: must be a CIDR");
+  expectConfigError(with("clusterCIDR", "[\"10.0.0.0/8\",\"fd00::/999\"]"), "clusterCIDR");
+  expectConfigError(with("bridge", "\"br/../x\""), "bridge: must be an interface name");
+  std::string relative = config("1.1.0");
+  relative.replace(relative.find(R"("dataDir":")"), 11, R"("dataDir":"rel/)");
+  expectConfigError(relative, "must be an absolute path");
+  EXPECT_EQ(veths(), before);
+  EXPECT_EQ(allocations(), 0u);
+  // A port-mapping state file that parses but lacks fields (a torn or
+  // foreign write): ADD, DEL and GC go on and ignore it.
+  std::string table = "trellis_h" + tag_;
+  std::string ports = with("nftTable", "\"" + table + "\"");
+  ports.insert(ports.size() - 1, R"(,"capabilities":{"portMappings":true},"runtimeConfig":{"portMappings":[)"
+                                 R"({"hostPort":32081,"containerPort":80}]})");
+  std::filesystem::create_directories(dir_.file("ipam/tnet/ports"));
+  testing::writeFile(dir_.file("ipam/tnet/ports/other.eth0.json"), R"({"ips":["10.1.1.1"],"portMappings":[{"hostPort":1}]})");
+  auto add = exec("ADD", "mapped", ns, ports);
+  ASSERT_EQ(add.exitCode, 0) << add.out;
+  auto map = testing::run(host("nft list map inet " + table + " hostports4")).out;
+  EXPECT_NE(map.find("32081"), std::string::npos) << map;
+  EXPECT_EQ(exec("DEL", "mapped", ns, ports).exitCode, 0);
+  std::string gcCfg = ports;
+  gcCfg.insert(gcCfg.size() - 1, R"(,"cni.dev/valid-attachments":[])");
+  EXPECT_EQ(exec("GC", "", "", gcCfg, "").exitCode, 0);
+  testing::run(host("nft delete table inet " + table));
 }
 
 TEST_F(CniTest, VxlanOverlayLeavesRoomForItsHeaders) {

@@ -8,7 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <map>
 #include <mutex>
 #include <random>
@@ -26,6 +28,7 @@
 #include "common/kube/leader.h"
 #include "common/kube/workqueue.h"
 #include "common/testing/apiserver_process.h"
+#include "common/testing/background.h"
 #include "common/testing/testing.h"
 
 namespace trellis::kube {
@@ -148,30 +151,54 @@ TEST_F(KubeTest, InformerCacheEqualsAFreshListAfterTenThousandRandomWrites) {
   inf.start();
   ASSERT_TRUE(inf.waitForSync(10s));
   std::vector<std::thread> writers;
-  std::atomic<int> ops{0};
+  // Every write's answer is tallied: applied, or the one refusal its race
+  // allows (create of a name that exists, patch or delete of one that does
+  // not); anything else is a failure of the client or the server.
+  std::atomic<int> applied[3] = {0, 0, 0}, refused{0}, failed{0};
+  std::mutex failMu;
+  std::string firstFailure;
   for (int w = 0; w < 4; ++w) {
     writers.emplace_back([&, w] {
       auto client = newClient({.qps = 0});
       std::mt19937 rng(static_cast<unsigned>(w));
+      auto tally = [&](bool ok, const base::Error* err, base::ErrorCode allowed, int op) {
+        if (ok) {
+          ++applied[op];
+        } else if (err->code() == allowed) {
+          ++refused;
+        } else {
+          ++failed;
+          std::lock_guard g(failMu);
+          if (firstFailure.empty()) firstFailure = err->message();
+        }
+      };
       for (int i = 0; i < 2500; ++i) {
         std::string name = "w" + std::to_string(w) + "-" + std::to_string(rng() % 200);
-        switch (rng() % 3) {
-          case 0:
-            static_cast<void>(client->create(resources::kConfigMaps, "default", configMap(name, std::to_string(i % 7))));
+        switch (int op = static_cast<int>(rng() % 3)) {
+          case 0: {
+            auto r = client->create(resources::kConfigMaps, "default", configMap(name, std::to_string(i % 7)));
+            tally(r.ok(), r ? nullptr : &r.error(), base::ErrorCode::kAlreadyExists, op);
             break;
-          case 1:
-            static_cast<void>(client->patch(resources::kConfigMaps, "default", name, PatchType::kMerge,
-                                            R"({"data":{"v":")" + std::to_string(i % 7) + "\"}}"));
+          }
+          case 1: {
+            auto r = client->patch(resources::kConfigMaps, "default", name, PatchType::kMerge,
+                                   R"({"data":{"v":")" + std::to_string(i % 7) + "\"}}");
+            tally(r.ok(), r ? nullptr : &r.error(), base::ErrorCode::kNotFound, op);
             break;
-          default:
-            static_cast<void>(client->remove(resources::kConfigMaps, "default", name));
+          }
+          default: {
+            auto r = client->remove(resources::kConfigMaps, "default", name);
+            tally(r.ok(), r ? nullptr : &r.error(), base::ErrorCode::kNotFound, op);
+          }
         }
-        ++ops;
       }
     });
   }
   for (auto& t : writers) t.join();
-  EXPECT_EQ(ops.load(), 10000);
+  EXPECT_EQ(failed.load(), 0) << firstFailure;
+  // Each kind of write changed the store many times (the informer had real work).
+  for (int op = 0; op < 3; ++op) EXPECT_GT(applied[op].load(), 1000) << "op " << op;
+  EXPECT_EQ(applied[0] + applied[1] + applied[2] + refused + failed, 10000);
   auto want = freshList(*c);
   ASSERT_TRUE(testing::waitFor([&] { return cacheView(inf) == want; }, 10s))
       << "cache " << cacheView(inf).size() << " vs list " << want.size();
@@ -239,10 +266,45 @@ TEST_F(KubeTest, CompactionGivesGoneAndACleanRelist) {
 }
 
 TEST_F(KubeTest, WorkQueueDeduplicatesAndNeverHandsAKeyToTwoWorkers) {
+  // Deduplication: 502 adds of 11 keys before any worker runs wait as 11
+  // items, and each is processed exactly once. A key added again while a
+  // worker holds it ("again") is processed once more, after it is done.
+  {
+    WorkQueue q(1ms, 50ms);
+    for (int round = 0; round < 50; ++round) {
+      for (int k = 0; k < 10; ++k) q.add("k" + std::to_string(k));
+    }
+    q.add("x");
+    q.add("x");
+    q.add("again");
+    EXPECT_EQ(q.length(), 12u);
+    std::mutex mu;
+    std::map<std::string, int> times;
+    std::thread worker([&] {
+      while (auto key = q.get()) {
+        int n;
+        {
+          std::lock_guard g(mu);
+          n = ++times[*key];
+        }
+        if (*key == "again" && n == 1) q.add("again");  // an update arrives mid-reconcile
+        q.done(*key);
+      }
+    });
+    ASSERT_TRUE(testing::waitFor([&] { std::lock_guard g(mu); return times["again"] == 2; }, 10s));
+    q.shutDownWithDrain();
+    worker.join();
+    for (int k = 0; k < 10; ++k) EXPECT_EQ(times["k" + std::to_string(k)], 1) << "k" << k;
+    EXPECT_EQ(times["x"], 1);
+    EXPECT_EQ(times["again"], 2);
+  }
+  // Exclusivity: four workers, keys re-added all the while; no key is ever
+  // held by two workers at once, and every key is processed after its last add.
   WorkQueue q(1ms, 50ms);
   std::mutex mu;
   std::set<std::string> inFlight;
-  std::atomic<int> overlaps{0}, processed{0};
+  std::map<std::string, int> afterLastAdd;
+  std::atomic<int> overlaps{0};
   std::vector<std::thread> workers;
   for (int w = 0; w < 4; ++w) {
     workers.emplace_back([&] {
@@ -250,34 +312,42 @@ TEST_F(KubeTest, WorkQueueDeduplicatesAndNeverHandsAKeyToTwoWorkers) {
         {
           std::lock_guard g(mu);
           if (!inFlight.insert(*key).second) ++overlaps;
+          ++afterLastAdd[*key];
         }
-        std::this_thread::sleep_for(1ms);
+        std::this_thread::sleep_for(1ms);  // work that takes time, so adds land mid-work
         {
           std::lock_guard g(mu);
           inFlight.erase(*key);
         }
-        ++processed;
         q.done(*key);
       }
     });
   }
-  for (int round = 0; round < 50; ++round) {
-    for (int k = 0; k < 10; ++k) q.add("k" + std::to_string(k));
+  for (int round = 0; round < 200; ++round) {
+    for (int k = 0; k < 10; ++k) {
+      std::string key = "k" + std::to_string(k);
+      {
+        std::lock_guard g(mu);
+        afterLastAdd[key] = 0;
+      }
+      q.add(key);
+    }
   }
-  q.add("x");
-  q.add("x");
-  EXPECT_LE(q.length(), 11u);  // a key waits once, however often added
   q.addRateLimited("slow");
   q.addRateLimited("slow");
   EXPECT_EQ(q.numRequeues("slow"), 2);
   q.forget("slow");
   EXPECT_EQ(q.numRequeues("slow"), 0);
-  std::this_thread::sleep_for(200ms);
+  ASSERT_TRUE(testing::waitFor([&] {
+    std::lock_guard g(mu);
+    for (int k = 0; k < 10; ++k) {
+      if (afterLastAdd["k" + std::to_string(k)] == 0) return false;
+    }
+    return afterLastAdd["slow"] > 0;
+  }, 10s)) << "a key added was never processed afterwards";
   q.shutDownWithDrain();
   for (auto& t : workers) t.join();
   EXPECT_EQ(overlaps.load(), 0);
-  EXPECT_GE(processed.load(), 12);
-  EXPECT_LE(processed.load(), 520);
   EXPECT_FALSE(q.get().has_value());
 }
 
@@ -315,8 +385,12 @@ TEST_F(KubeTest, LeaderElectionHasOneLeaderAndHandsOverAfterKillNine) {
   std::string log = dir_.file("leading.log");
   pid_t a = candidate(server_.kubeconfig(), "a", log);
   pid_t b = candidate(server_.kubeconfig(), "b", log);
-  ASSERT_TRUE(testing::waitFor([&] { return !testing::readFile(log).empty(); }, 10s));
-  std::this_thread::sleep_for(1500ms);
+  auto lines = [&] {
+    std::string t = testing::readFile(log);
+    return static_cast<size_t>(std::count(t.begin(), t.end(), '\n'));
+  };
+  // A leader that has written several lines (renewed at least once) has settled.
+  ASSERT_TRUE(testing::waitFor([&] { return lines() >= 10; }, 20s));
   std::string first = testing::readFile(log).substr(0, 1);
   pid_t leader = first == "a" ? a : b;
   pid_t other = first == "a" ? b : a;
@@ -325,9 +399,13 @@ TEST_F(KubeTest, LeaderElectionHasOneLeaderAndHandsOverAfterKillNine) {
                       .count();
   kill(leader, SIGKILL);
   waitpid(leader, nullptr, 0);
+  auto deadAt = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
   std::string second = first == "a" ? "b" : "a";
-  ASSERT_TRUE(testing::waitFor([&] { return testing::readFile(log).find(second + " ") != std::string::npos; }, 10s));
-  std::this_thread::sleep_for(500ms);
+  ASSERT_TRUE(testing::waitFor([&] { return testing::readFile(log).find(second + " ") != std::string::npos; }, 20s));
+  size_t handedOver = lines();
+  ASSERT_TRUE(testing::waitFor([&] { return lines() >= handedOver + 5; }, 20s));  // the second leads on
   kill(other, SIGKILL);
   waitpid(other, nullptr, 0);
   // Exactly one leader at any time: the lines of a stop before b's start, and
@@ -338,7 +416,8 @@ TEST_F(KubeTest, LeaderElectionHasOneLeaderAndHandsOverAfterKillNine) {
   for (size_t pos = 0, nl; (nl = text.find('\n', pos)) != std::string::npos; pos = nl + 1) {
     std::string line = text.substr(pos, nl - pos);
     std::string who = line.substr(0, 1);
-    long long t = std::stoll(line.substr(2));
+    long long t = 0;
+    std::from_chars(line.data() + 2, line.data() + line.size(), t);
     if (who == first) {
       EXPECT_FALSE(switched) << "the first leader wrote after the second began:\n" << text;
       lastFirst = t;
@@ -348,8 +427,11 @@ TEST_F(KubeTest, LeaderElectionHasOneLeaderAndHandsOverAfterKillNine) {
     }
   }
   EXPECT_TRUE(switched);
-  EXPECT_LE(lastFirst, killedAt + 100);
-  EXPECT_LT(firstSecond - killedAt, 2000 + 200 + 1500) << text;
+  EXPECT_LE(lastFirst, deadAt) << "a line of the killed leader after its death";
+  // Not before the lease could expire (no split brain), and in bounded time
+  // even on a loaded machine (how fast it is, is a benchmark's question).
+  EXPECT_GE(firstSecond, killedAt) << text;
+  EXPECT_LT(firstSecond - killedAt, 15000) << text;
 }
 
 TEST_F(KubeTest, KubectlLiteGetsWatchesAndLeads) {
@@ -361,22 +443,35 @@ TEST_F(KubeTest, KubectlLiteGetsWatchesAndLeads) {
   auto missing = testing::run(k + "get cm nope -n default");
   EXPECT_NE(missing.exitCode, 0);
   EXPECT_NE(missing.out.find("configmaps \"nope\" not found"), std::string::npos) << missing.out;
-  std::vector<std::string> lines;
-  std::mutex mu;
-  std::thread watcher([&] {
-    testing::runStreaming("timeout -s TERM 3 " + k + "watch cm -n default", [&](const std::string& l) {
-      std::lock_guard g(mu);
-      lines.push_back(l.substr(0, l.rfind(' ')));  // without the resourceVersion
-    });
-  });
-  std::this_thread::sleep_for(1s);
+  // watch: a marker made first shows the watch is listing; then the changes, in order.
   auto c = newClient();
-  ASSERT_TRUE(c->create(resources::kConfigMaps, "default", configMap("seen", "1")));
-  ASSERT_TRUE(c->patch(resources::kConfigMaps, "default", "seen", PatchType::kMerge, R"({"data":{"v":"2"}})"));
-  ASSERT_TRUE(c->remove(resources::kConfigMaps, "default", "seen"));
-  watcher.join();
-  std::lock_guard g(mu);
-  EXPECT_EQ(lines, (std::vector<std::string>{"ADDED default/seen", "MODIFIED default/seen", "DELETED default/seen"}));
+  ASSERT_TRUE(c->create(resources::kConfigMaps, "default", configMap("marker", "0")));
+  {
+    testing::Background watch(k + "watch cm -n default");
+    ASSERT_TRUE(watch.waitForLine([](const std::string& l) { return l.starts_with("ADDED default/marker "); }, 10s))
+        << watch.output();
+    ASSERT_TRUE(c->create(resources::kConfigMaps, "default", configMap("seen", "1")));
+    ASSERT_TRUE(c->patch(resources::kConfigMaps, "default", "seen", PatchType::kMerge, R"({"data":{"v":"2"}})"));
+    ASSERT_TRUE(c->remove(resources::kConfigMaps, "default", "seen"));
+    ASSERT_TRUE(watch.waitForLine([](const std::string& l) { return l.starts_with("DELETED default/seen "); }, 10s))
+        << watch.output();
+    watch.stop(SIGTERM);
+    std::vector<std::string> seen;
+    for (const std::string& l : watch.lines()) {
+      if (l.find(" default/seen ") != std::string::npos) seen.push_back(l.substr(0, l.rfind(' ')));  // without the revision
+    }
+    EXPECT_EQ(seen, (std::vector<std::string>{"ADDED default/seen", "MODIFIED default/seen", "DELETED default/seen"}));
+  }
+  // lead: takes the free Lease (the API shows it as holder), and lets go on SIGTERM.
+  testing::Background lead("exec " + k + "lead lite-lease --identity one -n default 2>/dev/null");  // stdout only
+  ASSERT_TRUE(lead.waitForLine([](const std::string& l) { return l == "leading as one"; }, 10s)) << lead.output();
+  auto lease = c->get(resources::kLeases, "default", "lite-lease");
+  ASSERT_TRUE(lease) << lease.error().message();
+  const json::value* holder = lease->at("spec").as_object().if_contains("holderIdentity");
+  ASSERT_TRUE(holder && holder->is_string());
+  EXPECT_EQ(holder->get_string(), "one");
+  EXPECT_EQ(lead.stop(SIGTERM), 0) << lead.output();
+  EXPECT_EQ(lead.lines(), (std::vector<std::string>{"leading as one", "stopped leading"}));
 }
 
 TEST_F(KubeTest, ControllerReconcilesRequeuesFailuresAndRecordsAggregatedEvents) {

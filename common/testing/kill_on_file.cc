@@ -46,6 +46,10 @@ void KillOnFile::watch() {
         timespec ts{static_cast<time_t>(delay_.count() / 1000000), static_cast<long>(delay_.count() % 1000000) * 1000};
         if (::ppoll(&s, 1, &ts, nullptr) > 0) return;
       }
+      while (pid_ == 0) {  // not armed yet
+        pollfd s{stop_, POLLIN, 0};
+        if (::poll(&s, 1, 1) > 0) return;
+      }
       firedBy_ = ev->name;
       ::kill(pid_, SIGKILL);
       fired_ = true;

@@ -19,9 +19,13 @@ namespace trellis::testing {
 
 class KillOnFile {
  public:
-  // Starts watching `dir` at once; `match` sees each new name in it.
+  // Starts watching `dir` at once; `match` sees each new name in it. With
+  // pid 0 the target is named later by arm() (a process started after the
+  // watch, so that none of its files is missed); a kill due before then
+  // waits for it.
   KillOnFile(const std::string& dir, std::function<bool(std::string_view name)> match, pid_t pid,
              std::chrono::microseconds delay);
+  void arm(pid_t pid) { pid_ = pid; }
   ~KillOnFile();  // stops watching (the kill, if not yet sent, is not sent)
   KillOnFile(const KillOnFile&) = delete;
   KillOnFile& operator=(const KillOnFile&) = delete;
@@ -35,7 +39,7 @@ class KillOnFile {
 
   int inotify_ = -1, stop_ = -1;
   std::function<bool(std::string_view)> match_;
-  pid_t pid_;
+  std::atomic<pid_t> pid_;
   std::chrono::microseconds delay_;
   std::atomic<bool> fired_{false};
   std::string firedBy_;

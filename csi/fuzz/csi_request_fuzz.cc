@@ -31,8 +31,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!r.ParseFromArray(body, len)) return 0;
       (void)validName(r.name());
       capabilities(r.volume_capabilities());
-      (void)unknownParameter(r.parameters(), false);
-      (void)unknownParameter(r.mutable_parameters(), true);
+      const v1::CreateVolumeRequest& c = r;  // the field mutable_parameters, not the accessor of parameters
+      (void)unknownParameter(c.parameters(), false);
+      (void)unknownParameter(c.mutable_parameters(), true);
       const v1::CapacityRange* range = r.has_capacity_range() ? &r.capacity_range() : nullptr;
       for (int64_t minimum : {int64_t{0}, 300 * kMiB}) {
         auto size = sizeFor(range, 1 << 30, minimum);
@@ -64,7 +65,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 3: {
       v1::ControllerModifyVolumeRequest r;
       if (!r.ParseFromArray(body, len)) return 0;
-      (void)unknownParameter(r.mutable_parameters(), true);
+      const v1::ControllerModifyVolumeRequest& c = r;
+      (void)unknownParameter(c.mutable_parameters(), true);
       break;
     }
   }
