@@ -24,10 +24,13 @@
 #include "cni/plugin/ipam.h"
 #include "cni/plugin/naming.h"
 #include "cni/plugin/netconf.h"
+#include "cni/plugin/node_rules.h"
 #include "cni/plugin/portmap.h"
 #include "cni/plugin/protocol.h"
 #include "common/base/ip.h"
+#include "common/base/numbers.h"
 #include "common/linux/netlink.h"
+#include "common/linux/nft_netlink.h"
 #include "common/linux/nftables.h"
 
 extern char** environ;
@@ -50,34 +53,13 @@ std::string podMac(const Invocation& inv) { return cni::podMac(inv.containerId, 
 std::string prefixOf(const std::string& cidr) { return cidr.substr(cidr.find('/')); }
 
 
-// Masquerade of pod traffic leaving the cluster: one rule per family in
-// Trellis's own table, matching sets of pod subnets and cluster CIDRs;
-// applied as one nftables transaction, idempotent.
-base::Status ensureMasquerade(const NetConf& nc, const Result& r) {
-  const std::string& t = nc.nftTable;
-  std::string script = fmt::format(
-      "add table inet {0}\n"
-      "add set inet {0} masq4 {{ type ipv4_addr; flags interval; auto-merge; }}\n"
-      "add set inet {0} cluster4 {{ type ipv4_addr; flags interval; auto-merge; }}\n"
-      "add set inet {0} masq6 {{ type ipv6_addr; flags interval; auto-merge; }}\n"
-      "add set inet {0} cluster6 {{ type ipv6_addr; flags interval; auto-merge; }}\n"
-      "add chain inet {0} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n"
-      "flush chain inet {0} postrouting\n"
-      "add rule inet {0} postrouting ip saddr @masq4 ip daddr != @cluster4 masquerade\n"
-      "add rule inet {0} postrouting ip6 saddr @masq6 ip6 daddr != @cluster6 masquerade\n",
-      t);
-  auto element = [&](const std::string& set4, const std::string& cidr) {
-    bool v6 = cidr.find(':') != std::string::npos;
-    script += fmt::format("add element inet {} {}{} {{ {} }}\n", t, set4, v6 ? "6" : "4", cidr);
-  };
+// The node-wide rules this configuration needs, for the subnets of `r`.
+NodeRulesWanted wantedRules(const NetConf& nc, const Result& r) {
+  NodeRulesWanted w{nc.ipMasq, {}, nc.clusterCidrs};
   for (const IpConfig& ip : r.ips) {
-    // The subnet of the address: the network of "a.b.c.d/len".
-    std::string cidr = ip.address;
-    element("masq", cidr);
-    if (nc.clusterCidrs.empty()) element("cluster", cidr);
+    if (auto c = base::parseCidr(ip.address)) w.podSubnets.push_back(base::formatCidr(*c));
   }
-  for (const std::string& c : nc.clusterCidrs) element("cluster", c);
-  return sys::nftApply(script);
+  return w;
 }
 
 std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& ipam, PortMaps& ports,
@@ -150,13 +132,24 @@ std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& 
                           tbfLimitBytes(bandwidth->ingressRate, bandwidth->ingressBurst));
     if (!st) return fail(st.error());
   }
-  if (nc.ipMasq) {
-    if (auto st = ensureMasquerade(nc, r); !st) return fail(st.error());
-  }
-  std::vector<std::string> podIps;
-  for (const IpConfig& ip : r.ips) podIps.push_back(ip.address.substr(0, ip.address.find('/')));
-  if (auto e = ports.set({inv.containerId, inv.ifname}, podIps, mappings)) {
-    return fail(base::Error(base::ErrorCode::kIo, e->msg));
+  // Masquerade and hostPorts: node-wide rules made once (a cheap lookup
+  // after that), then this pod's few map elements.
+  Attachment self{inv.containerId, inv.ifname};
+  if (nc.ipMasq || !mappings.empty() || ports.recorded(self)) {
+    auto nft = sys::NftNetlink::open();
+    if (!nft) return fail(nft.error());
+    bool made = false;
+    if (auto st = NodeRules(nc.nftTable).ensure(**nft, wantedRules(nc, r), &made); !st) return fail(st.error());
+    if (made) {
+      if (auto e = ports.restoreAll(**nft)) return fail(base::Error(base::ErrorCode::kIo, e->msg));
+    }
+    std::vector<std::string> podIps;
+    for (const IpConfig& ip : r.ips) podIps.push_back(ip.address.substr(0, ip.address.find('/')));
+    if (auto e = ports.set(**nft, self, podIps, mappings)) {
+      static_cast<void>(ipam.release(inv.containerId, inv.ifname));
+      if (auto h = sys::Netlink::open(); h) static_cast<void>((*h)->deleteLink(veth));
+      return *e;
+    }
   }
   auto inPod = [&]() -> base::Status {
     // The pod's links in one dump: its end, and lo (up already when the
@@ -296,16 +289,128 @@ std::optional<Error> del(const Invocation& inv, Ipam& ipam, PortMaps& ports) {
   return std::nullopt;
 }
 
-std::optional<Error> check(const Invocation& inv, Ipam& ipam) {
+// "address/prefix" in canonical text (the address not masked), or "" if not one.
+std::string canonicalAddress(const std::string& text) {
+  size_t slash = text.find('/');
+  auto ip = base::parseIp(text.substr(0, slash));
+  if (!ip) return "";
+  auto prefix = base::parseInt(slash == std::string::npos ? "" : std::string_view(text).substr(slash + 1), 0, ip->v6 ? 128 : 32);
+  return prefix ? base::formatIp(*ip) + "/" + std::to_string(*prefix) : "";
+}
+
+// CHECK: what ADD set up, against prevResult — the pod's interface with its
+// MAC, every address, every route, the host end on the bridge, and the
+// masquerade and port-mapping state of the attachment. A gone namespace or
+// interface is error 3; anything else that differs is error 100, naming it.
+std::optional<Error> check(const Invocation& inv, const NetConf& nc, Ipam& ipam, PortMaps& ports,
+                           const std::vector<PortMapping>& mappings) {
+  auto differs = [](std::string what) { return Error{ErrorCode::kAttachmentDiffers, std::move(what), ""}; };
+  if (compareVersions(inv.cniVersion, "0.4.0") < 0) {
+    return Error{ErrorCode::kIncompatibleVersion, "CHECK needs cniVersion 0.4.0 or later, the configuration has " + inv.cniVersion, ""};
+  }
+  const json::value* prevJson = inv.config.if_contains("prevResult");
+  if (!prevJson || !prevJson->is_object()) {
+    return Error{ErrorCode::kInvalidConfig, "CHECK needs prevResult (the result ADD gave)", ""};
+  }
+  auto parsedPrev = resultFromJson(prevJson->get_object());
+  if (std::holds_alternative<Error>(parsedPrev)) return std::get<Error>(parsedPrev);
+  const Result& prev = std::get<Result>(parsedPrev);
+  Attachment self{inv.containerId, inv.ifname};
   bool held = false;
-  for (const auto& [ip, who] : ipam.allocations()) held |= who == Attachment{inv.containerId, inv.ifname};
-  if (!held) return Error{ErrorCode::kUnknownContainer, "no address is allocated to this attachment", ""};
+  for (const auto& [ip, who] : ipam.allocations()) held |= who == self;
+  if (!held) return differs("no address is allocated to this attachment");
   auto fd = sys::openNetns(inv.netns);
   if (!fd) return Error{ErrorCode::kUnknownContainer, fd.error().message(), ""};
-  auto pod = sys::Netlink::openIn(*fd);
+  auto podNl = sys::Netlink::openIn(*fd);
   close(*fd);
-  if (!pod) return Error{ErrorCode::kUnknownContainer, pod.error().message(), ""};
-  if (!(*pod)->exists(inv.ifname)) return Error{ErrorCode::kUnknownContainer, fmt::format("{} is missing in {}", inv.ifname, inv.netns), ""};
+  if (!podNl) return Error{ErrorCode::kUnknownContainer, podNl.error().message(), ""};
+  sys::Netlink& pod = **podNl;
+  auto podEnd = pod.link(inv.ifname);
+  if (!podEnd) return Error{ErrorCode::kUnknownContainer, fmt::format("{} is missing in {}", inv.ifname, inv.netns), ""};
+  // The interface, its MAC, its addresses.
+  std::string mac = podMac(inv);
+  std::vector<int> ours;  // indexes of prevResult's interfaces that are this one
+  for (size_t i = 0; i < prev.interfaces.size(); ++i) {
+    if (prev.interfaces[i].name == inv.ifname && !prev.interfaces[i].sandbox.empty()) {
+      ours.push_back(static_cast<int>(i));
+      if (!prev.interfaces[i].mac.empty()) mac = prev.interfaces[i].mac;
+    }
+  }
+  auto lower = [](std::string x) {
+    for (char& c : x) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return x;
+  };
+  if (lower(podEnd->mac) != lower(mac)) return differs(fmt::format("{} has MAC {}, not {}", inv.ifname, podEnd->mac, mac));
+  auto addrs = pod.addresses(podEnd->index);
+  if (!addrs) return Error{ErrorCode::kIo, addrs.error().message(), ""};
+  std::set<std::string> have;
+  for (const std::string& a : *addrs) have.insert(canonicalAddress(a));
+  for (const IpConfig& ip : prev.ips) {
+    if (ip.interface >= 0 && std::find(ours.begin(), ours.end(), ip.interface) == ours.end()) continue;
+    if (!have.count(canonicalAddress(ip.address))) {
+      return differs(fmt::format("address {} is missing on {} in {}", ip.address, inv.ifname, inv.netns));
+    }
+  }
+  // Its routes (a route without a gateway goes via the address's gateway, as ADD made it).
+  auto routes = pod.linkRoutes(podEnd->index);
+  if (!routes) return Error{ErrorCode::kIo, routes.error().message(), ""};
+  std::set<std::pair<std::string, std::string>> haveRoutes;
+  for (const auto& rt : *routes) {
+    auto dst = base::parseCidr(rt.dst);
+    auto gw = base::parseIp(rt.gw);
+    haveRoutes.emplace(dst ? base::formatCidr(*dst) : rt.dst, gw ? base::formatIp(*gw) : "");
+  }
+  for (const Route& rt : prev.routes) {
+    auto dst = base::parseCidr(rt.dst);
+    if (!dst) return differs(fmt::format("prevResult has a route to {:?}, not a CIDR", rt.dst));
+    std::string gw = rt.gw;
+    if (gw.empty()) {
+      for (const IpConfig& ip : prev.ips) {
+        if (ip.v6() == dst->network.v6 && !ip.gateway.empty()) gw = ip.gateway;
+      }
+    }
+    auto g = base::parseIp(gw);
+    if (!haveRoutes.count({base::formatCidr(*dst), g ? base::formatIp(*g) : ""})) {
+      return differs(fmt::format("the route to {}{} is missing in {}", rt.dst, gw.empty() ? "" : " via " + gw, inv.netns));
+    }
+  }
+  // The host end, on the bridge.
+  auto hostNl = sys::Netlink::open();
+  if (!hostNl) return Error{ErrorCode::kIo, hostNl.error().message(), ""};
+  std::string veth = hostVethName(inv);
+  auto hostEnd = (*hostNl)->link(veth);
+  if (!hostEnd) return differs(fmt::format("the host end {} is missing", veth));
+  auto bridge = (*hostNl)->link(nc.bridge);
+  if (!bridge) return differs(fmt::format("the bridge {} is missing", nc.bridge));
+  if (hostEnd->master != bridge->index) return differs(fmt::format("the host end {} is not on the bridge {}", veth, nc.bridge));
+  // Masquerade: the pod's subnets in the masquerade sets.
+  if (nc.ipMasq) {
+    for (const IpConfig& ip : prev.ips) {
+      auto subnet = base::parseCidr(ip.address);
+      if (!subnet) continue;
+      auto set = sys::nftList(fmt::format("list set inet {} masq{}", nc.nftTable, subnet->network.v6 ? 6 : 4));
+      if (!set || set->find(base::formatCidr(*subnet)) == std::string::npos) {
+        return differs(fmt::format("the masquerade of {} is missing (nftables set masq{} of table {})", base::formatCidr(*subnet),
+                                   subnet->network.v6 ? 6 : 4, nc.nftTable));
+      }
+    }
+  }
+  // Port mappings: the state, and each map element.
+  auto recorded = ports.recorded(self);
+  if (!mappings.empty() || recorded) {
+    if (!recorded || recorded->mappings != mappings) return differs("the port mappings recorded for this attachment differ");
+    for (const std::string& ip : recorded->podIps) {
+      bool v6 = ip.find(':') != std::string::npos;
+      auto map = sys::nftList(fmt::format("list map inet {} hostports{}", nc.nftTable, v6 ? 6 : 4));
+      for (const PortMapping& m : mappings) {
+        std::string element = fmt::format("{} . {} : {} . {}", m.protocol, m.hostPort, ip, m.containerPort);
+        if (!map || map->find(element) == std::string::npos) {
+          return differs(fmt::format("the port mapping {} is missing (nftables map hostports{} of table {})", element,
+                                     v6 ? 6 : 4, nc.nftTable));
+        }
+      }
+    }
+  }
   return std::nullopt;
 }
 
@@ -407,7 +512,9 @@ int run() {
       if (auto e = del(inv, ipam, ports)) return fail(*e, inv.cniVersion);
       return 0;
     case Command::kCheck:
-      if (auto e = check(inv, ipam)) return fail(*e, inv.cniVersion);
+      if (auto e = check(inv, std::get<NetConf>(nc), ipam, ports, std::get<std::vector<PortMapping>>(mappings))) {
+        return fail(*e, inv.cniVersion);
+      }
       return 0;
     case Command::kGc:
       if (auto e = gc(inv, ipam, ports)) return fail(*e, inv.cniVersion);

@@ -71,6 +71,11 @@ class CniTest : public ::testing::Test {
     if (!ifname.empty()) env += " CNI_IFNAME=" + ifname;
     return testing::run(host("env " + env + " " + TRELLIS_CNI_BIN + " < " + file + " 2>/dev/null"));
   }
+  // `cfg` with `result` (an ADD's output) as its prevResult, as a runtime sends CHECK and DEL.
+  static std::string withPrev(std::string cfg, const std::string& result) {
+    cfg.insert(cfg.size() - 1, ",\"prevResult\":" + result.substr(0, result.find_last_not_of('\n') + 1));
+    return cfg;
+  }
   static std::string ipOf(const std::string& out) {
     json::value v = json::parse(out);
     std::string a(v.at("ips").at(0).at("address").as_string());
@@ -173,7 +178,7 @@ TEST_F(CniTest, AddConnectsPodsAndDelRemovesEverything) {
   auto again = exec("ADD", "pod-a", "/var/run/netns/" + a, config());
   ASSERT_EQ(again.exitCode, 0) << again.out;
   EXPECT_EQ(ipOf(again.out), ipA);
-  EXPECT_EQ(exec("CHECK", "pod-a", "/var/run/netns/" + a, config()).exitCode, 0);
+  EXPECT_EQ(exec("CHECK", "pod-a", "/var/run/netns/" + a, withPrev(config(), again.out)).exitCode, 0);
   EXPECT_EQ(veths(), before + 2);
   EXPECT_EQ(allocations(), 2u);
   // DEL, twice (idempotent); B without a netns (the runtime lost it).
@@ -185,7 +190,7 @@ TEST_F(CniTest, AddConnectsPodsAndDelRemovesEverything) {
   EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
       << testing::run(host("ip -o link show type veth")).out;
   EXPECT_EQ(storeLeft(), std::vector<std::string>{});
-  EXPECT_NE(exec("CHECK", "pod-a", "/var/run/netns/" + a, config()).exitCode, 0);
+  EXPECT_NE(exec("CHECK", "pod-a", "/var/run/netns/" + a, withPrev(config(), again.out)).exitCode, 0);
   // Results in an older version's format.
   auto old = exec("ADD", "pod-a", "/var/run/netns/" + a, config("0.4.0"));
   ASSERT_EQ(old.exitCode, 0) << old.out;
@@ -631,6 +636,65 @@ TEST_F(CniTest, HostileConfigurationsGetTheErrorObjectAndChangeNothing) {
   std::string gcCfg = ports;
   gcCfg.insert(gcCfg.size() - 1, R"(,"cni.dev/valid-attachments":[])");
   EXPECT_EQ(exec("GC", "", "", gcCfg, "").exitCode, 0);
+  testing::run(host("nft delete table inet " + table));
+}
+
+// CHECK verifies what ADD set up against prevResult, as the reference
+// bridge plugin does: each thing taken away is found, named, and code 100;
+// after the repair (a repeated ADD, or the table made anew with every
+// pod's mappings restored) CHECK passes again.
+TEST_F(CniTest, CheckFindsWhatIsMissing) {
+  std::string table = "trellis_c" + tag_;
+  std::string cfg = config("1.1.0");
+  cfg.insert(cfg.size() - 1, R"(,"ipMasq":true,"nftTable":")" + table +
+                                 R"(","capabilities":{"portMappings":true},"runtimeConfig":{"portMappings":[)"
+                                 R"({"hostPort":32090,"containerPort":80}]})");
+  std::string ns = netns("chk");
+  std::string path = "/var/run/netns/" + ns;
+  auto add = exec("ADD", "chk", path, cfg);
+  ASSERT_EQ(add.exitCode, 0) << add.out;
+  std::string ip = ipOf(add.out);
+  auto check = [&] { return exec("CHECK", "chk", path, withPrev(cfg, add.out)); };
+  auto expectMissing = [&](const std::string& words) {
+    auto r = check();
+    EXPECT_EQ(r.exitCode, 1) << r.out;
+    EXPECT_NE(r.out.find(R"("code":100)"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(words), std::string::npos) << "want " << words << " in " << r.out;
+  };
+  auto repair = [&] {
+    auto again = exec("ADD", "chk", path, cfg);
+    ASSERT_EQ(again.exitCode, 0) << again.out;
+    ASSERT_EQ(check().exitCode, 0) << check().out;
+  };
+  ASSERT_EQ(check().exitCode, 0) << check().out;
+  EXPECT_NE(exec("CHECK", "chk", path, cfg).out.find("CHECK needs prevResult"), std::string::npos);
+  testing::run("ip netns exec " + ns + " ip addr flush dev eth0");
+  expectMissing("address " + ip + "/24 is missing on eth0");
+  repair();
+  testing::run("ip netns exec " + ns + " ip route del default");
+  expectMissing("the route to 0.0.0.0/0 via ");
+  repair();
+  std::string hostEnd(json::parse(add.out).at("interfaces").at(1).at("name").as_string());
+  testing::run(host("ip link set " + hostEnd + " nomaster"));
+  expectMissing("is not on the bridge " + bridge_);
+  repair();
+  testing::run(host("nft flush set inet " + table + " masq4"));
+  expectMissing("the masquerade of 10.77.");
+  testing::run(host("nft delete table inet " + table));  // the next ADD makes it anew, mappings and all
+  repair();
+  testing::run(host("nft delete element inet " + table + " hostports4 { tcp . 32090 }"));
+  expectMissing("the port mapping tcp . 32090 : " + ip + " . 80 is missing");
+  testing::run(host("nft delete table inet " + table));
+  // Another pod's ADD remakes the table and restores this pod's mapping too.
+  std::string ns2 = netns("chk2");
+  std::string otherCfg = config("1.1.0");
+  otherCfg.insert(otherCfg.size() - 1, R"(,"ipMasq":true,"nftTable":")" + table + "\"");
+  auto other = exec("ADD", "chk2", "/var/run/netns/" + ns2, otherCfg);
+  ASSERT_EQ(other.exitCode, 0) << other.out;
+  EXPECT_EQ(check().exitCode, 0) << check().out;
+  EXPECT_EQ(exec("DEL", "chk", path, cfg).exitCode, 0);
+  EXPECT_EQ(exec("DEL", "chk2", "/var/run/netns/" + ns2, config("1.1.0")).exitCode, 0);
+  EXPECT_EQ(testing::run(host("nft list map inet " + table + " hostports4")).out.find("32090"), std::string::npos);
   testing::run(host("nft delete table inet " + table));
 }
 

@@ -1,6 +1,7 @@
 #include "cni/plugin/portmap.h"
 
 #include <fcntl.h>
+#include <linux/netfilter.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,7 +14,6 @@
 #include <fmt/format.h>
 
 #include "common/base/ip.h"
-#include "common/linux/nftables.h"
 
 namespace trellis::cni {
 
@@ -91,9 +91,85 @@ std::string fileFor(const std::string& dir, const Attachment& a) { return dir + 
 
 Error ioError(const std::string& what) { return Error{ErrorCode::kIo, what, ""}; }
 
+// A state file as values; nullopt when it is torn or not this plugin's.
+std::optional<PortState> readState(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::stringstream text;
+  text << in.rdbuf();
+  boost::system::error_code jec;
+  json::value v = json::parse(text.str(), jec);
+  if (jec || !v.is_object()) return std::nullopt;
+  const json::value* ips = v.get_object().if_contains("ips");
+  const json::value* maps = v.get_object().if_contains("portMappings");
+  if (!ips || !ips->is_array() || !maps || !maps->is_array()) return std::nullopt;
+  PortState st;
+  for (const json::value& ip : ips->get_array()) {
+    // Re-validated as values: a state file is data, never trusted text.
+    if (auto a = ip.is_string() ? base::parseIp(ip.get_string()) : std::nullopt) st.podIps.push_back(base::formatIp(*a));
+  }
+  for (const json::value& m : maps->get_array()) {
+    if (auto mapping = mappingFromJson(m)) st.mappings.push_back(*mapping);
+  }
+  return st;
+}
+
+std::optional<Error> writeState(const std::string& path, const PortState& st) {
+  json::array ips, maps;
+  for (const std::string& ip : st.podIps) ips.emplace_back(ip);
+  for (const PortMapping& m : st.mappings) {
+    maps.push_back(json::object{{"hostPort", m.hostPort}, {"containerPort", m.containerPort}, {"protocol", m.protocol}});
+  }
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << json::serialize(json::object{{"ips", ips}, {"portMappings", maps}});
+    if (!out) return ioError("writing " + tmp);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return ioError("renaming " + tmp);
+  return std::nullopt;
+}
+
+std::optional<Error> nftError(const base::Error& e) { return Error{ErrorCode::kIo, e.message(), ""}; }
+
 }  // namespace
 
-std::optional<Error> PortMaps::set(const Attachment& a, const std::vector<std::string>& podIps,
+std::vector<std::pair<std::string, sys::NftElement>> PortMaps::elementsOf(const PortState& s) {
+  std::vector<std::pair<std::string, sys::NftElement>> out;
+  for (const std::string& ip : s.podIps) {
+    auto addr = base::parseIp(ip);
+    if (!addr) continue;
+    for (const PortMapping& m : s.mappings) {
+      uint8_t proto = m.protocol == "udp" ? 17 : 6;
+      sys::NftElement e{sys::nftConcat({sys::nftProto(proto), sys::nftPort(static_cast<uint16_t>(m.hostPort))}),
+                        sys::nftConcat({sys::nftAddr(*addr), sys::nftPort(static_cast<uint16_t>(m.containerPort))})};
+      out.emplace_back(addr->v6 ? "hostports6" : "hostports4", std::move(e));
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// Groups a state's elements per map for one batch each.
+template <typename Fn>
+base::Status perMap(const PortState& s, Fn fn) {
+  std::vector<sys::NftElement> v4, v6;
+  for (auto& [map, e] : PortMaps::elementsOf(s)) (map == "hostports6" ? v6 : v4).push_back(std::move(e));
+  if (auto st = fn("hostports4", v4); !st) return st;
+  return fn("hostports6", v6);
+}
+
+}  // namespace
+
+std::optional<Error> PortMaps::unmap(sys::NftNetlink& nl, const PortState& s) {
+  auto st = perMap(s, [&](const char* map, const std::vector<sys::NftElement>& els) {
+    return nl.deleteElements(NFPROTO_INET, table_, map, els);
+  });
+  return st ? std::nullopt : nftError(st.error());
+}
+
+std::optional<Error> PortMaps::set(sys::NftNetlink& nl, const Attachment& a, const std::vector<std::string>& podIps,
                                    const std::vector<PortMapping>& mappings) {
   std::error_code ec;
   if (mappings.empty() && !std::filesystem::exists(dir_)) return std::nullopt;  // never had any
@@ -101,101 +177,91 @@ std::optional<Error> PortMaps::set(const Attachment& a, const std::vector<std::s
   if (ec) return ioError(fmt::format("creating {}: {}", dir_, ec.message()));
   FileLock lock(dir_ + "/lock");
   if (!lock.ok()) return ioError("locking " + dir_);
-  if (mappings.empty()) {
-    // Nothing to map: only a change if the attachment had mappings.
-    return std::filesystem::remove(fileFor(dir_, a), ec) ? rebuild() : std::nullopt;
-  } else {
-    json::array ips, maps;
-    for (const std::string& ip : podIps) ips.emplace_back(ip);
-    for (const PortMapping& m : mappings) {
-      maps.push_back(json::object{{"hostPort", m.hostPort}, {"containerPort", m.containerPort}, {"protocol", m.protocol}});
-    }
-    std::string path = fileFor(dir_, a), tmp = path + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::trunc);
-      out << json::serialize(json::object{{"ips", ips}, {"portMappings", maps}});
-      if (!out) return ioError("writing " + tmp);
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) return ioError("renaming " + tmp);
+  std::string path = fileFor(dir_, a);
+  if (auto old = readState(path)) {
+    // A repeated ADD: its earlier elements go first (the pod's address may differ).
+    if (auto e = unmap(nl, *old)) return e;
   }
-  return rebuild();
+  if (mappings.empty()) {
+    std::filesystem::remove(path, ec);
+    return std::nullopt;
+  }
+  PortState st{podIps, mappings};
+  if (auto e = writeState(path, st)) return e;
+  auto added = perMap(st, [&](const char* map, const std::vector<sys::NftElement>& els) {
+    return nl.addElements(NFPROTO_INET, table_, map, els);
+  });
+  if (!added) {
+    static_cast<void>(unmap(nl, st));  // what this ADD did of it
+    std::filesystem::remove(path, ec);
+    if (added.error().code() == base::ErrorCode::kConflict) {
+      std::string which;
+      for (const PortMapping& m : mappings) which += fmt::format("{}{}/{}", which.empty() ? "" : ", ", m.hostPort, m.protocol);
+      return Error{ErrorCode::kInvalidConfig, "a hostPort of " + which + " is already mapped to another pod", ""};
+    }
+    return nftError(added.error());
+  }
+  return std::nullopt;
 }
 
 std::optional<Error> PortMaps::remove(const Attachment& a) {
   if (!std::filesystem::exists(dir_)) return std::nullopt;
   FileLock lock(dir_ + "/lock");
   if (!lock.ok()) return ioError("locking " + dir_);
+  std::string path = fileFor(dir_, a);
+  if (!std::filesystem::exists(path)) return std::nullopt;
+  if (auto old = readState(path)) {
+    auto nl = sys::NftNetlink::open();
+    if (!nl) return nftError(nl.error());
+    if (auto e = unmap(**nl, *old)) return e;
+  }
   std::error_code ec;
-  bool had = std::filesystem::remove(fileFor(dir_, a), ec);
-  return had ? rebuild() : std::nullopt;
+  std::filesystem::remove(path, ec);
+  return std::nullopt;
 }
 
 std::optional<Error> PortMaps::gc(const std::set<Attachment>& valid) {
   if (!std::filesystem::exists(dir_)) return std::nullopt;
   FileLock lock(dir_ + "/lock");
   if (!lock.ok()) return ioError("locking " + dir_);
+  std::unique_ptr<sys::NftNetlink> nl;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
     std::string name = e.path().filename().string();
     if (!name.ends_with(".json")) continue;
     std::string stem = name.substr(0, name.size() - 5);
     size_t dot = stem.rfind('.');
-    if (dot == std::string::npos) continue;
-    if (!valid.count({stem.substr(0, dot), stem.substr(dot + 1)})) std::filesystem::remove(e.path(), ec);
+    if (dot == std::string::npos || valid.count({stem.substr(0, dot), stem.substr(dot + 1)})) continue;
+    if (auto old = readState(e.path().string())) {
+      if (!nl) {
+        auto opened = sys::NftNetlink::open();
+        if (!opened) return nftError(opened.error());
+        nl = std::move(*opened);
+      }
+      if (auto err = unmap(*nl, *old)) return err;
+    }
+    std::filesystem::remove(e.path(), ec);
   }
-  return rebuild();
+  return std::nullopt;
 }
 
-// Called with the lock held: the map becomes exactly the state files' mappings.
-std::optional<Error> PortMaps::rebuild() {
-  std::string elements4, elements6;
+std::optional<Error> PortMaps::restoreAll(sys::NftNetlink& nl) {
+  if (!std::filesystem::exists(dir_)) return std::nullopt;
+  FileLock lock(dir_ + "/lock");
+  if (!lock.ok()) return ioError("locking " + dir_);
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
     if (!e.path().filename().string().ends_with(".json")) continue;
-    std::ifstream in(e.path());
-    std::stringstream text;
-    text << in.rdbuf();
-    boost::system::error_code jec;
-    json::value v = json::parse(text.str(), jec);
-    if (jec || !v.is_object()) continue;  // torn write: its attachment is re-added or collected
-    const json::value* ips = v.get_object().if_contains("ips");
-    const json::value* maps = v.get_object().if_contains("portMappings");
-    if (!ips || !ips->is_array() || !maps || !maps->is_array()) continue;
-    for (const json::value& ip : ips->get_array()) {
-      if (!ip.is_string()) continue;
-      bool v6 = ip.get_string().find(':') != std::string_view::npos;
-      auto addr = base::parseIp(ip.get_string());
-      if (!addr) continue;  // not written by this plugin
-      for (const json::value& m : maps->get_array()) {
-        // Re-validated as values: a state file is data, never trusted text for nft.
-        auto mapping = mappingFromJson(m);
-        if (!mapping) continue;
-        std::string& into = v6 ? elements6 : elements4;
-        into += fmt::format("{}{} . {} : {} . {}", into.empty() ? "" : ", ", mapping->protocol, mapping->hostPort,
-                            base::formatIp(*addr), mapping->containerPort);
-      }
-    }
+    auto st = readState(e.path().string());
+    if (!st) continue;  // torn: its attachment is added again or collected
+    auto added = perMap(*st, [&](const char* map, const std::vector<sys::NftElement>& els) {
+      return nl.addElements(NFPROTO_INET, table_, map, els);
+    });
+    if (!added && added.error().code() != base::ErrorCode::kConflict) return nftError(added.error());
   }
-  const std::string& t = table_;
-  std::string script = fmt::format(
-      "add table inet {0}\n"
-      "add map inet {0} hostports4 {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n"
-      "add map inet {0} hostports6 {{ type inet_proto . inet_service : ipv6_addr . inet_service; }}\n"
-      "flush map inet {0} hostports4\n"
-      "flush map inet {0} hostports6\n"
-      "add chain inet {0} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}\n"
-      "add chain inet {0} output {{ type nat hook output priority -100; policy accept; }}\n"
-      "flush chain inet {0} prerouting\n"
-      "flush chain inet {0} output\n",
-      t);
-  for (const char* chain : {"prerouting", "output"}) {
-    script += fmt::format("add rule inet {} {} fib daddr type local dnat ip to meta l4proto . th dport map @hostports4\n", t, chain);
-    script += fmt::format("add rule inet {} {} fib daddr type local dnat ip6 to meta l4proto . th dport map @hostports6\n", t, chain);
-  }
-  if (!elements4.empty()) script += fmt::format("add element inet {} hostports4 {{ {} }}\n", t, elements4);
-  if (!elements6.empty()) script += fmt::format("add element inet {} hostports6 {{ {} }}\n", t, elements6);
-  if (auto st = sys::nftApply(script); !st) return Error{ErrorCode::kIo, st.error().message(), ""};
   return std::nullopt;
 }
+
+std::optional<PortState> PortMaps::recorded(const Attachment& a) const { return readState(fileFor(dir_, a)); }
 
 }  // namespace trellis::cni

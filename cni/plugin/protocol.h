@@ -31,6 +31,7 @@ enum class ErrorCode : int {
   kTryAgainLater = 11,
   kNotReady = 50,
   kLimitedConnectivity = 51,
+  kAttachmentDiffers = 100,  // CHECK: what ADD set up is not (all) there; the message names what
   kUnexpected = 999,  // a bug: an exception the plugin did not expect (plugin-specific range, 100+)
 };
 

@@ -174,7 +174,8 @@ base::Result<std::unique_ptr<Netlink>> Netlink::openIn(int netnsFd) {
 base::Result<Netlink::Link> Netlink::link(const std::string& ifname) {
   auto l = impl_->link(ifname);
   if (!l) return std::move(l).error();
-  return Link{ifname, rtnl_link_get_ifindex(l->p), macOf(l->p), (rtnl_link_get_flags(l->p) & IFF_UP) != 0};
+  return Link{ifname, rtnl_link_get_ifindex(l->p), macOf(l->p), (rtnl_link_get_flags(l->p) & IFF_UP) != 0,
+              rtnl_link_get_master(l->p)};
 }
 
 bool Netlink::exists(const std::string& ifname) { return link(ifname).ok(); }
@@ -389,7 +390,8 @@ base::Result<std::vector<Netlink::Link>> Netlink::linkList() {
   for (nl_object* o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
     auto* l = reinterpret_cast<rtnl_link*>(o);
     const char* name = rtnl_link_get_name(l);
-    out.push_back(Link{name ? name : "", rtnl_link_get_ifindex(l), macOf(l), (rtnl_link_get_flags(l) & IFF_UP) != 0});
+    out.push_back(Link{name ? name : "", rtnl_link_get_ifindex(l), macOf(l), (rtnl_link_get_flags(l) & IFF_UP) != 0,
+                       rtnl_link_get_master(l)});
   }
   nl_cache_free(cache);
   return out;
@@ -453,6 +455,51 @@ base::Status Netlink::replaceRoute(const std::string& dst, const std::string& gw
   nl_addr_put(g);
   if (err < 0) return nlError(err, "route to " + dst + " via " + gw);
   return {};
+}
+
+base::Result<std::vector<std::string>> Netlink::addresses(int ifindex) {
+  nl_cache* cache = nullptr;
+  int err = rtnl_addr_alloc_cache(impl_->sock, &cache);
+  if (err < 0) return nlError(err, "listing addresses");
+  std::vector<std::string> out;
+  for (nl_object* o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
+    auto* a = reinterpret_cast<rtnl_addr*>(o);
+    nl_addr* local = rtnl_addr_get_local(a);
+    if (rtnl_addr_get_ifindex(a) != ifindex || !local) continue;
+    char buf[128];
+    nl_addr2str(local, buf, sizeof buf);  // "a.b.c.d/len"
+    std::string text(buf);
+    if (text.find('/') == std::string::npos) text += "/" + std::to_string(rtnl_addr_get_prefixlen(a));
+    out.push_back(text);
+  }
+  nl_cache_free(cache);
+  return out;
+}
+
+base::Result<std::vector<Netlink::RouteEntry>> Netlink::linkRoutes(int ifindex) {
+  nl_cache* cache = nullptr;
+  int err = rtnl_route_alloc_cache(impl_->sock, AF_UNSPEC, 0, &cache);
+  if (err < 0) return nlError(err, "listing routes");
+  std::vector<RouteEntry> out;
+  for (nl_object* o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
+    auto* r = reinterpret_cast<rtnl_route*>(o);
+    if (rtnl_route_get_table(r) != RT_TABLE_MAIN || rtnl_route_get_nnexthops(r) == 0) continue;
+    rtnl_nexthop* nh = rtnl_route_nexthop_n(r, 0);
+    if (rtnl_route_nh_get_ifindex(nh) != ifindex) continue;
+    char dst[128] = "", gw[128] = "";
+    nl_addr* d = rtnl_route_get_dst(r);
+    if (d && nl_addr_get_len(d) > 0) {
+      nl_addr2str(d, dst, sizeof dst);
+    } else {
+      std::snprintf(dst, sizeof dst, "%s", rtnl_route_get_family(r) == AF_INET6 ? "::/0" : "0.0.0.0/0");
+    }
+    if (nl_addr* g = rtnl_route_nh_get_gateway(nh)) nl_addr2str(g, gw, sizeof gw);
+    std::string text(dst);
+    if (text.find('/') == std::string::npos) text += rtnl_route_get_family(r) == AF_INET6 ? "/128" : "/32";
+    out.push_back({text, gw});
+  }
+  nl_cache_free(cache);
+  return out;
 }
 
 base::Result<bool> Netlink::connected(const std::string& ip) {

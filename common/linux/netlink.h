@@ -32,6 +32,7 @@ class Netlink {
     int index = 0;
     std::string mac;  // "aa:bb:cc:dd:ee:ff"
     bool up = false;
+    int master = 0;  // the ifindex of its bridge (0: none)
   };
   base::Result<Link> link(const std::string& ifname);
   bool exists(const std::string& ifname);
@@ -94,6 +95,11 @@ class Netlink {
   // Adds or replaces the route to `dst` via `gw`, tagged `protocol`; with
   // `ifname`, out of that link and treating `gw` as on-link (a VXLAN peer).
   base::Status replaceRoute(const std::string& dst, const std::string& gw, int protocol, const std::string& ifname = {});
+  // The addresses of link `ifindex`, as "address/prefix".
+  base::Result<std::vector<std::string>> addresses(int ifindex);
+  // The routes of the main table out of link `ifindex` (any protocol); a
+  // default route's dst is "0.0.0.0/0" or "::/0".
+  base::Result<std::vector<RouteEntry>> linkRoutes(int ifindex);
   // Is `ip` inside the subnet of an address of this namespace (a shared link)?
   base::Result<bool> connected(const std::string& ip);
   // A VXLAN device (created if missing, learning off), up.
