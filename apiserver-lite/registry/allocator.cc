@@ -2,11 +2,12 @@
 
 #include <arpa/inet.h>
 
-#include <fmt/format.h>
+#include <algorithm>
 
 #include <boost/json/array.hpp>
+#include <fmt/format.h>
 
-#include <algorithm>
+#include "common/base/numbers.h"
 
 namespace trellis::apiserver::registry {
 
@@ -30,8 +31,7 @@ base::Result<Ipv4Cidr> Ipv4Cidr::parse(std::string_view cidr) {
   auto ip = parseIpv4(cidr.substr(0, slash));
   int prefix = -1;
   if (slash != std::string_view::npos) {
-    std::string p(cidr.substr(slash + 1));
-    if (!p.empty() && p.size() <= 2 && std::all_of(p.begin(), p.end(), ::isdigit)) prefix = std::stoi(p);
+    if (auto p = base::parseInt(cidr.substr(slash + 1), 0, 32, "prefix")) prefix = static_cast<int>(*p);
   }
   if (!ip || prefix < 8 || prefix > 30) {
     return makeError(ErrorCode::kInvalidArgument, "invalid service CIDR {:?}: want an IPv4 a.b.c.d/8..30", cidr);

@@ -93,6 +93,9 @@ class Ipam {
   std::optional<Error> gc(const std::set<Attachment>& valid);
   // Every allocation: address -> attachment.
   std::vector<std::pair<std::string, Attachment>> allocations() const;
+  // The network's directory (<dataDir>/<network>): the plugin keeps its
+  // other per-network state there too (ports/, nft-* stamps).
+  const std::string& dir() const { return dir_; }
 
  private:
   IpamConfig config_;

@@ -139,7 +139,8 @@ std::variant<Result, Error> add(const Invocation& inv, const NetConf& nc, Ipam& 
     auto nft = sys::NftNetlink::open();
     if (!nft) return fail(nft.error());
     bool made = false;
-    if (auto st = NodeRules(nc.nftTable).ensure(**nft, wantedRules(nc, r), &made); !st) return fail(st.error());
+    NodeRules rules(nc.nftTable, ipam.dir());
+    if (auto st = rules.ensure(**nft, wantedRules(nc, r), &made); !st) return fail(st.error());
     if (made) {
       if (auto e = ports.restoreAll(**nft)) return fail(base::Error(base::ErrorCode::kIo, e->msg));
     }

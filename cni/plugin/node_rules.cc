@@ -66,7 +66,7 @@ std::string NodeRules::stampPath(const NodeRulesWanted& w) const {
   for (const std::string& c : w.clusterCidrs) what += "|" + c;
   struct stat ns{};
   ::stat("/proc/thread-self/ns/net", &ns);  // the stamp is this namespace's
-  return fmt::format("{}/{}-{}-{:016x}", stampDir_, table_, static_cast<unsigned long long>(ns.st_ino), fnv1a(what));
+  return fmt::format("{}/nft-{}-{}-{:016x}", stampDir_, table_, static_cast<unsigned long long>(ns.st_ino), fnv1a(what));
 }
 
 base::Status NodeRules::ensure(sys::NftNetlink& nl, const NodeRulesWanted& wanted, bool* made) {

@@ -6,10 +6,11 @@
 //                and chains prerouting/output (DNAT to local addresses).
 // They are made by the first ADD on a node in one libnftables transaction
 // and found present afterwards with a cheap lookup: a stamp file per
-// (table, network namespace, what was asked for) holds the table's
-// handle, and one nfnetlink GET of that handle confirms the table is still
-// the one the stamp describes (a reboot, `nft flush ruleset` or a deleted
-// table gives another handle or none, and the objects are made again).
+// (table, network namespace, what was asked for), in the network's IPAM
+// directory, holds the table's handle, and one nfnetlink GET of that table
+// confirms the table is still the one the stamp describes (a reboot, `nft
+// flush ruleset` or a deleted table gives another handle or none, and the
+// objects are made again).
 // Per pod, only map elements change (PortMaps), through nfnetlink.
 #pragma once
 
@@ -29,8 +30,8 @@ struct NodeRulesWanted {
 
 class NodeRules {
  public:
-  // Stamps live under `stampDir` (tmpfs: gone at reboot with the ruleset).
-  explicit NodeRules(std::string table, std::string stampDir = "/run/trellis-cni");
+  // Stamps live in `stampDir` (the network's IPAM directory).
+  NodeRules(std::string table, std::string stampDir);
 
   // Makes sure the objects exist with `wanted`; `made` tells whether they
   // were (re)made now, in which case the caller re-adds its elements.

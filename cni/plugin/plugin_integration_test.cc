@@ -90,14 +90,15 @@ class CniTest : public ::testing::Test {
     }
     return n;
   }
-  // Everything in the IPAM store but its lock, round-robin hints and port
-  // mappings: allocation entries, attachment indexes, temporaries.
+  // Everything in the IPAM store but its lock, round-robin hints, port
+  // mappings and nftables stamps: allocation entries, attachment indexes,
+  // temporaries.
   std::vector<std::string> storeLeft() {
     std::vector<std::string> out;
     std::error_code ec;
     for (const auto& e : std::filesystem::directory_iterator(dir_.file("ipam/tnet"), ec)) {
       std::string name = e.path().filename().string();
-      if (name != "lock" && name != "ports" && !name.starts_with("last_reserved")) out.push_back(name);
+      if (name != "lock" && name != "ports" && !name.starts_with("last_reserved") && !name.starts_with("nft-")) out.push_back(name);
     }
     return out;
   }
