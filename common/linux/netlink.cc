@@ -405,25 +405,42 @@ base::Result<std::vector<std::string>> Netlink::links() {
   return out;
 }
 
-base::Result<std::vector<Netlink::RouteEntry>> Netlink::routes(int protocol) {
+namespace {
+
+// Routes of the main table that `keep` accepts: the destination as a CIDR
+// ("0.0.0.0/0" or "::/0" for a default route) and the first next hop's gateway.
+template <typename Keep>
+base::Result<std::vector<Netlink::RouteEntry>> mainTableRoutes(nl_sock* sock, Keep keep) {
   nl_cache* cache = nullptr;
-  int err = rtnl_route_alloc_cache(impl_->sock, AF_UNSPEC, 0, &cache);
+  int err = rtnl_route_alloc_cache(sock, AF_UNSPEC, 0, &cache);
   if (err < 0) return nlError(err, "listing routes");
-  std::vector<RouteEntry> out;
+  std::vector<Netlink::RouteEntry> out;
   for (nl_object* o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
     auto* r = reinterpret_cast<rtnl_route*>(o);
-    if (rtnl_route_get_protocol(r) != protocol || rtnl_route_get_table(r) != RT_TABLE_MAIN) continue;
+    if (rtnl_route_get_table(r) != RT_TABLE_MAIN || !keep(r)) continue;
+    bool v6 = rtnl_route_get_family(r) == AF_INET6;
     char dst[128] = "", gw[128] = "";
-    if (nl_addr* d = rtnl_route_get_dst(r)) nl_addr2str(d, dst, sizeof dst);
+    nl_addr* d = rtnl_route_get_dst(r);
+    if (d && nl_addr_get_len(d) > 0) {
+      nl_addr2str(d, dst, sizeof dst);
+    } else {
+      std::snprintf(dst, sizeof dst, "%s", v6 ? "::/0" : "0.0.0.0/0");
+    }
     if (rtnl_route_get_nnexthops(r) > 0) {
       if (nl_addr* g = rtnl_route_nh_get_gateway(rtnl_route_nexthop_n(r, 0))) nl_addr2str(g, gw, sizeof gw);
     }
-    std::string d(dst);
-    if (d.find('/') == std::string::npos && d != "none") d += rtnl_route_get_family(r) == AF_INET6 ? "/128" : "/32";
-    out.push_back({d, gw});
+    std::string text(dst);
+    if (text.find('/') == std::string::npos) text += v6 ? "/128" : "/32";
+    out.push_back({text, gw});
   }
   nl_cache_free(cache);
   return out;
+}
+
+}  // namespace
+
+base::Result<std::vector<Netlink::RouteEntry>> Netlink::routes(int protocol) {
+  return mainTableRoutes(impl_->sock, [&](rtnl_route* r) { return rtnl_route_get_protocol(r) == protocol; });
 }
 
 base::Status Netlink::replaceRoute(const std::string& dst, const std::string& gw, int protocol, const std::string& ifname) {
@@ -477,29 +494,9 @@ base::Result<std::vector<std::string>> Netlink::addresses(int ifindex) {
 }
 
 base::Result<std::vector<Netlink::RouteEntry>> Netlink::linkRoutes(int ifindex) {
-  nl_cache* cache = nullptr;
-  int err = rtnl_route_alloc_cache(impl_->sock, AF_UNSPEC, 0, &cache);
-  if (err < 0) return nlError(err, "listing routes");
-  std::vector<RouteEntry> out;
-  for (nl_object* o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
-    auto* r = reinterpret_cast<rtnl_route*>(o);
-    if (rtnl_route_get_table(r) != RT_TABLE_MAIN || rtnl_route_get_nnexthops(r) == 0) continue;
-    rtnl_nexthop* nh = rtnl_route_nexthop_n(r, 0);
-    if (rtnl_route_nh_get_ifindex(nh) != ifindex) continue;
-    char dst[128] = "", gw[128] = "";
-    nl_addr* d = rtnl_route_get_dst(r);
-    if (d && nl_addr_get_len(d) > 0) {
-      nl_addr2str(d, dst, sizeof dst);
-    } else {
-      std::snprintf(dst, sizeof dst, "%s", rtnl_route_get_family(r) == AF_INET6 ? "::/0" : "0.0.0.0/0");
-    }
-    if (nl_addr* g = rtnl_route_nh_get_gateway(nh)) nl_addr2str(g, gw, sizeof gw);
-    std::string text(dst);
-    if (text.find('/') == std::string::npos) text += rtnl_route_get_family(r) == AF_INET6 ? "/128" : "/32";
-    out.push_back({text, gw});
-  }
-  nl_cache_free(cache);
-  return out;
+  return mainTableRoutes(impl_->sock, [&](rtnl_route* r) {
+    return rtnl_route_get_nnexthops(r) > 0 && rtnl_route_nh_get_ifindex(rtnl_route_nexthop_n(r, 0)) == ifindex;
+  });
 }
 
 base::Result<bool> Netlink::connected(const std::string& ip) {
