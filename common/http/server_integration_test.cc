@@ -17,6 +17,10 @@ using namespace std::chrono_literals;
 using testing::run;
 
 // Routes shared by the tests: / (fixed body), /echo, /stream?n=&ms=, /slow?ms=
+// /slow requests the handler has begun and not yet answered: what a drain
+// test waits for (a condition, not a sleep) before it stops the server.
+std::atomic<int> slowInFlight{0};
+
 void testHandler(Request& req, std::shared_ptr<ResponseWriter> w) {
   auto param = [&](std::string_view key, int def) {
     std::string_view q = req.query();
@@ -42,11 +46,13 @@ void testHandler(Request& req, std::shared_ptr<ResponseWriter> w) {
   }
   if (path == "/slow") {
     int ms = param("ms", 200);
+    ++slowInFlight;
     std::thread([w, ms] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));  // the slow work itself
       Response r;
       r.body = "slow done";
       w->respond(std::move(r));
+      --slowInFlight;
     }).detach();
     return;
   }
@@ -415,11 +421,8 @@ TEST_F(HttpServerTest, GracefulDrainFinishesInFlightAndRefusesNew) {
     h2out = run("curl -sS --http2" + cacert() + https("/slow?ms=400")).out;
     h2done = true;
   });
-  ASSERT_TRUE(testing::waitFor([&] {
-    auto m = run("ss -tn state established '( sport = :" + std::to_string(port_) + " )' | tail -n +2 | wc -l");
-    return std::atoi(m.out.c_str()) >= 2;
-  }, 3s));
-  std::this_thread::sleep_for(50ms);
+  // Both requests are in the handler (not merely connected) when the drain begins.
+  ASSERT_TRUE(testing::waitFor([&] { return slowInFlight.load() >= 2; }, 10s));
   auto start = std::chrono::steady_clock::now();
   server_->stop(3s);
   t1.join();
@@ -436,7 +439,7 @@ TEST_F(HttpServerTest, Http2DrainSendsGoaway) {
   startServer(false);
   std::string out;
   std::thread t([&] { out = run("nghttp -v " + http("/slow?ms=300")).out; });
-  std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(testing::waitFor([&] { return slowInFlight.load() >= 1; }, 10s));
   server_->stop(3s);
   t.join();
   EXPECT_NE(out.find("recv GOAWAY frame"), std::string::npos) << out;
@@ -522,10 +525,11 @@ TEST_F(HttpServerTest, ClientStreamsAndCancels) {
   EXPECT_EQ(r->trailers.get("x-events").value_or(""), "5");
   // A cancelled long stream completes with Aborted.
   std::promise<base::Result<Response>> cancelled;
+  auto received = std::make_shared<std::atomic<int>>(0);  // the client may outlive this scope's locals
   auto id = c.start(*Origin::parse(https()), Request{.method = "GET", .target = "/stream?n=1000&ms=10"},
-                    {.onData = [](std::string_view) {},
+                    {.onData = [received](std::string_view d) { *received += static_cast<int>(d.size()); },
                      .onComplete = [&](base::Result<Response> r) { cancelled.set_value(std::move(r)); }});
-  std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(testing::waitFor([&] { return received->load() > 0; }, 10s)) << "the stream never started";
   c.cancel(id);
   auto cr = cancelled.get_future().get();
   ASSERT_FALSE(cr.ok());
