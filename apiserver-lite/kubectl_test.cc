@@ -258,12 +258,16 @@ metadata: {name: held, namespace: doomed, finalizers: [trellis.dev/test]}
   EXPECT_NE(late.out.find("unable to create new content in namespace doomed because it is being terminated"),
             std::string::npos) << late.out;
   // Everything without a finalizer goes; the held object waits for its finalizer.
-  ASSERT_TRUE(testing::waitFor([&] { return kubectl("get cm,secret -n doomed -o name").out == "configmap/held\n"; }, 10s))
+  ASSERT_TRUE(testing::waitFor([&] { return kubectl("get cm,secret -n doomed -o name").out == "configmap/held\n"; }, 30s))
       << kubectl("get cm,secret -n doomed -o name").out;
   EXPECT_EQ(kubectl("get ns doomed -o name").out, "namespace/doomed\n");
+  // kubectl wait is watching before the last finalizer goes (else the namespace may be gone before it starts).
+  testing::Background waiter("kubectl --kubeconfig " + kubeconfig_ + " wait --for=delete ns/doomed --timeout=30s -v=6");
+  ASSERT_TRUE(waiter.waitForLine(isWatchRequest, 30s)) << waiter.output();
   EXPECT_EQ(kubectl("patch cm held -n doomed --type=merge -p '{\"metadata\":{\"finalizers\":null}}'").exitCode, 0);
-  auto waited = kubectl("wait --for=delete ns/doomed --timeout=10s");
-  EXPECT_EQ(waited.out, "namespace/doomed condition met\n");
+  EXPECT_TRUE(waiter.waitForLine([](const std::string& l) { return l == "namespace/doomed condition met"; }, 30s))
+      << waiter.output();
+  EXPECT_EQ(waiter.wait(30s), 0);
   auto system = kubectl("delete ns kube-system");
   EXPECT_EQ(system.out, "Error from server (Forbidden): namespaces \"kube-system\" is forbidden: this namespace may not be deleted\n");
 }

@@ -92,7 +92,7 @@ TEST_F(AgentTest, InstallsThePluginAndKeepsHostGwRoutesLevelTriggered) {
   node("n3", "10.244.3.0/24", "192.168.60.3");
   startAgent();
   std::string conflist = dir_.file("net.d/10-trellis.conflist");
-  ASSERT_TRUE(testing::waitFor([&] { return access(conflist.c_str(), R_OK) == 0; }, 10s)) << testing::readFile(dir_.file("agent.log"));
+  ASSERT_TRUE(testing::waitFor([&] { return access(conflist.c_str(), R_OK) == 0; }, 30s)) << testing::readFile(dir_.file("agent.log"));
   json::value c = json::parse(testing::readFile(conflist));
   EXPECT_EQ(c.at("plugins").at(0).at("ipam").at("ranges").at(0).at(0).at("subnet").as_string(), "10.244.1.0/24");
   EXPECT_EQ(c.at("plugins").at(0).at("clusterCIDR").as_string(), "10.244.0.0/16");
@@ -105,24 +105,24 @@ TEST_F(AgentTest, InstallsThePluginAndKeepsHostGwRoutesLevelTriggered) {
   EXPECT_TRUE(testing::waitFor([&] {
     return testing::run("env CNI_COMMAND=STATUS CNI_PATH=/usr/lib/cni " + dir_.file("bin/trellis-cni") + " < " +
                         dir_.file("status.json")).exitCode == 0;
-  }, 10s)) << testing::run("env CNI_COMMAND=STATUS " + dir_.file("bin/trellis-cni") + " < " + dir_.file("status.json")).out;
+  }, 30s)) << testing::run("env CNI_COMMAND=STATUS " + dir_.file("bin/trellis-cni") + " < " + dir_.file("status.json")).out;
   EXPECT_EQ(access(dir_.file("bin/trellis-cni").c_str(), X_OK), 0);
   EXPECT_TRUE(testing::waitFor([&] {
     std::string r = routes();
     return r.find("10.244.2.0/24 via 192.168.60.2") != std::string::npos &&
            r.find("10.244.3.0/24 via 192.168.60.3") != std::string::npos;
-  }, 10s)) << routes();
+  }, 30s)) << routes();
   EXPECT_EQ(routes().find("10.244.1.0/24"), std::string::npos);  // not to itself
   EXPECT_TRUE(testing::waitFor([&] {
     return testing::run("curl -s http://127.0.0.1:" + std::to_string(port_) + "/healthz").out == "ok";
-  }, 5s));
+  }, 30s));
   // A node changes its address, another leaves.
   setIp("n2", "192.168.60.22");
   ASSERT_TRUE(client_->remove(kube::resources::kNodes, "", "n3"));
   EXPECT_TRUE(testing::waitFor([&] {
     std::string r = routes();
     return r.find("10.244.2.0/24 via 192.168.60.22") != std::string::npos && r.find("10.244.3.0/24") == std::string::npos;
-  }, 10s)) << routes();
+  }, 30s)) << routes();
   // While the agent is down a node arrives and a stale route appears: the restart converges.
   stopAgent(SIGKILL);
   node("n4", "10.244.4.0/24", "192.168.60.4");
@@ -131,7 +131,7 @@ TEST_F(AgentTest, InstallsThePluginAndKeepsHostGwRoutesLevelTriggered) {
   EXPECT_TRUE(testing::waitFor([&] {
     std::string r = routes();
     return r.find("10.244.4.0/24 via 192.168.60.4") != std::string::npos && r.find("10.244.9.0/24") == std::string::npos;
-  }, 10s)) << routes();
+  }, 30s)) << routes();
   auto metrics = testing::run("curl -s http://127.0.0.1:" + std::to_string(port_) + "/metrics").out;
   EXPECT_NE(metrics.find("trellis_cni_agent_routes 2"), std::string::npos) << metrics;
 }
@@ -219,7 +219,7 @@ void multiNode(int nodes, bool routed, bool dualStack = false) {
     agents.push_back(pid);
     // The runtime's part: the conflist's plugin, with name and cniVersion, run in the node.
     std::string conflist = nodeDir + "/net.d/10-trellis.conflist";
-    ASSERT_TRUE(testing::waitFor([&] { return access(conflist.c_str(), R_OK) == 0; }, std::chrono::seconds(10)))
+    ASSERT_TRUE(testing::waitFor([&] { return access(conflist.c_str(), R_OK) == 0; }, std::chrono::seconds(30)))
         << testing::readFile(nodeDir + ".log");
     json::value list = json::parse(testing::readFile(conflist));
     json::object plugin = list.at("plugins").at(0).as_object();
@@ -247,7 +247,7 @@ void multiNode(int nodes, bool routed, bool dualStack = false) {
       size_t count = std::count(r.begin(), r.end(), '\n'), count6 = std::count(r6.begin(), r6.end(), '\n');
       return count == static_cast<size_t>(nodes - 1) && count6 == (dualStack ? static_cast<size_t>(nodes - 1) : 0u) &&
              (!routed || r.find("dev trellis.1") != std::string::npos);
-    }, std::chrono::seconds(10))) << testing::run(in(node, "ip route")).out << testing::run(in(node, "ip -6 route")).out
+    }, std::chrono::seconds(30))) << testing::run(in(node, "ip route")).out << testing::run(in(node, "ip -6 route")).out
                                    << testing::readFile(dir.file(fmt::format("n{}", k)) + ".log");
   }
   for (int from = 1; from <= nodes; ++from) {
@@ -284,7 +284,7 @@ void multiNode(int nodes, bool routed, bool dualStack = false) {
     return routes == static_cast<size_t>((nodes - 2) * (dualStack ? 2 : 1)) && fdb.find(gone) == std::string::npos &&
            neigh.find(fmt::format("10.244.{}.0", nodes)) == std::string::npos &&
            neigh.find(fmt::format("fd00:244:{}::", nodes)) == std::string::npos;
-  }, std::chrono::seconds(10))) << testing::run(in(first, "ip route show proto 77")).out
+  }, std::chrono::seconds(30))) << testing::run(in(first, "ip route show proto 77")).out
                                  << testing::run(in(first, "bridge fdb show dev trellis.1")).out
                                  << testing::run(in(first, "ip neigh show dev trellis.1")).out;
 }

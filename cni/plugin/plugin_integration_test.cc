@@ -5,6 +5,7 @@
 // the namespaces at the end removes everything, also on failure.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -188,7 +189,7 @@ TEST_F(CniTest, AddConnectsPodsAndDelRemovesEverything) {
   EXPECT_EQ(exec("DEL", "pod-b", "", config()).exitCode, 0);
   // (DEL leaves the kernel's slow part of destroying a pair to a background
   // process; DelTakesThePodOutAtOnce checks what holds when DEL returns)
-  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
+  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(30)))
       << testing::run(host("ip -o link show type veth")).out;
   EXPECT_EQ(storeLeft(), std::vector<std::string>{});
   EXPECT_NE(exec("CHECK", "pod-a", "/var/run/netns/" + a, withPrev(config(), again.out)).exitCode, 0);
@@ -271,7 +272,7 @@ TEST_F(CniTest, HundredParallelAddsGetDistinctAddressesAndGcReleasesTheInvalid) 
     EXPECT_EQ(del.exitCode, 0) << del.out;
   }
   // (the kernel may finish unregistering a veth pair a moment after DEL returns)
-  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
+  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(30)))
       << testing::run(host("ip -o link show type veth")).out;
   EXPECT_EQ(storeLeft(), std::vector<std::string>{});
 }
@@ -301,7 +302,7 @@ TEST_F(CniTest, DelTakesThePodOutAtOnce) {
     EXPECT_EQ(del.out.find("eth0"), std::string::npos) << "the pod end is down and renamed: " << del.out;
     EXPECT_EQ(del.out.find("tc"), std::string::npos) << "no host end under its name on the bridge: " << del.out;
   }
-  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
+  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(30)))
       << testing::run(host("ip -o link show type veth")).out;
   // A DEL that crashed after retiring the pair (both ends renamed, as DEL
   // does, and then nothing): the repeated DEL finds the pair and removes it.
@@ -313,7 +314,7 @@ TEST_F(CniTest, DelTakesThePodOutAtOnce) {
   ASSERT_EQ(testing::run("ip netns exec " + ns + " ip link set eth0 down").exitCode, 0);
   ASSERT_EQ(testing::run("ip netns exec " + ns + " ip link set eth0 name " + retired).exitCode, 0);
   EXPECT_EQ(exec("DEL", "pod-d", path, config()).exitCode, 0);
-  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
+  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(30)))
       << testing::run(host("ip -o link show type veth")).out;
   // And one that no DEL comes back for: GC.
   add = exec("ADD", "pod-e", path, config());
@@ -323,7 +324,7 @@ TEST_F(CniTest, DelTakesThePodOutAtOnce) {
   std::string gcCfg = config("1.1.0");
   gcCfg.insert(gcCfg.size() - 1, R"(,"cni.dev/valid-attachments":[])");
   EXPECT_EQ(exec("GC", "", "", gcCfg, "").exitCode, 0);
-  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
+  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(30)))
       << testing::run(host("ip -o link show type veth")).out;
   EXPECT_EQ(storeLeft(), std::vector<std::string>{});
 }
@@ -451,26 +452,25 @@ TEST_F(CniTest, HostPortReachableFromTheNodeAndGoneAfterDel) {
   ASSERT_EQ(add.exitCode, 0) << add.out;
   std::string gateway(json::parse(add.out).at("ips").at(0).at("gateway").as_string());
   // A server in the pod on 8080 (the HTTP core's example, cleartext).
-  std::thread server([&] {
-    testing::run("timeout 3 ip netns exec " + ns + " " + TRELLIS_HTTP_EXAMPLE_BIN + " --listen 0.0.0.0:8080 --log-level off");
-  });
+  testing::Background server("exec ip netns exec " + ns + " " + TRELLIS_HTTP_EXAMPLE_BIN +
+                             " --listen 0.0.0.0:8080 --log-level off");
   std::string url = "http://" + gateway + ":31080/";
   EXPECT_TRUE(testing::waitFor([&] { return testing::run(host("curl -s -m 1 -o /dev/null -w '%{http_code}' " + url)).out == "200"; },
-                               std::chrono::seconds(4)))
+                               std::chrono::seconds(30)))
       << testing::run(host("nft list table inet " + table)).out;
   EXPECT_EQ(exec("DEL", "hp", "/var/run/netns/" + ns, cfg).exitCode, 0);
   std::string map = testing::run(host("nft list map inet " + table + " hostports4")).out;
   EXPECT_EQ(map.find("31080"), std::string::npos) << map;  // DEL leaves no mapping
   EXPECT_NE(testing::run(host("curl -s -m 1 -o /dev/null " + url)).exitCode, 0);
-  server.join();
+  server.stop(SIGTERM);
   auto bad = config();
   bad.insert(bad.size() - 1, R"(,"capabilities":{"portMappings":true},"runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":80}]})");
   EXPECT_NE(exec("ADD", "hp2", "/var/run/netns/" + ns, bad).out.find(R"("code":7)"), std::string::npos);
 }
 
 // The bandwidth capability shapes what iperf3 measures: egress from the pod
-// and ingress to it, each within 10% of the limit; DEL takes the shaping
-// with the links.
+// and ingress to it, never above the limit (+10 %) and not stalled; DEL
+// takes the shaping with the links.
 TEST_F(CniTest, BandwidthLimitsHoldUnderIperf3) {
   constexpr uint64_t kEgress = 20'000'000, kIngress = 40'000'000;  // bits/s
   std::string cfg = config();
@@ -571,7 +571,7 @@ TEST_F(CniTest, KillNineMidAddThenGcLeavesNothing) {
   gcCfg.insert(gcCfg.size() - 1, R"(,"cni.dev/valid-attachments":[])");
   auto gc = exec("GC", "", "", gcCfg, "");
   EXPECT_EQ(gc.exitCode, 0) << gc.out;
-  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(5)))
+  EXPECT_TRUE(testing::waitFor([&] { return veths() == before; }, std::chrono::seconds(30)))
       << testing::run(host("ip -o link show type veth")).out;
   EXPECT_EQ(storeLeft(), std::vector<std::string>{});
   auto map = testing::run(host("nft list map inet " + table + " hostports4 2>/dev/null")).out;

@@ -66,7 +66,7 @@ http {
     }
     ASSERT_TRUE(testing::waitFor([&] {
       return testing::run("curl -sk -o /dev/null https://127.0.0.1:" + std::to_string(port_) + "/fixed").exitCode == 0;
-    }, 5s)) << testing::readFile(dir_.file("error.log"));
+    }, 30s)) << testing::readFile(dir_.file("error.log"));
   }
 
   void TearDown() override {
@@ -135,7 +135,7 @@ TEST_F(ClientAgainstNginx, ManyConcurrentRequestsOverOneHttp2Connection) {
                                                                       done++;
                                                                     }});
   }
-  ASSERT_TRUE(testing::waitFor([&] { return done == 300; }, 10s)) << "completed " << done << " of 300, " << ok << " ok; nginx log:\n"
+  ASSERT_TRUE(testing::waitFor([&] { return done == 300; }, 30s)) << "completed " << done << " of 300, " << ok << " ok; nginx log:\n"
       << testing::readFile(dir_.file("error.log"));
   EXPECT_EQ(ok, 300);
   EXPECT_EQ(c.openConnections(), 1u);

@@ -422,7 +422,7 @@ TEST_F(HttpServerTest, GracefulDrainFinishesInFlightAndRefusesNew) {
     h2done = true;
   });
   // Both requests are in the handler (not merely connected) when the drain begins.
-  ASSERT_TRUE(testing::waitFor([&] { return slowInFlight.load() >= 2; }, 10s));
+  ASSERT_TRUE(testing::waitFor([&] { return slowInFlight.load() >= 2; }, 30s));
   auto start = std::chrono::steady_clock::now();
   server_->stop(3s);
   t1.join();
@@ -439,7 +439,7 @@ TEST_F(HttpServerTest, Http2DrainSendsGoaway) {
   startServer(false);
   std::string out;
   std::thread t([&] { out = run("nghttp -v " + http("/slow?ms=300")).out; });
-  ASSERT_TRUE(testing::waitFor([&] { return slowInFlight.load() >= 1; }, 10s));
+  ASSERT_TRUE(testing::waitFor([&] { return slowInFlight.load() >= 1; }, 30s));
   server_->stop(3s);
   t.join();
   EXPECT_NE(out.find("recv GOAWAY frame"), std::string::npos) << out;
@@ -487,7 +487,7 @@ TEST_F(HttpServerTest, ClientMultiplexesOnOneHttp2Connection) {
                done++;
              }});
   }
-  ASSERT_TRUE(testing::waitFor([&] { return done == 200; }, 10s));
+  ASSERT_TRUE(testing::waitFor([&] { return done == 200; }, 30s));
   EXPECT_EQ(ok, 200);
   EXPECT_EQ(c.openConnections(), 1u);
 }
@@ -505,7 +505,7 @@ TEST_F(HttpServerTest, ClientQueuesBeyondThePeersStreamLimit) {
                done++;
              }});
   }
-  ASSERT_TRUE(testing::waitFor([&] { return done == 300; }, 10s)) << "completed " << done << " of 300";
+  ASSERT_TRUE(testing::waitFor([&] { return done == 300; }, 30s)) << "completed " << done << " of 300";
   EXPECT_EQ(ok, 300);
   EXPECT_EQ(c.openConnections(), 1u);
 }
@@ -529,7 +529,7 @@ TEST_F(HttpServerTest, ClientStreamsAndCancels) {
   auto id = c.start(*Origin::parse(https()), Request{.method = "GET", .target = "/stream?n=1000&ms=10"},
                     {.onData = [received](std::string_view d) { *received += static_cast<int>(d.size()); },
                      .onComplete = [&](base::Result<Response> r) { cancelled.set_value(std::move(r)); }});
-  ASSERT_TRUE(testing::waitFor([&] { return received->load() > 0; }, 10s)) << "the stream never started";
+  ASSERT_TRUE(testing::waitFor([&] { return received->load() > 0; }, 30s)) << "the stream never started";
   c.cancel(id);
   auto cr = cancelled.get_future().get();
   ASSERT_FALSE(cr.ok());

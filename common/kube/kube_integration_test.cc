@@ -149,7 +149,7 @@ TEST_F(KubeTest, InformerCacheEqualsAFreshListAfterTenThousandRandomWrites) {
     return v && v->is_string() ? std::vector<std::string>{std::string(v->get_string())} : std::vector<std::string>{};
   });
   inf.start();
-  ASSERT_TRUE(inf.waitForSync(10s));
+  ASSERT_TRUE(inf.waitForSync(30s));
   std::vector<std::thread> writers;
   // Every write's answer is tallied: applied, or the one refusal its race
   // allows (create of a name that exists, patch or delete of one that does
@@ -200,9 +200,9 @@ TEST_F(KubeTest, InformerCacheEqualsAFreshListAfterTenThousandRandomWrites) {
   for (int op = 0; op < 3; ++op) EXPECT_GT(applied[op].load(), 1000) << "op " << op;
   EXPECT_EQ(applied[0] + applied[1] + applied[2] + refused + failed, 10000);
   auto want = freshList(*c);
-  ASSERT_TRUE(testing::waitFor([&] { return cacheView(inf) == want; }, 10s))
+  ASSERT_TRUE(testing::waitFor([&] { return cacheView(inf) == want; }, 30s))
       << "cache " << cacheView(inf).size() << " vs list " << want.size();
-  EXPECT_TRUE(testing::waitFor([&] { return view.snapshot() == want; }, 5s));
+  EXPECT_TRUE(testing::waitFor([&] { return view.snapshot() == want; }, 30s));
   EXPECT_EQ(view.duplicates, 0);
   // The index agrees with the objects.
   size_t indexed = 0;
@@ -219,7 +219,7 @@ TEST_F(KubeTest, KilledServerMidWatchEndsWithACorrectCache) {
   HandlerView view;
   inf.addHandler(view.handler());
   inf.start();
-  ASSERT_TRUE(inf.waitForSync(10s));
+  ASSERT_TRUE(inf.waitForSync(30s));
   server_.stop(SIGKILL);
   startServer();  // same port, same data
   // Changes made while the informer reconnects: updates, deletes, new objects.
@@ -232,7 +232,7 @@ TEST_F(KubeTest, KilledServerMidWatchEndsWithACorrectCache) {
   auto want = freshList(*c2);
   ASSERT_EQ(want.size(), 15u);
   ASSERT_TRUE(testing::waitFor([&] { return cacheView(inf) == want; }, 20s)) << server_.log();
-  EXPECT_TRUE(testing::waitFor([&] { return view.snapshot() == want; }, 5s));
+  EXPECT_TRUE(testing::waitFor([&] { return view.snapshot() == want; }, 30s));
   EXPECT_EQ(view.duplicates, 0);
   EXPECT_GE(inf.stats().watches, 2u);  // it watched again after the kill
 }
@@ -248,7 +248,7 @@ TEST_F(KubeTest, CompactionGivesGoneAndACleanRelist) {
   HandlerView view;
   inf.addHandler(view.handler());
   inf.start();
-  ASSERT_TRUE(inf.waitForSync(10s));
+  ASSERT_TRUE(inf.waitForSync(30s));
   // Writes elsewhere move the revision on and compaction passes the
   // informer's: its next resume gets 410 Gone, and it relists.
   for (int i = 0; i < 50; ++i) {
@@ -256,11 +256,11 @@ TEST_F(KubeTest, CompactionGivesGoneAndACleanRelist) {
     cm["metadata"].as_object()["namespace"] = "busy";
     ASSERT_TRUE(c->create(resources::kConfigMaps, "busy", cm));
   }
-  ASSERT_TRUE(testing::waitFor([&] { return inf.stats().gone >= 1; }, 10s)) << "no 410 seen";
+  ASSERT_TRUE(testing::waitFor([&] { return inf.stats().gone >= 1; }, 30s)) << "no 410 seen";
   ASSERT_TRUE(c->remove(resources::kConfigMaps, "default", "g0"));  // after the relist, still seen
   auto want = freshList(*c);
-  ASSERT_TRUE(testing::waitFor([&] { return cacheView(inf) == want; }, 10s));
-  EXPECT_TRUE(testing::waitFor([&] { return view.snapshot() == want; }, 5s));
+  ASSERT_TRUE(testing::waitFor([&] { return cacheView(inf) == want; }, 30s));
+  EXPECT_TRUE(testing::waitFor([&] { return view.snapshot() == want; }, 30s));
   EXPECT_EQ(view.duplicates, 0);
   EXPECT_GE(inf.stats().lists, 2u);  // relisted after the 410
 }
@@ -291,7 +291,7 @@ TEST_F(KubeTest, WorkQueueDeduplicatesAndNeverHandsAKeyToTwoWorkers) {
         q.done(*key);
       }
     });
-    ASSERT_TRUE(testing::waitFor([&] { std::lock_guard g(mu); return times["again"] == 2; }, 10s));
+    ASSERT_TRUE(testing::waitFor([&] { std::lock_guard g(mu); return times["again"] == 2; }, 30s));
     q.shutDownWithDrain();
     worker.join();
     for (int k = 0; k < 10; ++k) EXPECT_EQ(times["k" + std::to_string(k)], 1) << "k" << k;
@@ -344,7 +344,7 @@ TEST_F(KubeTest, WorkQueueDeduplicatesAndNeverHandsAKeyToTwoWorkers) {
       if (afterLastAdd["k" + std::to_string(k)] == 0) return false;
     }
     return afterLastAdd["slow"] > 0;
-  }, 10s)) << "a key added was never processed afterwards";
+  }, 30s)) << "a key added was never processed afterwards";
   q.shutDownWithDrain();
   for (auto& t : workers) t.join();
   EXPECT_EQ(overlaps.load(), 0);
@@ -448,12 +448,12 @@ TEST_F(KubeTest, KubectlLiteGetsWatchesAndLeads) {
   ASSERT_TRUE(c->create(resources::kConfigMaps, "default", configMap("marker", "0")));
   {
     testing::Background watch(k + "watch cm -n default");
-    ASSERT_TRUE(watch.waitForLine([](const std::string& l) { return l.starts_with("ADDED default/marker "); }, 10s))
+    ASSERT_TRUE(watch.waitForLine([](const std::string& l) { return l.starts_with("ADDED default/marker "); }, 30s))
         << watch.output();
     ASSERT_TRUE(c->create(resources::kConfigMaps, "default", configMap("seen", "1")));
     ASSERT_TRUE(c->patch(resources::kConfigMaps, "default", "seen", PatchType::kMerge, R"({"data":{"v":"2"}})"));
     ASSERT_TRUE(c->remove(resources::kConfigMaps, "default", "seen"));
-    ASSERT_TRUE(watch.waitForLine([](const std::string& l) { return l.starts_with("DELETED default/seen "); }, 10s))
+    ASSERT_TRUE(watch.waitForLine([](const std::string& l) { return l.starts_with("DELETED default/seen "); }, 30s))
         << watch.output();
     watch.stop(SIGTERM);
     std::vector<std::string> seen;
@@ -464,7 +464,7 @@ TEST_F(KubeTest, KubectlLiteGetsWatchesAndLeads) {
   }
   // lead: takes the free Lease (the API shows it as holder), and lets go on SIGTERM.
   testing::Background lead("exec " + k + "lead lite-lease --identity one -n default 2>/dev/null");  // stdout only
-  ASSERT_TRUE(lead.waitForLine([](const std::string& l) { return l == "leading as one"; }, 10s)) << lead.output();
+  ASSERT_TRUE(lead.waitForLine([](const std::string& l) { return l == "leading as one"; }, 30s)) << lead.output();
   auto lease = c->get(resources::kLeases, "default", "lite-lease");
   ASSERT_TRUE(lease) << lease.error().message();
   const json::value* holder = lease->at("spec").as_object().if_contains("holderIdentity");
@@ -484,6 +484,8 @@ TEST_F(KubeTest, ControllerReconcilesRequeuesFailuresAndRecordsAggregatedEvents)
   base::Registry metrics;
   std::mutex mu;
   std::map<std::string, int> reconciles;
+  std::string steadySaw;  // the data "steady" had when last reconciled
+  int steadyEvents = 0;   // events recorded for it
   Controller ctl({.name = "test", .workers = 2, .metrics = &metrics}, [&](const std::string& key) -> base::Status {
     int n;
     {
@@ -491,44 +493,60 @@ TEST_F(KubeTest, ControllerReconcilesRequeuesFailuresAndRecordsAggregatedEvents)
       n = ++reconciles[key];
     }
     if (key == "default/flaky" && n == 1) return base::makeError(base::ErrorCode::kUnavailable, "first try fails");
-    if (auto obj = cms->get(key)) events.record(*obj, "Normal", "Reconciled", "seen by the test controller");
+    if (auto obj = cms->get(key)) {
+      events.record(*obj, "Normal", "Reconciled", "seen by the test controller");
+      if (key == "default/steady") {
+        std::lock_guard g(mu);
+        ++steadyEvents;
+        const json::value* d = obj->if_contains("data");
+        const json::value* v = d && d->is_object() ? d->get_object().if_contains("v") : nullptr;
+        steadySaw = v && v->is_string() ? std::string(v->get_string()) : "";
+      }
+    }
     return {};
   });
   ctl.watch(*cms);
   informers.start();
-  ASSERT_TRUE(informers.waitForSync(10s));
+  ASSERT_TRUE(informers.waitForSync(30s));
   std::jthread runner([&](std::stop_token st) { ctl.run(st); });
   ASSERT_TRUE(c->create(resources::kConfigMaps, "default", configMap("steady", "1")));
   ASSERT_TRUE(c->create(resources::kConfigMaps, "default", configMap("flaky", "1")));
   ASSERT_TRUE(testing::waitFor([&] {
     std::lock_guard g(mu);
     return reconciles["default/flaky"] >= 2 && reconciles["default/steady"] >= 1;
-  }, 10s));
-  // Three more changes to "steady": the same event again, aggregated into one with a count.
+  }, 30s));
+  // Three more changes to "steady", each waited for until a reconcile has seen
+  // it: the same event again, aggregated into one Event with a count.
   for (int i = 2; i <= 4; ++i) {
     ASSERT_TRUE(c->patch(resources::kConfigMaps, "default", "steady", PatchType::kMerge,
                          R"({"data":{"v":")" + std::to_string(i) + "\"}}"));
     ASSERT_TRUE(testing::waitFor([&] {
       std::lock_guard g(mu);
-      return reconciles["default/steady"] >= i;
-    }, 10s));
+      return steadySaw == std::to_string(i);
+    }, 20s));
   }
-  events.flush();
   runner.request_stop();
   runner.join();
+  events.flush();
+  int recorded;
+  {
+    std::lock_guard g(mu);
+    recorded = steadyEvents;  // at least 4; more if a change was reconciled twice
+  }
+  ASSERT_GE(recorded, 4);
   auto list = c->list(resources::kEvents, "default", {.fieldSelector = "involvedObject.name=steady"});
   ASSERT_TRUE(list);
   ASSERT_EQ(list->items.size(), 1u) << "repeats were not aggregated";
   const json::object& ev = list->items[0];
   EXPECT_EQ(ev.at("reason").as_string(), "Reconciled");
-  EXPECT_EQ(ev.at("count").as_int64(), 4);
+  EXPECT_EQ(ev.at("count").as_int64(), recorded);
   EXPECT_EQ(ev.at("involvedObject").at("kind").as_string(), "ConfigMap");
   std::string text = metrics.render();
   EXPECT_NE(text.find("trellis_controller_reconcile_errors_total{controller=\"test\"} 1"), std::string::npos) << text;
   // kubectl describe shows the event (filtered by the object's uid).
   auto d = testing::run("kubectl --kubeconfig " + server_.kubeconfig() + " describe cm steady");
   EXPECT_NE(d.out.find("Reconciled"), std::string::npos) << d.out;
-  EXPECT_NE(d.out.find("(x4 over"), std::string::npos) << d.out;
+  EXPECT_NE(d.out.find("(x" + std::to_string(recorded) + " over"), std::string::npos) << d.out;
 }
 
 TEST_F(KubeTest, RetriesHonourRetryAfterAndTheRateLimiterPaces) {
@@ -591,14 +609,14 @@ TEST_F(KubeTest, LabelIndexAndResync) {
   inf.addIndex("app", labelIndex("app"));
   inf.addHandler({.onUpdate = [&](const ObjectPtr& a, const ObjectPtr& b) { resyncs += a == b; }});
   inf.start();
-  ASSERT_TRUE(inf.waitForSync(10s));
+  ASSERT_TRUE(inf.waitForSync(30s));
   EXPECT_EQ(inf.byIndex("app", "web").size(), 3u);
   EXPECT_EQ(inf.byIndex("app", "db").size(), 3u);
   ASSERT_TRUE(c->patch(resources::kConfigMaps, "default", "l0", PatchType::kMerge, R"({"metadata":{"labels":{"app":"web"}}})"));
-  ASSERT_TRUE(testing::waitFor([&] { return inf.byIndex("app", "web").size() == 4; }, 5s));
+  ASSERT_TRUE(testing::waitFor([&] { return inf.byIndex("app", "web").size() == 4; }, 30s));
   EXPECT_EQ(inf.byIndex("app", "db").size(), 2u);
   // Resync: every object handed to onUpdate as unchanged, once per period.
-  ASSERT_TRUE(testing::waitFor([&] { return resyncs.load() >= 6; }, 5s));
+  ASSERT_TRUE(testing::waitFor([&] { return resyncs.load() >= 6; }, 30s));
 }
 
 TEST_F(KubeTest, InformerOverHttp1ChunkedWatch) {
@@ -613,12 +631,12 @@ TEST_F(KubeTest, InformerOverHttp1ChunkedWatch) {
   HandlerView view;
   inf.addHandler(view.handler());
   inf.start();
-  ASSERT_TRUE(inf.waitForSync(10s));
+  ASSERT_TRUE(inf.waitForSync(30s));
   for (int i = 0; i < 20; ++i) ASSERT_TRUE((*c)->create(resources::kConfigMaps, "default", configMap("h" + std::to_string(i), "1")));
   ASSERT_TRUE((*c)->remove(resources::kConfigMaps, "default", "h0"));
   auto want = freshList(**c);
   ASSERT_EQ(want.size(), 19u);
-  ASSERT_TRUE(testing::waitFor([&] { return view.snapshot() == want; }, 10s));
+  ASSERT_TRUE(testing::waitFor([&] { return view.snapshot() == want; }, 30s));
   EXPECT_EQ(inf.stats().lists, 1u);
 }
 

@@ -68,7 +68,7 @@ class Driver {
       ::_exit(127);
     }
     channel_ = grpc::CreateChannel("unix://" + socket_, grpc::InsecureChannelCredentials());
-    ASSERT_TRUE(channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) << log();
+    ASSERT_TRUE(channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30))) << log();
     identity = v1::Identity::NewStub(channel_);
     controller = v1::Controller::NewStub(channel_);
     group = v1::GroupController::NewStub(channel_);
@@ -1041,7 +1041,7 @@ TEST_F(CsiTest, KillNineMidCreateAndStageLeavesNothingHalfDone) {
         if (!call(*driver_->controller, &v1::Controller::Stub::CreateVolume, r, &resp).ok()) break;
         if (!stage(resp.volume().volume_id(), path("staging/" + name)).ok()) break;
       }
-      ASSERT_TRUE(trellis::testing::waitFor([&] { return killer.fired(); }, std::chrono::seconds(10)))
+      ASSERT_TRUE(trellis::testing::waitFor([&] { return killer.fired(); }, std::chrono::seconds(30)))
           << "round " << round << ": the aimed kill never fired";
     }
     driver_->kill(SIGKILL);  // reaps the killed driver
