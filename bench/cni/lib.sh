@@ -25,3 +25,25 @@ iperf_pair() {
     fi
     wait "$srv"
 }
+
+# Runs the calling script inside a "node" network namespace of its own,
+# <prefix><TAG>-node, made here with lo up (then `node_setup`, if the script
+# defines one), and removes it, every namespace <prefix><TAG>-* and WORK on
+# exit. Returns only inside the namespace: the outer invocation exits with
+# the inner one's status. Sets WORK, TAG and NODE.
+in_node_netns() {
+    local prefix=$1
+    WORK=${WORK:-$(mktemp -d -t trellis-bench-cni.XXXXXX)}
+    TAG=${TAG:-$$}
+    NODE=$prefix$TAG-node
+    trap 'exit 130' INT TERM
+    [[ -z ${TRELLIS_BENCH_INSIDE:-} ]] || return 0  # the outer invocation cleans up
+    # shellcheck disable=SC2064  # the names are fixed now
+    trap "for ns in \$(ip netns list | awk '{print \$1}' | grep '^$prefix$TAG-'); do ip netns del \"\$ns\"; done; rm -rf '$WORK'" EXIT
+    ip netns add "$NODE" || die "ip netns add"
+    ip netns exec "$NODE" ip link set lo up
+    if declare -F node_setup > /dev/null; then node_setup; fi
+    # Pod namespaces are made from inside too (the host's view of /var/run/netns).
+    TRELLIS_BENCH_INSIDE=1 TAG=$TAG WORK=$WORK ip netns exec "$NODE" "$0"
+    exit $?
+}

@@ -30,24 +30,7 @@ die() { echo "bench/cni: $*" >&2; exit 1; }
 [[ $(id -u) == 0 ]] || die "must run as root"
 [[ -x $TRELLIS ]] || die "build the default preset first"
 [[ -x $REF/bridge && -x $REF/host-local ]] || die "containernetworking-plugins is not installed (scripts/setup.sh)"
-WORK=${WORK:-$(mktemp -d -t trellis-bench-cni.XXXXXX)}
-TAG=${TAG:-$$}
-NODE=tb$TAG-node
-cleanup() {
-    for ns in $(ip netns list | awk '{print $1}' | grep "^tb$TAG-"); do ip netns del "$ns"; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-if [[ -z ${TRELLIS_BENCH_INSIDE:-} ]]; then
-    ip netns add "$NODE" || die "ip netns add"
-    ip netns exec "$NODE" ip link set lo up
-    # Pod namespaces are made from here (the host's view of /var/run/netns);
-    # the timing runs in the node namespace.
-    TRELLIS_BENCH_INSIDE=1 TAG=$TAG WORK=$WORK ip netns exec "$NODE" "$0"
-    exit $?
-fi
-trap - EXIT  # the outer invocation cleans up
+in_node_netns tb  # the timing runs in the node namespace
 
 conf() {  # variant -> plugin config on stdout
     case $1 in

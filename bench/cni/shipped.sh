@@ -30,28 +30,15 @@ die() { echo "bench/cni/shipped: $*" >&2; exit 1; }
 [[ $(id -u) == 0 ]] || die "must run as root"
 [[ -x $TRELLIS ]] || die "build the default preset first"
 [[ -x $REF/bridge && -x $REF/portmap && -x $REF/host-local ]] || die "containernetworking-plugins is not installed (scripts/setup.sh)"
-WORK=${WORK:-$(mktemp -d -t trellis-bench-cni.XXXXXX)}
-TAG=${TAG:-$$}
-NODE=ts$TAG-node
-cleanup() {
-    for ns in $(ip netns list | awk '{print $1}' | grep "^ts$TAG-"); do ip netns del "$ns"; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-if [[ -z ${TRELLIS_BENCH_INSIDE:-} ]]; then
-    ip netns add "$NODE" || die "ip netns add"
-    ip netns exec "$NODE" ip link set lo up
-    # The node's uplink and default route: what masquerade rules face.
+# The node's uplink and default route: what masquerade rules face.
+node_setup() {
     ip netns exec "$NODE" ip link add up0 type veth peer name up0p
     ip netns exec "$NODE" ip link set up0p up
     ip netns exec "$NODE" ip addr add 192.168.77.1/24 dev up0
     ip netns exec "$NODE" ip link set up0 up
     ip netns exec "$NODE" ip route add default via 192.168.77.254
-    TRELLIS_BENCH_INSIDE=1 TAG=$TAG WORK=$WORK ip netns exec "$NODE" "$0"
-    exit $?
-fi
-trap - EXIT  # the outer invocation cleans up
+}
+in_node_netns ts
 
 hostport() { (( $1 % 4 == 0 )) && echo $((20000 + $1)); }  # a quarter of the pods
 mappings() { printf '"runtimeConfig":{"portMappings":[{"hostPort":%s,"containerPort":80,"protocol":"tcp"}]},' "$1"; }
