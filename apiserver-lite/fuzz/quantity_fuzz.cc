@@ -6,10 +6,10 @@
 #include <limits>
 #include <string_view>
 
-#include "apiserver-lite/registry/quantity.h"
+#include "common/kube/quantity.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  auto q = trellis::apiserver::registry::parseQuantity(std::string_view(reinterpret_cast<const char*>(data), size));
+  auto q = trellis::kube::parseQuantity(std::string_view(reinterpret_cast<const char*>(data), size));
   if (q) {
     constexpr long double kMax = static_cast<long double>(std::numeric_limits<int64_t>::max());
     if (!std::isfinite(*q) || std::fabs(*q) > kMax) __builtin_trap();

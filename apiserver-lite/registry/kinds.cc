@@ -12,6 +12,8 @@
 namespace trellis::apiserver::registry {
 
 namespace json = boost::json;
+using kube::parseQuantity;
+using kube::kQuantityFormatError;
 
 namespace {
 

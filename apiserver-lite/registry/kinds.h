@@ -14,7 +14,7 @@
 
 #include <boost/json/object.hpp>
 
-#include "apiserver-lite/registry/quantity.h"
+#include "common/kube/quantity.h"
 #include "apiserver-lite/registry/resources.h"
 #include "apiserver-lite/registry/validation.h"
 

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "common/base/log.h"
+#include "common/kube/object.h"
 
 namespace trellis::kube {
 
@@ -22,15 +23,6 @@ namespace {
 const base::Logger& log() {
   static base::Logger l("events");
   return l;
-}
-
-std::string rfc3339Now() {
-  time_t now = time(nullptr);
-  tm t;
-  gmtime_r(&now, &t);
-  char buf[32];
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &t);
-  return buf;
 }
 
 std::string field(const json::object& o, std::string_view key) {

@@ -12,7 +12,7 @@
 
 #include "common/base/result.h"
 
-namespace trellis::apiserver::registry {
+namespace trellis::kube {
 
 // The messages of apimachinery's ErrFormatWrong, ErrSuffix and ErrNumeric.
 inline constexpr std::string_view kQuantityFormatError =
@@ -23,4 +23,4 @@ inline constexpr std::string_view kQuantityNumericError = "unable to parse numer
 // The quantity's value in units (bytes, cores, ...). Never throws.
 base::Result<long double> parseQuantity(std::string_view text);
 
-}  // namespace trellis::apiserver::registry
+}  // namespace trellis::kube

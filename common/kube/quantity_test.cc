@@ -1,4 +1,4 @@
-#include "apiserver-lite/registry/quantity.h"
+#include "common/kube/quantity.h"
 
 #include <cstdint>
 #include <limits>
@@ -6,7 +6,7 @@
 
 #include <gtest/gtest.h>
 
-namespace trellis::apiserver::registry {
+namespace trellis::kube {
 namespace {
 
 long double value(std::string_view q) {
@@ -69,4 +69,4 @@ TEST(Quantity, ErrorsAreApimachinerysWords) {
 }
 
 }  // namespace
-}  // namespace trellis::apiserver::registry
+}  // namespace trellis::kube

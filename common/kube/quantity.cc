@@ -1,11 +1,11 @@
-#include "apiserver-lite/registry/quantity.h"
+#include "common/kube/quantity.h"
 
 #include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 
-namespace trellis::apiserver::registry {
+namespace trellis::kube {
 
 namespace {
 
@@ -114,4 +114,4 @@ base::Result<long double> parseQuantity(std::string_view text) {
   return pieces->positive ? value : -value;
 }
 
-}  // namespace trellis::apiserver::registry
+}  // namespace trellis::kube
