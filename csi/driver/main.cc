@@ -19,7 +19,7 @@
 #include "common/base/numbers.h"
 #include "common/base/log.h"
 #include "common/base/signals.h"
-#include "common/http/server.h"
+#include "common/http/status_server.h"
 #include "csi/driver/floor.h"
 #include "csi/driver/services.h"
 
@@ -189,38 +189,18 @@ int main(int argc, char** argv) {
     log.error("serving CSI", {{"endpoint", endpoint}});
     return 1;
   }
-  std::unique_ptr<http::Server> metricsServer;
+  std::unique_ptr<http::StatusServer> metricsServer;
   if (!metricsAddress.empty()) {
-    auto hp = base::parseHostPort(metricsAddress);
-    if (!hp) {
-      log.error("--metrics-address", {{"error", hp.error().message()}});
-      return 2;
-    }
-    http::ServerOptions so;
-    so.address = hp->host;
-    so.port = hp->port;
-    so.name = "csi-metrics";
-    metricsServer = std::make_unique<http::Server>(so, [&](http::Request& req, std::shared_ptr<http::ResponseWriter> w) {
-      http::Response r;
-      r.headers.add("content-type", "text/plain; charset=utf-8");
-      if (req.path() == "/metrics") {
-        r.headers.set("content-type", base::Registry::kContentType);
-        r.body = metrics.render();
-      } else if (req.path() == "/healthz") {
-        bool ok = ::access(driver.store().poolDir().c_str(), R_OK | W_OK | X_OK) == 0;
-        r.status = ok ? 200 : 503;
-        r.body = ok ? "ok" : "pool directory not usable";
-      } else {
-        r.status = 404;
-        r.body = "not found";
-      }
-      w->respond(std::move(r));
+    auto status = http::StatusServer::start(metricsAddress, "csi-metrics", metrics, [&]() -> std::string {
+      bool ok = ::access(driver.store().poolDir().c_str(), R_OK | W_OK | X_OK) == 0;
+      return ok ? "" : "pool directory not usable";
     });
-    if (auto st = metricsServer->start(); !st) {
-      log.error("serving metrics", {{"error", st.error().message()}});
-      return 1;
+    if (!status) {
+      log.error("serving metrics", {{"error", status.error().message()}});
+      return status.error().code() == base::ErrorCode::kInvalidArgument ? 2 : 1;
     }
-    log.info("metrics", {{"address", hp->host}, {"port", metricsServer->port()}});
+    metricsServer = std::move(*status);
+    log.info("metrics", {{"address", metricsAddress}, {"port", metricsServer->port()}});
   }
   log.info("serving", {{"endpoint", "unix://" + path}, {"mode", mode}, {"node", opts.nodeId}, {"pool", driver.store().poolDir()},
                        {"driver", opts.driverName}});
@@ -240,7 +220,7 @@ int main(int argc, char** argv) {
   log.info("shutting down");
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));  // CSI calls are short
   if (registration) registration->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-  if (metricsServer) metricsServer->stop(std::chrono::seconds(1));
+  if (metricsServer) metricsServer->stop();
   std::error_code ec;
   fs::remove(path, ec);
   if (!registrationSocket.empty()) fs::remove(registrationSocket, ec);

@@ -1,0 +1,61 @@
+// The CSI Controller service of one driver, as the provisioner, attacher,
+// resizer, snapshotter and capacity publisher call it — plain structs here,
+// gRPC and the generated csi.proto code only in csi_client.cc (heavy
+// headers stay out of every controller's translation unit).
+//
+// Errors keep the sidecars' wording, "rpc error: code = NotFound desc = ...",
+// so Events read as users know them; the code maps to a base::ErrorCode
+// (NotFound → kNotFound, AlreadyExists → kAlreadyExists, InvalidArgument →
+// kInvalidArgument, ResourceExhausted/OutOfRange → kResourceExhausted,
+// FailedPrecondition → kFailedPrecondition, Aborted → kAborted,
+// DeadlineExceeded → kDeadlineExceeded, Unavailable → kUnavailable, the
+// rest → kInternal).
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/base/result.h"
+
+namespace trellis::controllers {
+
+using StringMap = std::map<std::string, std::string>;
+
+struct VolumeRequest {
+  std::string name;
+  int64_t requiredBytes = 0, limitBytes = 0;
+  bool block = false;  // raw block, else a mounted filesystem
+  std::string fsType;
+  std::vector<std::string> mountFlags;
+  std::vector<std::string> accessModes;  // Kubernetes names: ReadWriteOnce, ...
+  StringMap parameters, secrets;
+  std::vector<StringMap> requisite, preferred;  // accessibility requirements
+  std::string sourceVolumeId, sourceSnapshotId;
+};
+
+struct Volume {
+  std::string id;
+  int64_t capacityBytes = 0;
+  StringMap context;
+  std::vector<StringMap> topology;
+};
+
+class CsiController {
+ public:
+  // `endpoint`: "unix:///path/csi.sock". Connects lazily; every call has
+  // `timeout`.
+  static std::unique_ptr<CsiController> connect(const std::string& endpoint,
+                                                std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  virtual ~CsiController() = default;
+
+  virtual base::Result<std::string> driverName() = 0;  // GetPluginInfo
+  virtual base::Result<Volume> createVolume(const VolumeRequest& req) = 0;
+  virtual base::Status deleteVolume(const std::string& id, const StringMap& secrets) = 0;
+  // Every volume id the driver has (ListVolumes, all pages).
+  virtual base::Result<std::vector<std::string>> listVolumes() = 0;
+};
+
+}  // namespace trellis::controllers

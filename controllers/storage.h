@@ -1,0 +1,39 @@
+// Reading PVCs, PVs and StorageClasses: what the binder, the protection
+// controllers, the provisioner and the scheduler all need to agree on.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/json/object.hpp>
+
+namespace trellis::controllers {
+
+// Annotations of the PV controller and the external provisioner.
+inline constexpr const char* kAnnBindCompleted = "pv.kubernetes.io/bind-completed";
+inline constexpr const char* kAnnBoundByController = "pv.kubernetes.io/bound-by-controller";
+inline constexpr const char* kAnnProvisionedBy = "pv.kubernetes.io/provisioned-by";
+inline constexpr const char* kAnnStorageProvisioner = "volume.kubernetes.io/storage-provisioner";
+inline constexpr const char* kAnnBetaStorageProvisioner = "volume.beta.kubernetes.io/storage-provisioner";
+inline constexpr const char* kAnnSelectedNode = "volume.kubernetes.io/selected-node";
+inline constexpr const char* kAnnDefaultClass = "storageclass.kubernetes.io/is-default-class";
+inline constexpr const char* kNoProvisioner = "kubernetes.io/no-provisioner";
+
+// spec.resources.requests.storage of a PVC, spec.capacity.storage of a PV
+// (bytes; nullopt when missing or malformed).
+std::optional<long double> claimRequest(const boost::json::object& pvc);
+std::optional<long double> volumeCapacity(const boost::json::object& pv);
+
+std::vector<std::string> accessModes(const boost::json::object& obj);  // spec.accessModes
+std::string_view volumeMode(const boost::json::object& obj);           // "Filesystem" when unset
+std::string_view claimClass(const boost::json::object& pvc);           // spec.storageClassName
+bool waitsForFirstConsumer(const boost::json::object& storageClass);
+// The provisioner a claim waits for (the annotation, new or beta).
+std::string_view claimProvisioner(const boost::json::object& pvc);
+
+// "ns/name" of the claim a PV's claimRef names ("" when none).
+std::string claimRefKey(const boost::json::object& pv);
+
+}  // namespace trellis::controllers
