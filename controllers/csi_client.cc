@@ -125,6 +125,22 @@ class GrpcController : public CsiController {
     return {};
   }
 
+  base::Result<Capacity> getCapacity(const StringMap& parameters, const StringMap& segment) override {
+    v1::GetCapacityRequest req;
+    for (const auto& [k, v] : parameters) (*req.mutable_parameters())[k] = v;
+    if (!segment.empty()) {
+      for (const auto& [k, v] : segment) (*req.mutable_accessible_topology()->mutable_segments())[k] = v;
+    }
+    grpc::ClientContext ctx;
+    deadline(ctx);
+    v1::GetCapacityResponse resp;
+    grpc::Status s = controller_->GetCapacity(&ctx, req, &resp);
+    if (!s.ok()) return rpcError(s);
+    Capacity c{resp.available_capacity(), std::nullopt};
+    if (resp.has_maximum_volume_size()) c.maximumVolumeSize = resp.maximum_volume_size().value();
+    return c;
+  }
+
   base::Result<std::vector<std::string>> listVolumes() override {
     std::vector<std::string> ids;
     std::string token;

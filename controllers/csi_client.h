@@ -15,6 +15,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,11 @@ struct Volume {
   std::vector<StringMap> topology;
 };
 
+struct Capacity {
+  int64_t available = 0;
+  std::optional<int64_t> maximumVolumeSize;
+};
+
 class CsiController {
  public:
   // `endpoint`: "unix:///path/csi.sock". Connects lazily; every call has
@@ -54,6 +60,8 @@ class CsiController {
   virtual base::Result<std::string> driverName() = 0;  // GetPluginInfo
   virtual base::Result<Volume> createVolume(const VolumeRequest& req) = 0;
   virtual base::Status deleteVolume(const std::string& id, const StringMap& secrets) = 0;
+  // GetCapacity for a class's parameters in one topology segment.
+  virtual base::Result<Capacity> getCapacity(const StringMap& parameters, const StringMap& segment) = 0;
   // Every volume id the driver has (ListVolumes, all pages).
   virtual base::Result<std::vector<std::string>> listVolumes() = 0;
 };

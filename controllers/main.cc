@@ -64,6 +64,10 @@ int main(int argc, char** argv) {
   app.add_option("--controllers", controllersList, controllerHelp())->capture_default_str();
   app.add_option("--root-ca-file", rootCaFile,
                  "the CA published as kube-root-ca.crt in every namespace (default: the CA the kubeconfig trusts)");
+  app.add_option("--capacity-namespace", opts.capacityNamespace, "namespace of the CSIStorageCapacity objects")
+      ->capture_default_str();
+  double capacityPoll = 60;
+  app.add_option("--capacity-poll-interval", capacityPoll, "seconds between GetCapacity refreshes")->capture_default_str();
   app.add_option("--concurrent-workers", opts.workers, "workers per controller (the scheduler, binder and nodeipam use one)")
       ->capture_default_str();
   app.add_option("--metrics-address", metricsAddress, "serve /metrics and /healthz over HTTP on HOST:PORT");
@@ -80,6 +84,7 @@ int main(int argc, char** argv) {
   base::applyCommonFlags(common);
   base::Logger log("controllers");
 
+  opts.capacityPollInterval = std::chrono::milliseconds(static_cast<int64_t>(capacityPoll * 1000));
   opts.profile = profileName == "cluster" ? Profile::kCluster : Profile::kLocal;
   opts.csiEndpoint = csiEndpoint;
   for (std::string_view rest = clusterCidr; !rest.empty();) {

@@ -20,6 +20,8 @@ const std::vector<ControllerInfo>& allControllers() {
        makePvProtection},
       {"csi-provisioner", true, true, true, "CreateVolume/DeleteVolume for the driver's StorageClasses",
        makeProvisioner},
+      {"csi-capacity", true, true, true, "CSIStorageCapacity per StorageClass and node topology, from GetCapacity",
+       makeCapacityPublisher},
       {"scheduler", true, false, false, "binds pending pods to nodes", makeScheduler},
       {"endpointslice", true, false, false, "EndpointSlices of the pods each Service selects", makeEndpointSlices},
       {"endpoints", true, false, false, "the legacy Endpoints object of each Service", makeEndpoints},

@@ -38,6 +38,8 @@ struct Options {
   std::string rootCaPem;  // for kube-root-ca.crt
   int workers = 4;
   std::chrono::milliseconds nodeMonitorGracePeriod{40'000};
+  std::string capacityNamespace = "kube-system";  // where CSIStorageCapacity objects go
+  std::chrono::milliseconds capacityPollInterval{60'000};
 };
 
 // One Event recorder per reporting component ("default-scheduler",
@@ -104,6 +106,7 @@ std::unique_ptr<Runnable> makePvcProtection(Context& ctx);
 std::unique_ptr<Runnable> makePvProtection(Context& ctx);
 std::unique_ptr<Runnable> makeBinder(Context& ctx);
 std::unique_ptr<Runnable> makeProvisioner(Context& ctx);
+std::unique_ptr<Runnable> makeCapacityPublisher(Context& ctx);
 std::unique_ptr<Runnable> makeScheduler(Context& ctx);
 std::unique_ptr<Runnable> makeNodeIpam(Context& ctx);
 std::unique_ptr<Runnable> makeEndpointSlices(Context& ctx);

@@ -34,19 +34,10 @@ using kube::resources::kStorageClasses;
 constexpr const char* kProvisioningFinalizer = "trellis.dev/provisioning";
 constexpr const char* kPvFinalizer = "external-provisioner.volume.kubernetes.io/finalizer";
 constexpr const char* kPrefix = "csi.storage.k8s.io/";
-constexpr const char* kDefaultTopologyKey = "topology.csi.trellis.dev/node";
 
 const base::Logger& log() {
   static base::Logger l("provisioner");
   return l;
-}
-
-// Bytes as the sidecar writes them (a BinarySI Quantity: "1Gi", "1536Mi").
-std::string bytesQuantity(int64_t bytes) {
-  static const char* suffixes[] = {"", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"};
-  int i = 0;
-  while (i < 6 && bytes != 0 && bytes % 1024 == 0) bytes /= 1024, ++i;
-  return std::to_string(bytes) + suffixes[i];
 }
 
 // A Secret's data, decoded.
@@ -184,26 +175,11 @@ class Provisioner : public Reconciler {
   }
 
   std::vector<StringMap> topologyOf(const std::string& nodeName) {
-    StringMap segs;
     kube::ObjectPtr node = nodes_->get(nodeName);
     kube::ObjectPtr csiNode = csiNodes_->get(nodeName);
-    if (node && csiNode) {
-      if (const json::array* drivers = kube::array(*csiNode, {"spec", "drivers"})) {
-        for (const json::value& d : *drivers) {
-          if (!d.is_object() || kube::str(d.get_object(), {"name"}) != driver()) continue;
-          if (const json::array* keys = kube::array(d.get_object(), {"topologyKeys"})) {
-            auto nodeLabels = kube::labels(*node);
-            for (const json::value& k : *keys) {
-              if (k.is_string() && nodeLabels.count(std::string(k.get_string()))) {
-                segs.emplace(k.get_string(), nodeLabels[std::string(k.get_string())]);
-              }
-            }
-          }
-        }
-      }
-    }
-    if (segs.empty()) segs.emplace(kDefaultTopologyKey, nodeName);
-    return {segs};
+    auto segs = node ? driverSegment(*node, csiNode.get(), driver()) : std::nullopt;
+    if (!segs || segs->empty()) return {StringMap{{kDriverTopologyKey, nodeName}}};
+    return {*segs};
   }
 
   // Every combination of the class's allowedTopologies terms' values.

@@ -30,6 +30,8 @@ namespace trellis::controllers {
 namespace {
 
 namespace json = boost::json;
+using kube::resources::kCSIDrivers;
+using kube::resources::kCSIStorageCapacities;
 using kube::resources::kNodes;
 using kube::resources::kPersistentVolumeClaims;
 using kube::resources::kPersistentVolumes;
@@ -131,7 +133,9 @@ class Scheduler : public Reconciler {
         nodes_(ctx.informers.get(kNodes)),
         pvcs_(ctx.informers.get(kPersistentVolumeClaims)),
         pvs_(ctx.informers.get(kPersistentVolumes)),
-        classes_(ctx.informers.get(kStorageClasses)) {
+        classes_(ctx.informers.get(kStorageClasses)),
+        drivers_(ctx.informers.get(kCSIDrivers)),
+        capacities_(ctx.informers.get(kCSIStorageCapacities)) {
     indexPodsByNode(*pods_);
     indexPodsByClaim(*pods_);
     pods_->addHandler({.onAdd = [this](const kube::ObjectPtr& p) { podChanged(*p, false); },
@@ -143,6 +147,11 @@ class Scheduler : public Reconciler {
                           if (o != n) enqueuePending();
                         },
                         .onDelete = retryPending});
+    capacities_->addHandler({.onAdd = retryPending,
+                             .onUpdate = [this](const kube::ObjectPtr& o, const kube::ObjectPtr& n) {
+                               if (o != n) enqueuePending();
+                             },
+                             .onDelete = retryPending});
     auto claimChanged = [this](const kube::ObjectPtr& c) {
       for (const kube::ObjectPtr& p : pods_->byIndex(kPodsByClaim, kube::objectKey(*c))) {
         if (kube::str(*p, {"spec", "nodeName"}).empty()) controller_.enqueue(kube::objectKey(*p));
@@ -196,6 +205,7 @@ class Scheduler : public Reconciler {
     std::vector<kube::ObjectPtr> delayed;           // unbound WaitForFirstConsumer claims
     std::string selectedNode;                       // chosen earlier for one of them
     std::vector<const json::array*> allowed;        // their classes' allowedTopologies
+    std::vector<std::pair<kube::ObjectPtr, long double>> needCapacity;  // (class, bytes) where capacity is tracked
     std::string podLevelFailure;
   };
 
@@ -232,6 +242,10 @@ class Scheduler : public Reconciler {
       }
       v.delayed.push_back(pvc);
       pinned_.push_back(sc);
+      kube::ObjectPtr driver = drivers_->get(std::string(kube::str(*sc, {"provisioner"})));
+      if (driver && kube::boolean(*driver, {"spec", "storageCapacity"}) && kube::annotation(*pvc, kAnnSelectedNode).empty()) {
+        v.needCapacity.emplace_back(sc, claimRequest(*pvc).value_or(0));
+      }
       if (const json::array* at = kube::array(*sc, {"allowedTopologies"})) v.allowed.push_back(at);
       if (auto sel = kube::annotation(*pvc, kAnnSelectedNode); !sel.empty()) v.selectedNode = sel;
     }
@@ -365,6 +379,9 @@ class Scheduler : public Reconciler {
     for (const json::array* allowed : vols.allowed) {
       if (!topologyAllows(*allowed, node)) return {"node(s) didn't find available persistent volumes to bind"};
     }
+    for (const auto& [sc, bytes] : vols.needCapacity) {
+      if (!hasCapacity(*sc, bytes, node)) return {"node(s) did not have enough free storage"};
+    }
     for (const json::object* term : requiredTerms(pod, "podAffinity")) {
       if (!affinityTermMatches(*term, pod, node, nodes, nullptr)) return {"node(s) didn't match pod affinity rules"};
     }
@@ -384,6 +401,22 @@ class Scheduler : public Reconciler {
       }
     }
     return {};
+  }
+
+  // Whether a CSIStorageCapacity of the class, for a segment the node is in,
+  // can hold `bytes` (maximumVolumeSize when given, else capacity).
+  bool hasCapacity(const json::object& sc, long double bytes, const json::object& node) {
+    auto nodeLabels = kube::labels(node);
+    for (const kube::ObjectPtr& c : capacities_->list()) {
+      if (kube::str(*c, {"storageClassName"}) != kube::objectName(sc)) continue;
+      auto sel = kube::LabelSelector::fromJson(kube::field(*c, {"nodeTopology"}));
+      if (!sel || !sel->matches(nodeLabels)) continue;
+      std::string_view q = kube::str(*c, {"maximumVolumeSize"});
+      if (q.empty()) q = kube::str(*c, {"capacity"});
+      auto have = kube::parseQuantity(q);
+      if (have && *have >= bytes) return true;
+    }
+    return false;
   }
 
   // Least allocated: the mean free fraction of cpu and memory after placing.
@@ -445,6 +478,7 @@ class Scheduler : public Reconciler {
     if (!best) {
       std::vector<std::string> parts;
       for (const auto& [why, n] : reasons) parts.push_back(fmt::format("{} {}", n, why));
+      std::sort(parts.begin(), parts.end());  // as kube-scheduler sorts them, counts included
       return unschedulable(*pod, fmt::format("0/{} nodes are available: {}. preemption: 0/{} nodes are available: {} "
                                              "Preemption is not helpful for scheduling.",
                                              nodes.size(), fmt::join(parts, ", "), nodes.size(), nodes.size()));
@@ -512,7 +546,7 @@ class Scheduler : public Reconciler {
   }
 
   kube::EventRecorder& events_;
-  std::shared_ptr<kube::Informer> pods_, nodes_, pvcs_, pvs_, classes_;
+  std::shared_ptr<kube::Informer> pods_, nodes_, pvcs_, pvs_, classes_, drivers_, capacities_;
   std::map<std::string, std::pair<std::string, kube::ObjectPtr>> assumed_;        // pod -> (node, pod)
   std::map<std::string, std::pair<kube::ObjectPtr, Requests>> reqCache_;          // pod -> requests of that version
   std::vector<kube::ObjectPtr> pinned_;  // keeps objects alive that VolumeConstraints points into

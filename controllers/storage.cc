@@ -45,6 +45,35 @@ std::string_view claimProvisioner(const json::object& pvc) {
   return p.empty() ? kube::annotation(pvc, kAnnBetaStorageProvisioner) : p;
 }
 
+std::optional<std::map<std::string, std::string>> driverSegment(const json::object& node, const json::object* csiNode,
+                                                                std::string_view driver) {
+  auto nodeLabels = kube::labels(node);
+  if (const json::array* drivers = csiNode ? kube::array(*csiNode, {"spec", "drivers"}) : nullptr) {
+    for (const json::value& d : *drivers) {
+      if (!d.is_object() || kube::str(d.get_object(), {"name"}) != driver) continue;
+      std::map<std::string, std::string> segs;
+      if (const json::array* keys = kube::array(d.get_object(), {"topologyKeys"})) {
+        for (const json::value& k : *keys) {
+          if (!k.is_string()) continue;
+          auto it = nodeLabels.find(std::string(k.get_string()));
+          if (it != nodeLabels.end()) segs.emplace(it->first, it->second);
+        }
+      }
+      return segs;
+    }
+  }
+  auto it = nodeLabels.find(kDriverTopologyKey);
+  if (it == nodeLabels.end()) return std::nullopt;
+  return std::map<std::string, std::string>{{it->first, it->second}};
+}
+
+std::string bytesQuantity(int64_t bytes) {
+  static const char* suffixes[] = {"", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"};
+  int i = 0;
+  while (i < 6 && bytes != 0 && bytes % 1024 == 0) bytes /= 1024, ++i;
+  return std::to_string(bytes) + suffixes[i];
+}
+
 std::string claimRefKey(const json::object& pv) {
   const json::object* ref = kube::child(pv, {"spec", "claimRef"});
   if (!ref) return {};

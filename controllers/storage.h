@@ -2,6 +2,7 @@
 // controllers, the provisioner and the scheduler all need to agree on.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -32,6 +33,18 @@ std::string_view claimClass(const boost::json::object& pvc);           // spec.s
 bool waitsForFirstConsumer(const boost::json::object& storageClass);
 // The provisioner a claim waits for (the annotation, new or beta).
 std::string_view claimProvisioner(const boost::json::object& pvc);
+
+inline constexpr const char* kDriverTopologyKey = "topology.csi.trellis.dev/node";
+
+// The driver's topology segment on a node: the node's values of the
+// topologyKeys its CSINode lists for the driver or, without that, of the
+// node's topology.csi.trellis.dev/node label; nullopt when neither.
+std::optional<std::map<std::string, std::string>> driverSegment(const boost::json::object& node,
+                                                                const boost::json::object* csiNode,
+                                                                std::string_view driver);
+
+// Bytes as the sidecars write them (a BinarySI Quantity: "1Gi", "1536Mi").
+std::string bytesQuantity(int64_t bytes);
 
 // "ns/name" of the claim a PV's claimRef names ("" when none).
 std::string claimRefKey(const boost::json::object& pv);

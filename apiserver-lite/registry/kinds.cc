@@ -647,6 +647,7 @@ std::vector<std::string_view> topLevelFields(const ResourceInfo& r) {
     return {"provisioner", "parameters", "reclaimPolicy", "mountOptions", "allowVolumeExpansion", "volumeBindingMode",
             "allowedTopologies"};
   }
+  if (k == "CSIStorageCapacity") return {"nodeTopology", "storageClassName", "capacity", "maximumVolumeSize"};
   if (k == "Role") return {"rules"};
   if (k == "ClusterRole") return {"rules", "aggregationRule"};
   if (k == "RoleBinding" || k == "ClusterRoleBinding") return {"subjects", "roleRef"};
@@ -948,6 +949,14 @@ FieldErrors validateKind(const ResourceInfo& r, const json::object& o, const jso
       std::string f = idx("spec.drivers", i);
       if (str((*drivers)[i].get_object(), "name").empty()) e.required(f + ".name");
       if (str((*drivers)[i].get_object(), "nodeID").empty()) e.required(f + ".nodeID");
+    }
+  } else if (g == "storage.k8s.io" && k == "CSIStorageCapacity") {
+    if (str(o, "storageClassName").empty()) e.required("storageClassName");
+    if (old && str(*old, "storageClassName") != str(o, "storageClassName")) {
+      e.invalid("storageClassName", str(o, "storageClassName"), "field is immutable");
+    }
+    if (old && obj(*old, "nodeTopology") && obj(o, "nodeTopology") && *obj(*old, "nodeTopology") != *obj(o, "nodeTopology")) {
+      e.invalidRaw("nodeTopology", render(*obj(o, "nodeTopology")), "field is immutable");
     }
   } else if (g == "discovery.k8s.io" && k == "EndpointSlice") {
     e.oneOf("addressType", str(o, "addressType"), {"FQDN", "IPv4", "IPv6"});

@@ -49,6 +49,7 @@ const std::vector<ResourceInfo>& servedResources() {
     add("storage.k8s.io", "v1", "CSIDriver", "csidrivers", false, {});
     add("storage.k8s.io", "v1", "CSINode", "csinodes", false, {});
     add("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", false, {}, {"status"});
+    add("storage.k8s.io", "v1", "CSIStorageCapacity", "csistoragecapacities", true, {});
     // networking.k8s.io/v1
     add("networking.k8s.io", "v1", "Ingress", "ingresses", true, {"ing"}, {"status"});
     add("networking.k8s.io", "v1", "IngressClass", "ingressclasses", false, {});

@@ -395,6 +395,8 @@ const std::vector<Column>& columnsOf(const ResourceInfo& r) {
                       {"RequiresRepublish", "string", 0, text({"spec", "requiresRepublish"}, "false")},
                       {"Modes", "string", 0, [](const json::object& o, std::time_t) { return json::value(joinArray(o, {"spec", "volumeLifecycleModes"}, "Persistent")); }},
                       ageCol};
+    m["CSIStorageCapacity"] = {name, {"StorageClassName", "string", 0, text({"storageClassName"})},
+                               {"Capacity", "string", 0, text({"capacity"})}, ageCol};
     m["CSINode"] = {name, {"Drivers", "integer", 0, [](const json::object& o, std::time_t) { return json::value(int64_t(count(o, {"spec", "drivers"}))); }}, ageCol};
     m["VolumeAttachment"] = {name, {"Attacher", "string", 0, text({"spec", "attacher"})},
                              {"PV", "string", 0, text({"spec", "source", "persistentVolumeName"})},

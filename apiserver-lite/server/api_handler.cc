@@ -692,7 +692,7 @@ struct ApiHandler::Impl {
                     const json::object& old, const KeyValue& current, Part part, bool dryRun,
                     const std::shared_ptr<http::ResponseWriter>& w, std::function<bool()> retryOnConflict);
   void remove(const ResourceInfo& r, std::string_view ns, std::string_view name, bool dryRun,
-              const std::shared_ptr<http::ResponseWriter>& w);
+              const std::shared_ptr<http::ResponseWriter>& w, int tries = 0);
   void patch(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req, Part part,
              const std::shared_ptr<http::ResponseWriter>& w);
   std::optional<ApiError> checkNamespace(std::string_view ns);
@@ -1784,9 +1784,18 @@ void ApiHandler::Impl::deleteCollection(const ResourceInfo& r, std::string_view 
   }
 }
 
+// Marking an object deleted (finalizers hold it) is a write of the object
+// read from the cache; if it changed meanwhile the mark is made again on the
+// new version, as kube-apiserver's GuaranteedUpdate does: a DELETE without
+// preconditions never fails with a Conflict.
 void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::string_view name, bool dryRun,
-                              const std::shared_ptr<http::ResponseWriter>& w) {
-  std::string n(name);
+                              const std::shared_ptr<http::ResponseWriter>& w, int tries) {
+  std::string n(name), nsName(ns);
+  auto again = [this, &r, nsName, n, dryRun, w, tries](const base::Error& e) {
+    if (e.code() != base::ErrorCode::kConflict || tries >= 8) return false;
+    remove(r, nsName, n, dryRun, w, tries + 1);
+    return true;
+  };
   auto current = cache.get(r.key(ns, name));
   if (!current) return sendError(w, ApiError::notFound(r, name));
   auto obj = decode(*current);
@@ -1803,7 +1812,8 @@ void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::s
     meta.erase("resourceVersion");
     (*obj)["status"] = json::object{{"phase", "Terminating"}};
     return write(Write{Write::Op::kUpdate, current->key, json::serialize(*obj), current->modRevision}, dryRun,
-                 [this, w, &r, n](base::Result<KeyValue> kv) {
+                 [this, w, &r, n, again](base::Result<KeyValue> kv) {
+                   if (!kv && again(kv.error())) return;
                    if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
                    sendJson(w, 200, *decode(*kv));
                    wakeFinalizer();
@@ -1817,7 +1827,8 @@ void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::s
     meta["deletionGracePeriodSeconds"] = 0;
     meta.erase("resourceVersion");
     return write(Write{Write::Op::kUpdate, current->key, json::serialize(*obj), current->modRevision}, dryRun,
-                 [w, &r, n](base::Result<KeyValue> kv) {
+                 [w, &r, n, again](base::Result<KeyValue> kv) {
+                   if (!kv && again(kv.error())) return;
                    if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
                    sendJson(w, 200, *decode(*kv));
                  });

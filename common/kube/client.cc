@@ -35,6 +35,8 @@ const Resource kCSINodes{"storage.k8s.io", "v1", "csinodes", "CSINode", false};
 const Resource kIngresses{"networking.k8s.io", "v1", "ingresses", "Ingress", true};
 const Resource kIngressClasses{"networking.k8s.io", "v1", "ingressclasses", "IngressClass", false};
 const Resource kLeases{"coordination.k8s.io", "v1", "leases", "Lease", true};
+const Resource kCSIDrivers{"storage.k8s.io", "v1", "csidrivers", "CSIDriver", false};
+const Resource kCSIStorageCapacities{"storage.k8s.io", "v1", "csistoragecapacities", "CSIStorageCapacity", true};
 const Resource kServiceAccounts{"", "v1", "serviceaccounts", "ServiceAccount", true};
 }  // namespace resources
 

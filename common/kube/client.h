@@ -53,7 +53,7 @@ struct Resource {
 namespace resources {
 extern const Resource kNamespaces, kNodes, kPods, kServices, kEndpoints, kConfigMaps, kSecrets, kEvents,
     kPersistentVolumes, kPersistentVolumeClaims, kEndpointSlices, kStorageClasses, kVolumeAttachments, kCSINodes,
-    kIngresses, kIngressClasses, kLeases, kServiceAccounts;
+    kIngresses, kIngressClasses, kLeases, kServiceAccounts, kCSIDrivers, kCSIStorageCapacities;
 }
 
 struct ListOptions {
