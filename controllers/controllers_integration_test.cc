@@ -698,6 +698,89 @@ TEST_F(ControllersTest, OfTwoReplicasOneActsAndTheOtherTakesOver) {
   expectOneVolumePerClaim("default");
 }
 
+// Cascading deletion in the three modes kubectl offers, and owners that
+// are gone before the collector starts.
+TEST_F(ControllersTest, GarbageCollectorCascadesInAllThreeModes) {
+  startControllers("a", "--controllers garbagecollector");
+  auto make = [&](const kube::Resource& r, const std::string& name, std::vector<kube::OwnerReference> owners,
+                  std::vector<std::string> finalizers = {}) {
+    json::array refs, fins;
+    for (auto& o : owners) refs.push_back(kube::toJson(o));
+    for (auto& f : finalizers) fins.push_back(json::string(f));
+    json::object meta{{"name", name}, {"namespace", "default"}, {"ownerReferences", std::move(refs)}, {"finalizers", std::move(fins)}};
+    json::object o{{"metadata", std::move(meta)}};
+    if (r.kind == "Pod") o["spec"] = json::object{{"containers", json::array{json::object{{"name", "c"}, {"image", "x"}}}}};
+    auto created = client_->create(r, "default", std::move(o));
+    EXPECT_TRUE(created) << (created ? "" : created.error().message());
+    return created ? *created : json::object();
+  };
+  auto ref = [](const json::object& owner, bool block = false) {
+    return kube::OwnerReference{"v1", "ConfigMap", std::string(kube::objectName(owner)), std::string(kube::uid(owner)), true, block};
+  };
+  auto kubectl = [&](const std::string& args) {
+    auto r = testing::run(fmt::format("kubectl --kubeconfig {} {} 2>&1", server_.kubeconfig(), args));
+    EXPECT_EQ(r.exitCode, 0) << args << ": " << r.out;
+  };
+  auto gone = [&](const kube::Resource& r, const std::string& name) {
+    return testing::waitFor([&] { return !get(r, "default", name); }, kWait);
+  };
+
+  // Background (kubectl's default): the owner goes, then its dependents.
+  auto a = make(res::kConfigMaps, "a", {});
+  make(res::kConfigMaps, "a-1", {ref(a)});
+  make(res::kPods, "a-2", {ref(a, true)});
+  kubectl("delete configmap a");
+  EXPECT_TRUE(gone(res::kConfigMaps, "a-1"));
+  EXPECT_TRUE(gone(res::kPods, "a-2"));
+
+  // Foreground: the owner waits (finalizer foregroundDeletion) until the
+  // dependents that block it are gone.
+  auto b = make(res::kConfigMaps, "b", {});
+  make(res::kPods, "b-1", {ref(b, true)}, {"example.com/hold"});
+  make(res::kConfigMaps, "b-2", {ref(b, false)});
+  kubectl("delete configmap b --cascade=foreground --wait=false");
+  EXPECT_TRUE(gone(res::kConfigMaps, "b-2"));
+  ASSERT_TRUE(testing::waitFor([&] {
+    auto p = get(res::kPods, "default", "b-1");
+    return p && kube::beingDeleted(*p);
+  }, kWait));
+  auto owner = get(res::kConfigMaps, "default", "b");
+  ASSERT_TRUE(owner) << "the owner went before a dependent that blocks it";
+  EXPECT_TRUE(kube::hasFinalizer(*owner, "foregroundDeletion"));
+  auto held = *get(res::kPods, "default", "b-1");
+  ASSERT_TRUE(client_->patch(res::kPods, "default", "b-1", kube::PatchType::kMerge, *kube::removeFinalizerPatch(held, "example.com/hold")));
+  EXPECT_TRUE(gone(res::kPods, "b-1"));
+  EXPECT_TRUE(gone(res::kConfigMaps, "b"));
+
+  // Orphan: the owner goes, the dependents stay without the reference.
+  auto c = make(res::kConfigMaps, "c", {});
+  auto other = make(res::kConfigMaps, "other", {});
+  make(res::kConfigMaps, "c-1", {ref(c)});
+  make(res::kSecrets, "c-2", {ref(c), ref(other)});
+  kubectl("delete configmap c --cascade=orphan");
+  EXPECT_TRUE(gone(res::kConfigMaps, "c"));
+  auto c1 = get(res::kConfigMaps, "default", "c-1");
+  ASSERT_TRUE(c1);
+  EXPECT_TRUE(kube::ownerReferences(*c1).empty());
+  auto c2 = get(res::kSecrets, "default", "c-2");
+  ASSERT_TRUE(c2);
+  ASSERT_EQ(kube::ownerReferences(*c2).size(), 1u);
+  EXPECT_EQ(kube::ownerReferences(*c2)[0].name, "other");
+
+  // Dangling references: all owners gone → deleted; some gone → dropped.
+  make(res::kConfigMaps, "lost", {kube::OwnerReference{"v1", "ConfigMap", "never", "00000000-dead", true, false}});
+  make(res::kConfigMaps, "half", {ref(other), kube::OwnerReference{"v1", "ConfigMap", "never", "00000000-dead", false, false}});
+  EXPECT_TRUE(gone(res::kConfigMaps, "lost"));
+  ASSERT_TRUE(testing::waitFor([&] {
+    auto h = get(res::kConfigMaps, "default", "half");
+    return h && kube::ownerReferences(*h).size() == 1;
+  }, kWait));
+  // An owner of a kind not watched is never judged gone.
+  make(res::kConfigMaps, "foreign", {kube::OwnerReference{"example.com/v1", "Widget", "w", "1234", true, false}});
+  std::this_thread::sleep_for(1s);
+  EXPECT_TRUE(get(res::kConfigMaps, "default", "foreign"));
+}
+
 // With csi-provisioner off, a provisioner keeping to the external-provisioner
 // contract (acting only on claims annotated for it, creating a PV pre-bound
 // to the claim) gets its claims bound by this binder.

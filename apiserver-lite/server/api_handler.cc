@@ -111,24 +111,65 @@ json::array discoveryVerbs(const ResourceInfo& r) {
 bool isDryRun(std::string_view query) { return query.find("dryRun=All") != std::string_view::npos; }
 bool isDryRun(const std::map<std::string, std::string>& q) { return q.count("dryRun") && q.at("dryRun") == "All"; }
 
-// A DELETE's dry run: dryRun=All in the query or ["All"] in the
-// DeleteOptions body (where kubectl puts it).
-base::Result<bool> deleteDryRun(const http::Request& req) {
-  if (isDryRun(req.query())) return true;
-  if (req.body.empty()) return false;
-  boost::system::error_code ec;
-  json::value opts = json::parse(req.body, ec);
-  if (ec || !opts.is_object()) return base::makeError(base::ErrorCode::kInvalidArgument, "invalid DeleteOptions body");
-  const json::value* dry = opts.get_object().if_contains("dryRun");
-  if (!dry || dry->is_null()) return false;
-  if (!dry->is_array()) return base::makeError(base::ErrorCode::kInvalidArgument, "DeleteOptions.dryRun must be a list");
-  for (const json::value& v : dry->get_array()) {
-    if (!v.is_string() || v.get_string() != "All") {
-      return base::makeError(base::ErrorCode::kInvalidArgument, "dryRun: Unsupported value: {}: supported values: \"All\"",
-                             json::serialize(v));
+// A DELETE's options: from the DeleteOptions body (where kubectl puts them)
+// and the query (dryRun=All, propagationPolicy=..., as client-go may send).
+struct DeleteOptions {
+  bool dryRun = false;
+  std::string propagation;           // "", "Orphan", "Background", "Foreground"
+  std::string uid, resourceVersion;  // preconditions
+};
+
+base::Result<DeleteOptions> deleteOptions(const http::Request& req) {
+  DeleteOptions o;
+  o.dryRun = isDryRun(req.query());
+  auto q = parseQuery(req.query());
+  if (q.count("propagationPolicy")) o.propagation = q["propagationPolicy"];
+  if (q.count("orphanDependents") && o.propagation.empty()) o.propagation = q["orphanDependents"] == "true" ? "Orphan" : "Background";
+  if (!req.body.empty()) {
+    boost::system::error_code ec;
+    json::value opts = json::parse(req.body, ec);
+    if (ec || !opts.is_object()) return base::makeError(base::ErrorCode::kInvalidArgument, "invalid DeleteOptions body");
+    const json::object& b = opts.get_object();
+    if (const json::value* dry = b.if_contains("dryRun"); dry && !dry->is_null()) {
+      if (!dry->is_array()) return base::makeError(base::ErrorCode::kInvalidArgument, "DeleteOptions.dryRun must be a list");
+      for (const json::value& v : dry->get_array()) {
+        if (!v.is_string() || v.get_string() != "All") {
+          return base::makeError(base::ErrorCode::kInvalidArgument,
+                                 "dryRun: Unsupported value: {}: supported values: \"All\"", json::serialize(v));
+        }
+      }
+      o.dryRun = o.dryRun || !dry->get_array().empty();
+    }
+    if (const json::value* p = b.if_contains("propagationPolicy"); p && p->is_string()) o.propagation = p->get_string();
+    if (const json::value* orphan = b.if_contains("orphanDependents"); orphan && orphan->is_bool()) {
+      if (!o.propagation.empty()) {
+        return base::makeError(base::ErrorCode::kFailedPrecondition,
+                               "propagationPolicy: Invalid value: \"{}\": orphanDependents and deletionPropagation cannot be both set",
+                               o.propagation);
+      }
+      o.propagation = orphan->get_bool() ? "Orphan" : "Background";
+    }
+    if (const json::value* pre = b.if_contains("preconditions"); pre && pre->is_object()) {
+      if (const json::value* u = pre->get_object().if_contains("uid"); u && u->is_string()) o.uid = u->get_string();
+      if (const json::value* rv = pre->get_object().if_contains("resourceVersion"); rv && rv->is_string()) {
+        o.resourceVersion = rv->get_string();
+      }
     }
   }
-  return !dry->get_array().empty();
+  if (!o.propagation.empty() && o.propagation != "Orphan" && o.propagation != "Background" && o.propagation != "Foreground") {
+    return base::makeError(base::ErrorCode::kFailedPrecondition,
+                           "propagationPolicy: Unsupported value: \"{}\": supported values: \"Foreground\", \"Background\", \"Orphan\"",
+                           o.propagation);
+  }
+  return o;
+}
+
+// A DeleteOptions error as kube-apiserver answers it: 400 for an unreadable
+// body, 422 Invalid (kind DeleteOptions) for values validation rejects.
+ApiError deleteOptionsError(const base::Error& e) {
+  if (e.code() != base::ErrorCode::kFailedPrecondition) return ApiError::badRequest(e.message());
+  return ApiError{422, "Invalid", fmt::format("DeleteOptions.meta.k8s.io \"\" is invalid: {}", e.message()), "",
+                  "meta.k8s.io", "DeleteOptions"};
 }
 
 // The kind list and watch query errors are reported against.
@@ -691,7 +732,7 @@ struct ApiHandler::Impl {
   void commitUpdate(const ResourceInfo& r, std::string_view ns, std::string_view name, json::object obj,
                     const json::object& old, const KeyValue& current, Part part, bool dryRun,
                     const std::shared_ptr<http::ResponseWriter>& w, std::function<bool()> retryOnConflict);
-  void remove(const ResourceInfo& r, std::string_view ns, std::string_view name, bool dryRun,
+  void remove(const ResourceInfo& r, std::string_view ns, std::string_view name, const DeleteOptions& opts,
               const std::shared_ptr<http::ResponseWriter>& w, int tries = 0);
   void patch(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req, Part part,
              const std::shared_ptr<http::ResponseWriter>& w);
@@ -957,9 +998,9 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
       return create(*res, ns, req, w);
     }
     if (m == "DELETE") {
-      auto dry = deleteDryRun(req);
-      if (!dry) return sendError(w, ApiError::badRequest(dry.error().message()));
-      if (*dry) q["dryRun"] = "All";
+      auto opts = deleteOptions(req);
+      if (!opts) return sendError(w, deleteOptionsError(opts.error()));
+      if (opts->dryRun) q["dryRun"] = "All";
       return deleteCollection(*res, ns, q, w);
     }
     return sendError(w, ApiError::methodNotAllowed(fmt::format("the server does not allow this method on the requested resource")));
@@ -984,9 +1025,9 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
   }
   if (m == "PUT") return update(*res, ns, name, req, part, w);
   if (m == "DELETE") {
-    auto dry = deleteDryRun(req);
-    if (!dry) return sendError(w, ApiError::badRequest(dry.error().message()));
-    return remove(*res, ns, name, *dry, w);
+    auto opts = deleteOptions(req);
+    if (!opts) return sendError(w, deleteOptionsError(opts.error()));
+    return remove(*res, ns, name, *opts, w);
   }
   if (m == "PATCH") return patch(*res, ns, name, req, part, w);
   sendError(w, ApiError::methodNotAllowed("the server does not allow this method on the requested resource"));
@@ -1787,18 +1828,34 @@ void ApiHandler::Impl::deleteCollection(const ResourceInfo& r, std::string_view 
 // Marking an object deleted (finalizers hold it) is a write of the object
 // read from the cache; if it changed meanwhile the mark is made again on the
 // new version, as kube-apiserver's GuaranteedUpdate does: a DELETE without
-// preconditions never fails with a Conflict.
-void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::string_view name, bool dryRun,
-                              const std::shared_ptr<http::ResponseWriter>& w, int tries) {
+// preconditions never fails with a Conflict. Foreground and Orphan
+// propagation add the "foregroundDeletion" / "orphan" finalizer that the
+// garbage collector finishes.
+void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::string_view name,
+                              const DeleteOptions& opts, const std::shared_ptr<http::ResponseWriter>& w, int tries) {
   std::string n(name), nsName(ns);
-  auto again = [this, &r, nsName, n, dryRun, w, tries](const base::Error& e) {
+  bool dryRun = opts.dryRun;
+  auto again = [this, &r, nsName, n, opts, w, tries](const base::Error& e) {
     if (e.code() != base::ErrorCode::kConflict || tries >= 8) return false;
-    remove(r, nsName, n, dryRun, w, tries + 1);
+    remove(r, nsName, n, opts, w, tries + 1);
     return true;
   };
   auto current = cache.get(r.key(ns, name));
   if (!current) return sendError(w, ApiError::notFound(r, name));
   auto obj = decode(*current);
+  if (obj && (!opts.uid.empty() || !opts.resourceVersion.empty())) {
+    const json::object& meta = (*obj)["metadata"].as_object();
+    std::string uid = meta.contains("uid") && meta.at("uid").is_string() ? std::string(meta.at("uid").get_string()) : "";
+    std::string rv = std::to_string(current->modRevision);
+    std::string msg;
+    if (!opts.uid.empty() && opts.uid != uid) {
+      msg = fmt::format("Precondition failed: UID in precondition: {}, UID in object meta: {}", opts.uid, uid);
+    } else if (!opts.resourceVersion.empty() && opts.resourceVersion != rv) {
+      msg = fmt::format("Precondition failed: ResourceVersion in precondition: {}, ResourceVersion in object meta: {}",
+                        opts.resourceVersion, rv);
+    }
+    if (!msg.empty()) return sendError(w, ApiError{409, "Conflict", msg, n, r.group, r.plural});
+  }
   if (obj && r.kind == "Namespace" && r.group.empty()) {
     if (n == "default" || n == "kube-system" || n == "kube-public") {
       return sendError(w, ApiError{403, "Forbidden",
@@ -1819,12 +1876,22 @@ void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::s
                    wakeFinalizer();
                  });
   }
-  if (obj && hasFinalizers(*obj)) {
+  std::string_view gcFinalizer = opts.propagation == "Foreground" ? "foregroundDeletion"
+                                 : opts.propagation == "Orphan"   ? "orphan"
+                                                                  : "";
+  if (obj && (hasFinalizers(*obj) || !gcFinalizer.empty())) {
     // Finalizers hold the object: mark it deleted and let them finish.
-    if (beingDeleted(*obj)) return sendJson(w, 200, *obj);
     json::object& meta = (*obj)["metadata"].as_object();
-    meta["deletionTimestamp"] = rfc3339Now();
-    meta["deletionGracePeriodSeconds"] = 0;
+    json::value& fins = meta["finalizers"];
+    if (!fins.is_array()) fins = json::array();
+    bool hasGc = gcFinalizer.empty();
+    for (const json::value& f : fins.get_array()) hasGc = hasGc || (f.is_string() && f.get_string() == gcFinalizer);
+    if (beingDeleted(*obj) && hasGc) return sendJson(w, 200, *obj);
+    if (!hasGc) fins.get_array().push_back(json::string(gcFinalizer));
+    if (!beingDeleted(*obj)) {
+      meta["deletionTimestamp"] = rfc3339Now();
+      meta["deletionGracePeriodSeconds"] = 0;
+    }
     meta.erase("resourceVersion");
     return write(Write{Write::Op::kUpdate, current->key, json::serialize(*obj), current->modRevision}, dryRun,
                  [w, &r, n, again](base::Result<KeyValue> kv) {
@@ -1833,7 +1900,8 @@ void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::s
                    sendJson(w, 200, *decode(*kv));
                  });
   }
-  write(Write{Write::Op::kDelete, r.key(ns, name), "", 0}, dryRun, [w, &r, n](base::Result<KeyValue> kv) {
+  write(Write{Write::Op::kDelete, r.key(ns, name), "", opts.resourceVersion.empty() && opts.uid.empty() ? 0 : current->modRevision},
+        dryRun, [w, &r, n](base::Result<KeyValue> kv) {
     if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
     auto obj = decode(*kv);
     sendJson(w, 200, *obj);

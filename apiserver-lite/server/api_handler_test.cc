@@ -3,6 +3,7 @@
 // Status, is counted in /metrics, and the server goes on serving.
 #include "apiserver-lite/server/api_handler.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <future>
@@ -87,6 +88,39 @@ TEST(ApiHandlerFloor, AnExceptionIsA500AndTheServerServesOn) {
   auto ok = serve(handler, "POST", "/api/v1/namespaces/default/configmaps", R"({"metadata":{"name":"fine"}})");
   EXPECT_EQ(ok.status, 201) << ok.body;
   EXPECT_EQ(serve(handler, "GET", "/api/v1/namespaces/default/configmaps/fine").status, 200);
+}
+
+// DeleteOptions: preconditions, propagation finalizers, bad policies.
+TEST(ApiHandlerDelete, PreconditionsAndPropagation) {
+  testing::TempDir dir;
+  auto sqlite = storage::SqliteStore::open(dir.file("store.db"));
+  ASSERT_TRUE(sqlite) << sqlite.error().message();
+  storage::WatchCache cache(**sqlite);
+  ASSERT_TRUE(cache.start());
+  ApiHandler handler(**sqlite, cache, ApiOptions{});
+  ASSERT_TRUE(handler.bootstrap());
+  const std::string cms = "/api/v1/namespaces/default/configmaps";
+  for (const char* n : {"a", "b", "c"}) {
+    ASSERT_EQ(serve(handler, "POST", cms, fmt::format(R"({{"metadata":{{"name":"{}"}}}})", n)).status, 201);
+  }
+  auto wrongUid = serve(handler, "DELETE", cms + "/a", R"({"preconditions":{"uid":"nope"}})");
+  EXPECT_EQ(wrongUid.status, 409) << wrongUid.body;
+  EXPECT_NE(wrongUid.body.find("Precondition failed: UID in precondition: nope"), std::string::npos) << wrongUid.body;
+  EXPECT_EQ(serve(handler, "GET", cms + "/a").status, 200) << "a failed precondition deleted the object";
+  auto bad = serve(handler, "DELETE", cms + "/a", R"({"propagationPolicy":"Sideways"})");
+  EXPECT_EQ(bad.status, 422) << bad.body;
+  EXPECT_NE(bad.body.find("Unsupported value: \\\"Sideways\\\""), std::string::npos) << bad.body;
+  // Foreground and Orphan keep the object, marked, with the collector's finalizer.
+  auto fg = serve(handler, "DELETE", cms + "/b", R"({"propagationPolicy":"Foreground"})");
+  EXPECT_EQ(fg.status, 200) << fg.body;
+  auto b = serve(handler, "GET", cms + "/b");
+  EXPECT_NE(b.body.find("\"finalizers\":[\"foregroundDeletion\"]"), std::string::npos) << b.body;
+  EXPECT_NE(b.body.find("deletionTimestamp"), std::string::npos) << b.body;
+  EXPECT_EQ(serve(handler, "DELETE", cms + "/c?propagationPolicy=Orphan").status, 200);
+  EXPECT_NE(serve(handler, "GET", cms + "/c").body.find("\"finalizers\":[\"orphan\"]"), std::string::npos);
+  // Background: gone at once.
+  EXPECT_EQ(serve(handler, "DELETE", cms + "/a", R"({"propagationPolicy":"Background"})").status, 200);
+  EXPECT_EQ(serve(handler, "GET", cms + "/a").status, 404);
 }
 
 }  // namespace

@@ -37,6 +37,9 @@ const Resource kIngressClasses{"networking.k8s.io", "v1", "ingressclasses", "Ing
 const Resource kLeases{"coordination.k8s.io", "v1", "leases", "Lease", true};
 const Resource kCSIDrivers{"storage.k8s.io", "v1", "csidrivers", "CSIDriver", false};
 const Resource kCSIStorageCapacities{"storage.k8s.io", "v1", "csistoragecapacities", "CSIStorageCapacity", true};
+const Resource kDeployments{"apps", "v1", "deployments", "Deployment", true};
+const Resource kReplicaSets{"apps", "v1", "replicasets", "ReplicaSet", true};
+const Resource kDaemonSets{"apps", "v1", "daemonsets", "DaemonSet", true};
 const Resource kServiceAccounts{"", "v1", "serviceaccounts", "ServiceAccount", true};
 }  // namespace resources
 
@@ -346,11 +349,19 @@ base::Result<json::object> Client::patch(const Resource& r, std::string_view ns,
 
 base::Status Client::remove(const Resource& r, std::string_view ns, std::string_view name,
                             std::string_view resourceVersion) {
+  return remove(r, ns, name, DeleteOptions{.resourceVersion = std::string(resourceVersion)});
+}
+
+base::Status Client::remove(const Resource& r, std::string_view ns, std::string_view name, const DeleteOptions& opts) {
   std::string body;
-  if (!resourceVersion.empty()) {
-    body = json::serialize(json::object{{"kind", "DeleteOptions"},
-                                        {"apiVersion", "v1"},
-                                        {"preconditions", json::object{{"resourceVersion", resourceVersion}}}});
+  if (!opts.propagationPolicy.empty() || !opts.uid.empty() || !opts.resourceVersion.empty()) {
+    json::object o{{"kind", "DeleteOptions"}, {"apiVersion", "v1"}};
+    if (!opts.propagationPolicy.empty()) o["propagationPolicy"] = opts.propagationPolicy;
+    json::object pre;
+    if (!opts.uid.empty()) pre["uid"] = opts.uid;
+    if (!opts.resourceVersion.empty()) pre["resourceVersion"] = opts.resourceVersion;
+    if (!pre.empty()) o["preconditions"] = std::move(pre);
+    body = json::serialize(o);
   }
   auto text = impl_->call("DELETE", r.path(ns, name), body, body.empty() ? "" : "application/json");
   if (!text) return std::move(text).error();

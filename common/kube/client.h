@@ -53,7 +53,8 @@ struct Resource {
 namespace resources {
 extern const Resource kNamespaces, kNodes, kPods, kServices, kEndpoints, kConfigMaps, kSecrets, kEvents,
     kPersistentVolumes, kPersistentVolumeClaims, kEndpointSlices, kStorageClasses, kVolumeAttachments, kCSINodes,
-    kIngresses, kIngressClasses, kLeases, kServiceAccounts, kCSIDrivers, kCSIStorageCapacities;
+    kIngresses, kIngressClasses, kLeases, kServiceAccounts, kCSIDrivers, kCSIStorageCapacities, kDeployments,
+    kReplicaSets, kDaemonSets;
 }
 
 struct ListOptions {
@@ -75,6 +76,12 @@ struct ObjectList {
 };
 
 enum class PatchType { kMerge, kJson, kStrategic };
+
+struct DeleteOptions {
+  std::string propagationPolicy;  // "", "Background", "Foreground", "Orphan"
+  std::string uid;                // preconditions
+  std::string resourceVersion;
+};
 
 struct WatchEvent {
   enum class Type { kAdded, kModified, kDeleted, kBookmark, kError };
@@ -116,6 +123,7 @@ class Client {
   // DELETE; `resourceVersion` non-empty adds it as a precondition.
   base::Status remove(const Resource& r, std::string_view ns, std::string_view name,
                       std::string_view resourceVersion = {});
+  base::Status remove(const Resource& r, std::string_view ns, std::string_view name, const DeleteOptions& opts);
   // POST to a subresource (pods/binding) or a review; returns the answer.
   base::Result<boost::json::object> post(const std::string& path, const boost::json::object& body);
 
