@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <atomic>
 #include <random>
 #include <set>
 #include <thread>
@@ -696,6 +697,84 @@ TEST_F(ControllersTest, OfTwoReplicasOneActsAndTheOtherTakesOver) {
   ASSERT_TRUE(b.waitForLine([](const std::string& l) { return l.find("msg=leading") != std::string::npos; }, kWait));
   ASSERT_TRUE(testing::waitFor([&] { return allClaimsBound("default", 2); }, kWait));
   expectOneVolumePerClaim("default");
+}
+
+// A node whose Lease stops: Ready=Unknown, unreachable taints, pods not
+// ready, evictions as the pods' tolerations say; the node that renews is
+// left alone, and a node back to Ready loses the taints.
+TEST_F(ControllersTest, NodeLifecycleTaintsANodeWhoseLeaseStops) {
+  addNodes(2);
+  startControllers("a", "--controllers nodelifecycle --node-monitor-grace-period 1.5");
+  auto renew = [&](const std::string& node) {
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    tm t;
+    gmtime_r(&ts.tv_sec, &t);
+    char buf[40];
+    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &t);
+    std::string now = fmt::format("{}.{:06d}Z", buf, ts.tv_nsec / 1000);
+    json::object lease{{"metadata", json::object{{"name", node}, {"namespace", "kube-node-lease"}}},
+                       {"spec", json::object{{"holderIdentity", node}, {"leaseDurationSeconds", 40}, {"renewTime", now}}}};
+    auto have = client_->get(res::kLeases, "kube-node-lease", node);
+    if (have) {
+      (*have)["spec"].as_object()["renewTime"] = now;
+      ASSERT_TRUE(client_->update(res::kLeases, *have));
+    } else {
+      ASSERT_TRUE(client_->create(res::kLeases, "kube-node-lease", lease));
+    }
+  };
+  renew("n1");
+  renew("n2");
+  std::atomic<bool> stop{false};
+  std::thread renewer([&] {
+    while (!stop) {
+      renew("n1");
+      std::this_thread::sleep_for(200ms);
+    }
+  });
+  auto pod = [&](const std::string& name, const std::string& tolerations) {
+    apply(fmt::format("apiVersion: v1\nkind: Pod\nmetadata: {{name: {}}}\nspec: {{nodeName: n2, containers: [{{name: c, image: x}}]{}}}\n",
+                      name, tolerations));
+    auto p = *get(res::kPods, "default", name);
+    kube::ensureObject(p, {"status"})["conditions"] = json::array{json::object{{"type", "Ready"}, {"status", "True"}}};
+    ASSERT_TRUE(client_->update(res::kPods, p, "status"));
+  };
+  pod("none", "");
+  pod("brief", ", tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 3}]");
+  pod("forever", ", tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute}]");
+  auto readyOf = [&](const json::object& o) {
+    for (auto& c : *kube::array(o, {"status", "conditions"})) {
+      if (kube::str(c.as_object(), {"type"}) == "Ready") return std::string(kube::str(c.as_object(), {"status"}));
+    }
+    return std::string();
+  };
+  auto taintKeys = [&](const std::string& node) {
+    std::set<std::string> keys;
+    if (auto n = get(res::kNodes, "", node); n && kube::array(*n, {"spec", "taints"})) {
+      for (auto& t : *kube::array(*n, {"spec", "taints"})) {
+        keys.insert(fmt::format("{}:{}", kube::str(t.as_object(), {"key"}), kube::str(t.as_object(), {"effect"})));
+      }
+    }
+    return keys;
+  };
+  std::set<std::string> unreachable{"node.kubernetes.io/unreachable:NoExecute", "node.kubernetes.io/unreachable:NoSchedule"};
+  ASSERT_TRUE(testing::waitFor([&] { return taintKeys("n2") == unreachable; }, kWait));
+  EXPECT_EQ(readyOf(*get(res::kNodes, "", "n2")), "Unknown");
+  EXPECT_TRUE(testing::waitFor([&] { return !get(res::kPods, "default", "none"); }, kWait)) << "no toleration: evicted at once";
+  auto brief = get(res::kPods, "default", "brief");
+  ASSERT_TRUE(brief) << "evicted before its tolerationSeconds";
+  EXPECT_TRUE(testing::waitFor([&] { return readyOf(*get(res::kPods, "default", "brief")) == "False"; }, kWait));
+  EXPECT_TRUE(testing::waitFor([&] { return !get(res::kPods, "default", "brief"); }, kWait));
+  EXPECT_TRUE(get(res::kPods, "default", "forever"));
+  EXPECT_TRUE(taintKeys("n1").empty()) << "the node that renews was touched";
+  // n2's agent is back: Lease renewed and Ready=True posted.
+  renew("n2");
+  auto n2 = *get(res::kNodes, "", "n2");
+  kube::ensureObject(n2, {"status"})["conditions"] = json::array{json::object{{"type", "Ready"}, {"status", "True"}}};
+  ASSERT_TRUE(client_->update(res::kNodes, n2, "status"));
+  EXPECT_TRUE(testing::waitFor([&] { return taintKeys("n2").empty(); }, kWait));
+  stop = true;
+  renewer.join();
 }
 
 // Cascading deletion in the three modes kubectl offers, and owners that

@@ -68,6 +68,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   double capacityPoll = 60;
   app.add_option("--capacity-poll-interval", capacityPoll, "seconds between GetCapacity refreshes")->capture_default_str();
+  double graceSeconds = 40;
+  app.add_option("--node-monitor-grace-period", graceSeconds,
+                 "seconds a node's Lease may go unrenewed before the node is Ready=Unknown and tainted unreachable")
+      ->capture_default_str();
   app.add_option("--concurrent-workers", opts.workers, "workers per controller (the scheduler, binder and nodeipam use one)")
       ->capture_default_str();
   app.add_option("--metrics-address", metricsAddress, "serve /metrics and /healthz over HTTP on HOST:PORT");
@@ -84,6 +88,7 @@ int main(int argc, char** argv) {
   base::applyCommonFlags(common);
   base::Logger log("controllers");
 
+  opts.nodeMonitorGracePeriod = std::chrono::milliseconds(static_cast<int64_t>(graceSeconds * 1000));
   opts.capacityPollInterval = std::chrono::milliseconds(static_cast<int64_t>(capacityPoll * 1000));
   opts.profile = profileName == "cluster" ? Profile::kCluster : Profile::kLocal;
   opts.csiEndpoint = csiEndpoint;

@@ -25,6 +25,8 @@ const std::vector<ControllerInfo>& allControllers() {
       {"scheduler", true, false, false, "binds pending pods to nodes", makeScheduler},
       {"endpointslice", true, false, false, "EndpointSlices of the pods each Service selects", makeEndpointSlices},
       {"endpoints", true, false, false, "the legacy Endpoints object of each Service", makeEndpoints},
+      {"nodelifecycle", true, false, false, "Ready=Unknown and unreachable taints for nodes whose Lease stops; eviction",
+       makeNodeLifecycle},
       {"garbagecollector", true, false, false,
        "deletes objects whose owners are gone; foreground and orphan deletion", makeGarbageCollector},
   };
