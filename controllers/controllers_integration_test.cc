@@ -42,7 +42,7 @@ const kube::Resource* resourceFor(std::string_view kind) {
   static const kube::Resource* all[] = {&res::kNamespaces, &res::kNodes, &res::kPods, &res::kServices,
                                         &res::kPersistentVolumes, &res::kPersistentVolumeClaims,
                                         &res::kStorageClasses, &res::kSecrets, &res::kConfigMaps,
-                                        &res::kCSIDrivers};
+                                        &res::kCSIDrivers, &res::kVolumeAttachments};
   for (const kube::Resource* r : all) {
     if (r->kind == kind) return r;
   }
@@ -697,6 +697,64 @@ TEST_F(ControllersTest, OfTwoReplicasOneActsAndTheOtherTakesOver) {
   ASSERT_TRUE(b.waitForLine([](const std::string& l) { return l.find("msg=leading") != std::string::npos; }, kWait));
   ASSERT_TRUE(testing::waitFor([&] { return allClaimsBound("default", 2); }, kWait));
   expectOneVolumePerClaim("default");
+}
+
+// A pod's volume is attached to its node through a VolumeAttachment and
+// ControllerPublishVolume, and detached when the pod goes; the driver's
+// refusal shows as attachError.
+TEST_F(ControllersTest, AttachesThePodsVolumesAndDetachesWhenThePodGoes) {
+  addNodes(2);
+  addClasses();
+  startControllers();
+  auto onNode = [&](const std::string& name, const std::string& claimName, const std::string& node) {
+    return fmt::format(R"(
+apiVersion: v1
+kind: Pod
+metadata: {{name: {}}}
+spec:
+  nodeName: {}
+  containers: [{{name: c, image: busybox}}]
+  volumes: [{{name: v, persistentVolumeClaim: {{claimName: {}}}}}]
+)",
+                       name, node, claimName);
+  };
+  apply(claim("data", "fast") + "---" + onNode("user", "data", "n1") + "---" + claim("other", "fast") + "---" +
+        onNode("stranger", "other", "n2"));
+  auto attachmentOf = [&](const std::string& claimName) -> std::optional<json::object> {
+    auto pvc = get(res::kPersistentVolumeClaims, "default", claimName);
+    if (!pvc) return std::nullopt;
+    for (auto& va : list(res::kVolumeAttachments)) {
+      if (kube::str(va, {"spec", "source", "persistentVolumeName"}) == kube::str(*pvc, {"spec", "volumeName"}) &&
+          !kube::str(*pvc, {"spec", "volumeName"}).empty()) {
+        return va;
+      }
+    }
+    return std::nullopt;
+  };
+  std::optional<json::object> va;
+  ASSERT_TRUE(testing::waitFor([&] {
+    va = attachmentOf("data");
+    return va && kube::boolean(*va, {"status", "attached"});
+  }, kWait));
+  EXPECT_EQ(kube::str(*va, {"spec", "nodeName"}), "n1");
+  EXPECT_EQ(kube::str(*va, {"spec", "attacher"}), "csi.trellis.dev");
+  EXPECT_TRUE(kube::objectName(*va).starts_with("csi-"));
+  EXPECT_TRUE(kube::hasFinalizer(*va, "external-attacher/csi-trellis-dev"));
+  std::string pvName(kube::str(*va, {"spec", "source", "persistentVolumeName"}));
+  EXPECT_TRUE(kube::hasFinalizer(*get(res::kPersistentVolumes, "", pvName), "external-attacher/csi-trellis-dev"));
+  // The pool is n1's: publishing to n2 is refused, and says why.
+  ASSERT_TRUE(testing::waitFor([&] {
+    auto other = attachmentOf("other");
+    return other && kube::str(*other, {"status", "attachError", "message"}).find("not found") != std::string_view::npos;
+  }, kWait)) << (attachmentOf("other") ? json::serialize(*attachmentOf("other")) : "no attachment");
+  // The pod goes: detached, and the PV is free of the attacher.
+  ASSERT_TRUE(client_->remove(res::kPods, "default", "user"));
+  ASSERT_TRUE(testing::waitFor([&] { return !attachmentOf("data"); }, kWait));
+  ASSERT_TRUE(testing::waitFor([&] {
+    return !kube::hasFinalizer(*get(res::kPersistentVolumes, "", pvName), "external-attacher/csi-trellis-dev");
+  }, kWait));
+  ASSERT_TRUE(client_->remove(res::kPods, "default", "stranger"));
+  ASSERT_TRUE(testing::waitFor([&] { return list(res::kVolumeAttachments).empty(); }, kWait));
 }
 
 // A node whose Lease stops: Ready=Unknown, unreachable taints, pods not

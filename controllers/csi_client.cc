@@ -125,6 +125,44 @@ class GrpcController : public CsiController {
     return {};
   }
 
+  base::Result<StringMap> controllerPublish(const Publish& p) override {
+    v1::ControllerPublishVolumeRequest req;
+    req.set_volume_id(p.volumeId);
+    req.set_node_id(p.nodeId);
+    req.set_readonly(p.readonly);
+    auto* cap = req.mutable_volume_capability();
+    cap->mutable_access_mode()->set_mode(p.accessModes.empty() ? modeFor("ReadWriteOnce") : modeFor(p.accessModes[0]));
+    if (p.block) {
+      cap->mutable_block();
+    } else {
+      cap->mutable_mount()->set_fs_type(p.fsType);
+      for (const std::string& f : p.mountFlags) cap->mutable_mount()->add_mount_flags(f);
+    }
+    for (const auto& [k, v] : p.context) (*req.mutable_volume_context())[k] = v;
+    for (const auto& [k, v] : p.secrets) (*req.mutable_secrets())[k] = v;
+    grpc::ClientContext ctx;
+    deadline(ctx);
+    v1::ControllerPublishVolumeResponse resp;
+    grpc::Status s = controller_->ControllerPublishVolume(&ctx, req, &resp);
+    if (!s.ok()) return rpcError(s);
+    StringMap out;
+    for (const auto& [k, v] : resp.publish_context()) out.emplace(k, v);
+    return out;
+  }
+
+  base::Status controllerUnpublish(const std::string& volumeId, const std::string& nodeId, const StringMap& secrets) override {
+    v1::ControllerUnpublishVolumeRequest req;
+    req.set_volume_id(volumeId);
+    req.set_node_id(nodeId);
+    for (const auto& [k, v] : secrets) (*req.mutable_secrets())[k] = v;
+    grpc::ClientContext ctx;
+    deadline(ctx);
+    v1::ControllerUnpublishVolumeResponse resp;
+    grpc::Status s = controller_->ControllerUnpublishVolume(&ctx, req, &resp);
+    if (!s.ok()) return rpcError(s);
+    return {};
+  }
+
   base::Result<Capacity> getCapacity(const StringMap& parameters, const StringMap& segment) override {
     v1::GetCapacityRequest req;
     for (const auto& [k, v] : parameters) (*req.mutable_parameters())[k] = v;

@@ -60,6 +60,18 @@ class CsiController {
   virtual base::Result<std::string> driverName() = 0;  // GetPluginInfo
   virtual base::Result<Volume> createVolume(const VolumeRequest& req) = 0;
   virtual base::Status deleteVolume(const std::string& id, const StringMap& secrets) = 0;
+  // ControllerPublishVolume: the publish context. The capability is the
+  // volume's: block or a filesystem, and the access mode of `accessModes`.
+  struct Publish {
+    std::string volumeId, nodeId;
+    bool block = false, readonly = false;
+    std::string fsType;
+    std::vector<std::string> mountFlags, accessModes;
+    StringMap context, secrets;
+  };
+  virtual base::Result<StringMap> controllerPublish(const Publish& p) = 0;
+  virtual base::Status controllerUnpublish(const std::string& volumeId, const std::string& nodeId,
+                                           const StringMap& secrets) = 0;
   // GetCapacity for a class's parameters in one topology segment.
   virtual base::Result<Capacity> getCapacity(const StringMap& parameters, const StringMap& segment) = 0;
   // Every volume id the driver has (ListVolumes, all pages).

@@ -20,6 +20,8 @@ const std::vector<ControllerInfo>& allControllers() {
        makePvProtection},
       {"csi-provisioner", true, true, true, "CreateVolume/DeleteVolume for the driver's StorageClasses",
        makeProvisioner},
+      {"csi-attacher", true, true, true,
+       "VolumeAttachments → ControllerPublish/Unpublish (local: also creates them for pods' volumes)", makeAttacher},
       {"csi-capacity", true, true, true, "CSIStorageCapacity per StorageClass and node topology, from GetCapacity",
        makeCapacityPublisher},
       {"scheduler", true, false, false, "binds pending pods to nodes", makeScheduler},

@@ -11,7 +11,6 @@
 // before the finalizer goes.
 #include <boost/json/serialize.hpp>
 
-#include "common/base/base64.h"
 #include "common/base/log.h"
 #include "common/kube/object.h"
 #include "common/kube/quantity.h"
@@ -38,17 +37,6 @@ constexpr const char* kPrefix = "csi.storage.k8s.io/";
 const base::Logger& log() {
   static base::Logger l("provisioner");
   return l;
-}
-
-// A Secret's data, decoded.
-StringMap secretData(const json::object& secret) {
-  StringMap out;
-  if (const json::object* data = kube::child(secret, {"data"})) {
-    for (const auto& [k, v] : *data) {
-      if (auto d = v.is_string() ? base::base64Decode(v.get_string()) : std::nullopt) out.emplace(k, *d);
-    }
-  }
-  return out;
 }
 
 std::string substitute(std::string text, const json::object& pvc, const std::string& pvName) {
@@ -322,6 +310,13 @@ class Provisioner : public Reconciler {
     }
     bool release = phase == "Released" || (kube::beingDeleted(*pv) && phase != "Bound");
     if (!release) return {};
+    // Still attached somewhere: the attacher's finalizer goes after the
+    // detach, and that update brings the volume back here.
+    if (const json::array* fins = kube::array(*pv, {"metadata", "finalizers"})) {
+      for (const json::value& f : *fins) {
+        if (f.is_string() && std::string_view(f.get_string()).starts_with("external-attacher/")) return {};
+      }
+    }
     StringMap secrets;
     std::string_view secretName = kube::annotation(*pv, "volume.kubernetes.io/provisioner-deletion-secret-name");
     if (!secretName.empty()) {

@@ -1,5 +1,6 @@
 #include "controllers/storage.h"
 
+#include "common/base/base64.h"
 #include "common/kube/object.h"
 #include "common/kube/quantity.h"
 
@@ -65,6 +66,16 @@ std::optional<std::map<std::string, std::string>> driverSegment(const json::obje
   auto it = nodeLabels.find(kDriverTopologyKey);
   if (it == nodeLabels.end()) return std::nullopt;
   return std::map<std::string, std::string>{{it->first, it->second}};
+}
+
+std::map<std::string, std::string> secretData(const json::object& secret) {
+  std::map<std::string, std::string> out;
+  if (const json::object* data = kube::child(secret, {"data"})) {
+    for (const auto& [k, v] : *data) {
+      if (auto d = v.is_string() ? base::base64Decode(v.get_string()) : std::nullopt) out.emplace(k, *d);
+    }
+  }
+  return out;
 }
 
 std::string bytesQuantity(int64_t bytes) {

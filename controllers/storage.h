@@ -43,6 +43,9 @@ std::optional<std::map<std::string, std::string>> driverSegment(const boost::jso
                                                                 const boost::json::object* csiNode,
                                                                 std::string_view driver);
 
+// A Secret's data, decoded (entries that are not base64 are left out).
+std::map<std::string, std::string> secretData(const boost::json::object& secret);
+
 // Bytes as the sidecars write them (a BinarySI Quantity: "1Gi", "1536Mi").
 std::string bytesQuantity(int64_t bytes);
 
