@@ -147,6 +147,7 @@ kind: StorageClass
 metadata: {name: fast}
 provisioner: csi.trellis.dev
 volumeBindingMode: Immediate
+allowVolumeExpansion: true
 ---
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
@@ -348,6 +349,20 @@ TEST_F(ControllersTest, ClonesCarryTheSourcesData) {
   std::string read(marker.size(), '\0');
   in.read(read.data(), static_cast<std::streamsize>(read.size()));
   EXPECT_EQ(read, marker);
+
+  // Growing the claim grows the volume; the node is asked to finish.
+  auto grow = *get(res::kPersistentVolumeClaims, "default", "copy");
+  kube::ensureObject(grow, {"spec", "resources", "requests"})["storage"] = "512Mi";
+  ASSERT_TRUE(client_->update(res::kPersistentVolumeClaims, grow));
+  ASSERT_TRUE(testing::waitFor([&] {
+    auto pvc = get(res::kPersistentVolumeClaims, "default", "copy");
+    return kube::str(*pvc, {"status", "allocatedResourceStatuses", "storage"}) == "NodeResizePending";
+  }, kWait)) << json::serialize(*get(res::kPersistentVolumeClaims, "default", "copy"));
+  auto grown = *get(res::kPersistentVolumeClaims, "default", "copy");
+  EXPECT_EQ(kube::str(grown, {"status", "allocatedResources", "storage"}), "512Mi");
+  EXPECT_EQ(kube::str((*kube::array(grown, {"status", "conditions"}))[0].as_object(), {"type"}), "FileSystemResizePending");
+  EXPECT_EQ(kube::str(*get(res::kPersistentVolumes, "", std::string(kube::objectName(*copyPv))), {"spec", "capacity", "storage"}), "512Mi");
+  EXPECT_EQ(fs::file_size(copyImage), 512u << 20);
 
   // A clone of a claim that does not exist fails with the sidecar's Event.
   apply(claim("orphan", "fast", ", dataSource: {kind: PersistentVolumeClaim, name: nothing}"));

@@ -163,6 +163,24 @@ class GrpcController : public CsiController {
     return {};
   }
 
+  base::Result<Expanded> controllerExpand(const std::string& volumeId, int64_t bytes, bool block, const std::string& fsType,
+                                          const StringMap& secrets) override {
+    v1::ControllerExpandVolumeRequest req;
+    req.set_volume_id(volumeId);
+    req.mutable_capacity_range()->set_required_bytes(bytes);
+    auto* cap = req.mutable_volume_capability();
+    cap->mutable_access_mode()->set_mode(modeFor("ReadWriteOnce"));
+    if (block) cap->mutable_block();
+    else cap->mutable_mount()->set_fs_type(fsType);
+    for (const auto& [k, v] : secrets) (*req.mutable_secrets())[k] = v;
+    grpc::ClientContext ctx;
+    deadline(ctx);
+    v1::ControllerExpandVolumeResponse resp;
+    grpc::Status s = controller_->ControllerExpandVolume(&ctx, req, &resp);
+    if (!s.ok()) return rpcError(s);
+    return Expanded{resp.capacity_bytes(), resp.node_expansion_required()};
+  }
+
   base::Result<Capacity> getCapacity(const StringMap& parameters, const StringMap& segment) override {
     v1::GetCapacityRequest req;
     for (const auto& [k, v] : parameters) (*req.mutable_parameters())[k] = v;

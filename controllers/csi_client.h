@@ -72,6 +72,14 @@ class CsiController {
   virtual base::Result<StringMap> controllerPublish(const Publish& p) = 0;
   virtual base::Status controllerUnpublish(const std::string& volumeId, const std::string& nodeId,
                                            const StringMap& secrets) = 0;
+  // ControllerExpandVolume to at least `bytes`: the new size, and whether
+  // the node must finish (NodeExpandVolume).
+  struct Expanded {
+    int64_t capacityBytes = 0;
+    bool nodeExpansionRequired = false;
+  };
+  virtual base::Result<Expanded> controllerExpand(const std::string& volumeId, int64_t bytes, bool block,
+                                                  const std::string& fsType, const StringMap& secrets) = 0;
   // GetCapacity for a class's parameters in one topology segment.
   virtual base::Result<Capacity> getCapacity(const StringMap& parameters, const StringMap& segment) = 0;
   // Every volume id the driver has (ListVolumes, all pages).

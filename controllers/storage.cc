@@ -8,14 +8,12 @@ namespace trellis::controllers {
 
 namespace json = boost::json;
 
-namespace {
 std::optional<long double> quantityAt(const json::object& o, kube::Path path) {
   std::string_view q = kube::str(o, path);
   if (q.empty()) return std::nullopt;
   auto v = kube::parseQuantity(q);
   return v ? std::optional<long double>(*v) : std::nullopt;
 }
-}  // namespace
 
 std::optional<long double> claimRequest(const json::object& pvc) {
   return quantityAt(pvc, {"spec", "resources", "requests", "storage"});

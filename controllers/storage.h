@@ -10,6 +10,8 @@
 
 #include <boost/json/object.hpp>
 
+#include "common/kube/object.h"
+
 namespace trellis::controllers {
 
 // Annotations of the PV controller and the external provisioner.
@@ -21,6 +23,9 @@ inline constexpr const char* kAnnBetaStorageProvisioner = "volume.beta.kubernete
 inline constexpr const char* kAnnSelectedNode = "volume.kubernetes.io/selected-node";
 inline constexpr const char* kAnnDefaultClass = "storageclass.kubernetes.io/is-default-class";
 inline constexpr const char* kNoProvisioner = "kubernetes.io/no-provisioner";
+
+// The Quantity at `path`, in units (nullopt when missing or malformed).
+std::optional<long double> quantityAt(const boost::json::object& obj, kube::Path path);
 
 // spec.resources.requests.storage of a PVC, spec.capacity.storage of a PV
 // (bytes; nullopt when missing or malformed).
