@@ -17,6 +17,7 @@
 
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 
 #include "common/kube/client.h"
@@ -42,7 +43,8 @@ const kube::Resource* resourceFor(std::string_view kind) {
   static const kube::Resource* all[] = {&res::kNamespaces, &res::kNodes, &res::kPods, &res::kServices,
                                         &res::kPersistentVolumes, &res::kPersistentVolumeClaims,
                                         &res::kStorageClasses, &res::kSecrets, &res::kConfigMaps,
-                                        &res::kCSIDrivers, &res::kVolumeAttachments};
+                                        &res::kCSIDrivers, &res::kVolumeAttachments,
+                                        &res::kVolumeSnapshots, &res::kVolumeSnapshotClasses};
   for (const kube::Resource* r : all) {
     if (r->kind == kind) return r;
   }
@@ -163,14 +165,15 @@ reclaimPolicy: Retain
 )");
   }
 
-  std::string claim(const std::string& name, const std::string& cls, const std::string& extra = "") {
+  std::string claim(const std::string& name, const std::string& cls, const std::string& extra = "",
+                    const std::string& size = "10Mi") {
     return fmt::format(R"(
 apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {{name: {}}}
-spec: {{storageClassName: {}, accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 10Mi}}}}{}}}
+spec: {{storageClassName: {}, accessModes: [ReadWriteOnce], resources: {{requests: {{storage: {}}}}}{}}}
 )",
-                       name, cls, extra);
+                       name, cls, size, extra);
   }
   std::string podWithClaim(const std::string& name, const std::string& claimName) {
     return fmt::format(R"(
@@ -363,6 +366,90 @@ TEST_F(ControllersTest, ClonesCarryTheSourcesData) {
   EXPECT_EQ(kube::str((*kube::array(grown, {"status", "conditions"}))[0].as_object(), {"type"}), "FileSystemResizePending");
   EXPECT_EQ(kube::str(*get(res::kPersistentVolumes, "", std::string(kube::objectName(*copyPv))), {"spec", "capacity", "storage"}), "512Mi");
   EXPECT_EQ(fs::file_size(copyImage), 512u << 20);
+
+  // A snapshot is taken as of its time, restores into a new claim, and goes
+  // with its content under deletionPolicy Delete; Retain keeps the content.
+  apply(R"(
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshotClass
+metadata: {name: snaps}
+driver: csi.trellis.dev
+deletionPolicy: Delete
+---
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshotClass
+metadata: {name: kept-snaps}
+driver: csi.trellis.dev
+deletionPolicy: Retain
+---
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {name: snap-1}
+spec: {volumeSnapshotClassName: snaps, source: {persistentVolumeClaimName: source}}
+)");
+  auto ready = [&](const std::string& name) {
+    return testing::waitFor([&] {
+      auto vs = get(res::kVolumeSnapshots, "default", name);
+      return vs && kube::boolean(*vs, {"status", "readyToUse"});
+    }, kWait);
+  };
+  ASSERT_TRUE(ready("snap-1")) << json::serialize(*get(res::kVolumeSnapshots, "default", "snap-1"));
+  auto snap = *get(res::kVolumeSnapshots, "default", "snap-1");
+  EXPECT_EQ(kube::str(snap, {"status", "boundVolumeSnapshotContentName"}), "snapcontent-" + std::string(kube::uid(snap)));
+  EXPECT_FALSE(kube::str(snap, {"status", "restoreSize"}).empty());
+  {
+    std::fstream f(image, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(4096 * 7);
+    f << "overwritten after the snapshot!";
+  }
+  // (The snapshot holds a 300Mi volume — the driver's smallest: a restore asks at least that.)
+  apply(claim("small", "fast", ", dataSource: {kind: VolumeSnapshot, apiGroup: snapshot.storage.k8s.io, name: snap-1}"));
+  apply(claim("restored", "fast", ", dataSource: {kind: VolumeSnapshot, apiGroup: snapshot.storage.k8s.io, name: snap-1}",
+              "300Mi"));
+  ASSERT_TRUE(testing::waitFor([&] {
+    auto r = get(res::kPersistentVolumeClaims, "default", "restored");
+    return r && kube::str(*r, {"status", "phase"}) == "Bound";
+  }, kWait));
+  ASSERT_TRUE(testing::waitFor([&] {
+    for (auto& e : list(res::kEvents, "default")) {
+      if (kube::str(e, {"involvedObject", "name"}) == "small" && kube::str(e, {"reason"}) == "ProvisioningFailed" &&
+          kube::str(e, {"message"}).find("is less than the size") != std::string_view::npos) {
+        return true;
+      }
+    }
+    return false;
+  }, kWait));
+  auto restoredPv = get(res::kPersistentVolumes, "",
+                        std::string(kube::str(*get(res::kPersistentVolumeClaims, "default", "restored"), {"spec", "volumeName"})));
+  std::ifstream rin(pool() + "/volumes/" + std::string(kube::str(*restoredPv, {"spec", "csi", "volumeHandle"})) + ".img",
+                    std::ios::binary);
+  rin.seekg(4096 * 7);
+  std::string restored(marker.size(), '\0');
+  rin.read(restored.data(), static_cast<std::streamsize>(restored.size()));
+  EXPECT_EQ(restored, marker);
+  std::string contentName(kube::str(snap, {"status", "boundVolumeSnapshotContentName"}));
+  ASSERT_TRUE(client_->remove(res::kVolumeSnapshots, "default", "snap-1"));
+  ASSERT_TRUE(testing::waitFor([&] {
+    return !get(res::kVolumeSnapshots, "default", "snap-1") && !get(res::kVolumeSnapshotContents, "", contentName);
+  }, kWait));
+  apply(R"(
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {name: snap-2}
+spec: {volumeSnapshotClassName: kept-snaps, source: {persistentVolumeClaimName: source}}
+)");
+  ASSERT_TRUE(ready("snap-2"));
+  std::string kept(kube::str(*get(res::kVolumeSnapshots, "default", "snap-2"), {"status", "boundVolumeSnapshotContentName"}));
+  ASSERT_TRUE(client_->remove(res::kVolumeSnapshots, "default", "snap-2"));
+  ASSERT_TRUE(testing::waitFor([&] { return !get(res::kVolumeSnapshots, "default", "snap-2"); }, kWait));
+  auto keptContent = get(res::kVolumeSnapshotContents, "", kept);
+  ASSERT_TRUE(keptContent) << "Retain deleted the content";
+  EXPECT_FALSE(kube::str(*keptContent, {"status", "snapshotHandle"}).empty());
+  // In the driver: snap-2's snapshot only (snap-1's went with its content).
+  std::vector<std::string> inPool;
+  for (auto& e : fs::directory_iterator(pool() + "/snapshots")) inPool.push_back(e.path().filename());
+  ASSERT_EQ(inPool.size(), 1u) << fmt::format("{}", fmt::join(inPool, " "));
+  EXPECT_EQ(inPool[0], std::string(kube::str(*keptContent, {"status", "snapshotHandle"})) + ".img");
 
   // A clone of a claim that does not exist fails with the sidecar's Event.
   apply(claim("orphan", "fast", ", dataSource: {kind: PersistentVolumeClaim, name: nothing}"));

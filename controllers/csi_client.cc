@@ -181,6 +181,35 @@ class GrpcController : public CsiController {
     return Expanded{resp.capacity_bytes(), resp.node_expansion_required()};
   }
 
+  base::Result<Snapshot> createSnapshot(const std::string& name, const std::string& sourceVolumeId,
+                                        const StringMap& parameters, const StringMap& secrets) override {
+    v1::CreateSnapshotRequest req;
+    req.set_name(name);
+    req.set_source_volume_id(sourceVolumeId);
+    for (const auto& [k, v] : parameters) (*req.mutable_parameters())[k] = v;
+    for (const auto& [k, v] : secrets) (*req.mutable_secrets())[k] = v;
+    grpc::ClientContext ctx;
+    deadline(ctx);
+    v1::CreateSnapshotResponse resp;
+    grpc::Status s = controller_->CreateSnapshot(&ctx, req, &resp);
+    if (!s.ok()) return rpcError(s);
+    const auto& snap = resp.snapshot();
+    return Snapshot{snap.snapshot_id(), snap.size_bytes(),
+                    snap.creation_time().seconds() * 1'000'000'000 + snap.creation_time().nanos(), snap.ready_to_use()};
+  }
+
+  base::Status deleteSnapshot(const std::string& id, const StringMap& secrets) override {
+    v1::DeleteSnapshotRequest req;
+    req.set_snapshot_id(id);
+    for (const auto& [k, v] : secrets) (*req.mutable_secrets())[k] = v;
+    grpc::ClientContext ctx;
+    deadline(ctx);
+    v1::DeleteSnapshotResponse resp;
+    grpc::Status s = controller_->DeleteSnapshot(&ctx, req, &resp);
+    if (!s.ok()) return rpcError(s);
+    return {};
+  }
+
   base::Result<Capacity> getCapacity(const StringMap& parameters, const StringMap& segment) override {
     v1::GetCapacityRequest req;
     for (const auto& [k, v] : parameters) (*req.mutable_parameters())[k] = v;

@@ -80,6 +80,15 @@ class CsiController {
   };
   virtual base::Result<Expanded> controllerExpand(const std::string& volumeId, int64_t bytes, bool block,
                                                   const std::string& fsType, const StringMap& secrets) = 0;
+  struct Snapshot {
+    std::string id;
+    int64_t sizeBytes = 0;
+    int64_t creationNanos = 0;  // Unix time
+    bool readyToUse = false;
+  };
+  virtual base::Result<Snapshot> createSnapshot(const std::string& name, const std::string& sourceVolumeId,
+                                                const StringMap& parameters, const StringMap& secrets) = 0;
+  virtual base::Status deleteSnapshot(const std::string& id, const StringMap& secrets) = 0;
   // GetCapacity for a class's parameters in one topology segment.
   virtual base::Result<Capacity> getCapacity(const StringMap& parameters, const StringMap& segment) = 0;
   // Every volume id the driver has (ListVolumes, all pages).

@@ -24,6 +24,8 @@ const std::vector<ControllerInfo>& allControllers() {
        "VolumeAttachments → ControllerPublish/Unpublish (local: also creates them for pods' volumes)", makeAttacher},
       {"csi-resizer", true, true, true, "ControllerExpandVolume for claims whose request grew; PV capacity, claim status",
        makeResizer},
+      {"csi-snapshotter", true, true, true,
+       "VolumeSnapshots → VolumeSnapshotContents → CreateSnapshot/DeleteSnapshot; deletion policies", makeSnapshotter},
       {"csi-capacity", true, true, true, "CSIStorageCapacity per StorageClass and node topology, from GetCapacity",
        makeCapacityPublisher},
       {"scheduler", true, false, false, "binds pending pods to nodes", makeScheduler},

@@ -109,6 +109,7 @@ std::unique_ptr<Runnable> makeProvisioner(Context& ctx);
 std::unique_ptr<Runnable> makeCapacityPublisher(Context& ctx);
 std::unique_ptr<Runnable> makeAttacher(Context& ctx);
 std::unique_ptr<Runnable> makeResizer(Context& ctx);
+std::unique_ptr<Runnable> makeSnapshotter(Context& ctx);
 std::unique_ptr<Runnable> makeScheduler(Context& ctx);
 std::unique_ptr<Runnable> makeNodeIpam(Context& ctx);
 std::unique_ptr<Runnable> makeEndpointSlices(Context& ctx);

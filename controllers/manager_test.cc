@@ -11,7 +11,7 @@ TEST(SelectControllers, StarIsTheProfilesDefaults) {
   auto local = selectControllers("*", Profile::kLocal);
   ASSERT_TRUE(local);
   EXPECT_EQ(local->size(), allControllers().size());
-  EXPECT_EQ(*selectControllers("*", Profile::kCluster), (Names{"csi-provisioner", "csi-attacher", "csi-resizer", "csi-capacity"}));
+  EXPECT_EQ(*selectControllers("*", Profile::kCluster), (Names{"csi-provisioner", "csi-attacher", "csi-resizer", "csi-snapshotter", "csi-capacity"}));
 }
 
 TEST(SelectControllers, NamesAddAndMinusRemoves) {
@@ -21,7 +21,7 @@ TEST(SelectControllers, NamesAddAndMinusRemoves) {
   EXPECT_EQ(sel->size(), allControllers().size() - 1);
   // Without '*' only what is named runs; a named one runs even if not a default.
   EXPECT_EQ(*selectControllers("scheduler, nodeipam", Profile::kLocal), (Names{"nodeipam", "scheduler"}));
-  EXPECT_EQ(*selectControllers("*,scheduler", Profile::kCluster), (Names{"csi-provisioner", "csi-attacher", "csi-resizer", "csi-capacity", "scheduler"}));
+  EXPECT_EQ(*selectControllers("*,scheduler", Profile::kCluster), (Names{"csi-provisioner", "csi-attacher", "csi-resizer", "csi-snapshotter", "csi-capacity", "scheduler"}));
   EXPECT_EQ(*selectControllers("scheduler,-scheduler", Profile::kLocal), Names{});
   EXPECT_EQ(*selectControllers("", Profile::kLocal), Names{});
 }

@@ -29,6 +29,8 @@ using kube::resources::kPersistentVolumeClaims;
 using kube::resources::kPersistentVolumes;
 using kube::resources::kSecrets;
 using kube::resources::kStorageClasses;
+using kube::resources::kVolumeSnapshotContents;
+using kube::resources::kVolumeSnapshots;
 
 constexpr const char* kProvisioningFinalizer = "trellis.dev/provisioning";
 constexpr const char* kPvFinalizer = "external-provisioner.volume.kubernetes.io/finalizer";
@@ -58,7 +60,9 @@ class Provisioner : public Reconciler {
         pvs_(ctx.informers.get(kPersistentVolumes)),
         classes_(ctx.informers.get(kStorageClasses)),
         nodes_(ctx.informers.get(kNodes)),
-        csiNodes_(ctx.informers.get(kCSINodes)) {
+        csiNodes_(ctx.informers.get(kCSINodes)),
+        snapshots_(ctx.informers.get(kVolumeSnapshots)),
+        contents_(ctx.informers.get(kVolumeSnapshotContents)) {
     controller_.watch(*pvcs_, [](const json::object& o) { return std::vector<std::string>{"c/" + kube::objectKey(o)}; });
     controller_.watch(*pvs_, [](const json::object& o) { return std::vector<std::string>{"v/" + kube::objectKey(o)}; });
   }
@@ -237,20 +241,38 @@ class Provisioner : public Reconciler {
     const json::object* src = kube::child(pvc, {"spec", "dataSourceRef"});
     if (!src) src = kube::child(pvc, {"spec", "dataSource"});
     if (src) {
-      std::string_view kind = kube::str(*src, {"kind"}), name = kube::str(*src, {"name"});
-      if (kind != "PersistentVolumeClaim" || !kube::str(*src, {"apiGroup"}).empty()) {
+      std::string_view kind = kube::str(*src, {"kind"}), name = kube::str(*src, {"name"}), group = kube::str(*src, {"apiGroup"});
+      std::string key = std::string(kube::objectNamespace(pvc)) + "/" + std::string(name);
+      if (kind == "PersistentVolumeClaim" && group.empty()) {
+        kube::ObjectPtr source = pvcs_->get(key);
+        if (!source) return base::makeError(base::ErrorCode::kNotFound, "source claim \"{}\" not found", name);
+        kube::ObjectPtr sourcePv = pvs_->get(std::string(kube::str(*source, {"spec", "volumeName"})));
+        if (!sourcePv || kube::annotation(*source, kAnnBindCompleted).empty()) {
+          return base::makeError(base::ErrorCode::kFailedPrecondition, "source claim \"{}\" is not bound", name);
+        }
+        if (kube::str(*sourcePv, {"spec", "csi", "driver"}) != driver()) {
+          return base::makeError(base::ErrorCode::kInvalidArgument, "source claim \"{}\" is not a {} volume", name, driver());
+        }
+        r.sourceVolumeId = kube::str(*sourcePv, {"spec", "csi", "volumeHandle"});
+      } else if (kind == "VolumeSnapshot" && group == "snapshot.storage.k8s.io") {
+        kube::ObjectPtr vs = snapshots_->get(key);
+        if (!vs) return base::makeError(base::ErrorCode::kNotFound, "snapshot \"{}\" not found", name);
+        if (!kube::boolean(*vs, {"status", "readyToUse"})) {
+          return base::makeError(base::ErrorCode::kFailedPrecondition, "snapshot \"{}\" is not ready to use", name);
+        }
+        kube::ObjectPtr content = contents_->get(std::string(kube::str(*vs, {"status", "boundVolumeSnapshotContentName"})));
+        if (!content || kube::str(*content, {"spec", "driver"}) != driver()) {
+          return base::makeError(base::ErrorCode::kInvalidArgument, "snapshot \"{}\" is not a {} snapshot", name, driver());
+        }
+        if (auto size = quantityAt(*vs, {"status", "restoreSize"}); size && *size > *want) {
+          return base::makeError(base::ErrorCode::kInvalidArgument,
+                                 "requested volume size {} is less than the size {} of the snapshot \"{}\"",
+                                 static_cast<int64_t>(*want), static_cast<int64_t>(*size), name);
+        }
+        r.sourceSnapshotId = kube::str(*content, {"status", "snapshotHandle"});
+      } else {
         return base::makeError(base::ErrorCode::kInvalidArgument, "data source {} {} is not supported", kind, name);
       }
-      kube::ObjectPtr source = pvcs_->get(std::string(kube::objectNamespace(pvc)) + "/" + std::string(name));
-      if (!source) return base::makeError(base::ErrorCode::kNotFound, "source claim \"{}\" not found", name);
-      kube::ObjectPtr sourcePv = pvs_->get(std::string(kube::str(*source, {"spec", "volumeName"})));
-      if (!sourcePv || kube::annotation(*source, kAnnBindCompleted).empty()) {
-        return base::makeError(base::ErrorCode::kFailedPrecondition, "source claim \"{}\" is not bound", name);
-      }
-      if (kube::str(*sourcePv, {"spec", "csi", "driver"}) != driver()) {
-        return base::makeError(base::ErrorCode::kInvalidArgument, "source claim \"{}\" is not a {} volume", name, driver());
-      }
-      r.sourceVolumeId = kube::str(*sourcePv, {"spec", "csi", "volumeHandle"});
     }
     return r;
   }
@@ -348,7 +370,7 @@ class Provisioner : public Reconciler {
   }
 
   kube::EventRecorder& events_;
-  std::shared_ptr<kube::Informer> pvcs_, pvs_, classes_, nodes_, csiNodes_;
+  std::shared_ptr<kube::Informer> pvcs_, pvs_, classes_, nodes_, csiNodes_, snapshots_, contents_;
 };
 
 }  // namespace

@@ -50,6 +50,10 @@ const std::vector<ResourceInfo>& servedResources() {
     add("storage.k8s.io", "v1", "CSINode", "csinodes", false, {});
     add("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", false, {}, {"status"});
     add("storage.k8s.io", "v1", "CSIStorageCapacity", "csistoragecapacities", true, {});
+    // snapshot.storage.k8s.io/v1 (CustomResourceDefinitions in a real cluster)
+    add("snapshot.storage.k8s.io", "v1", "VolumeSnapshot", "volumesnapshots", true, {"vs"}, {"status"});
+    add("snapshot.storage.k8s.io", "v1", "VolumeSnapshotContent", "volumesnapshotcontents", false, {"vsc", "vscs"}, {"status"});
+    add("snapshot.storage.k8s.io", "v1", "VolumeSnapshotClass", "volumesnapshotclasses", false, {"vsclass", "vsclasses"});
     // networking.k8s.io/v1
     add("networking.k8s.io", "v1", "Ingress", "ingresses", true, {"ing"}, {"status"});
     add("networking.k8s.io", "v1", "IngressClass", "ingressclasses", false, {});

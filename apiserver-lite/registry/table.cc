@@ -395,6 +395,23 @@ const std::vector<Column>& columnsOf(const ResourceInfo& r) {
                       {"RequiresRepublish", "string", 0, text({"spec", "requiresRepublish"}, "false")},
                       {"Modes", "string", 0, [](const json::object& o, std::time_t) { return json::value(joinArray(o, {"spec", "volumeLifecycleModes"}, "Persistent")); }},
                       ageCol};
+    m["VolumeSnapshot"] = {name, {"ReadyToUse", "boolean", 0, text({"status", "readyToUse"})},
+                           {"SourcePVC", "string", 0, text({"spec", "source", "persistentVolumeClaimName"})},
+                           {"SourceSnapshotContent", "string", 0, text({"spec", "source", "volumeSnapshotContentName"})},
+                           {"RestoreSize", "string", 0, text({"status", "restoreSize"})},
+                           {"SnapshotClass", "string", 0, text({"spec", "volumeSnapshotClassName"})},
+                           {"SnapshotContent", "string", 0, text({"status", "boundVolumeSnapshotContentName"})},
+                           {"CreationTime", "string", 0, text({"status", "creationTime"})}, ageCol};
+    m["VolumeSnapshotContent"] = {name, {"ReadyToUse", "boolean", 0, text({"status", "readyToUse"})},
+                                  {"RestoreSize", "integer", 0, text({"status", "restoreSize"})},
+                                  {"DeletionPolicy", "string", 0, text({"spec", "deletionPolicy"})},
+                                  {"Driver", "string", 0, text({"spec", "driver"})},
+                                  {"VolumeSnapshotClass", "string", 0, text({"spec", "volumeSnapshotClassName"})},
+                                  {"VolumeSnapshot", "string", 0, text({"spec", "volumeSnapshotRef", "name"})},
+                                  {"VolumeSnapshotNamespace", "string", 0, text({"spec", "volumeSnapshotRef", "namespace"})},
+                                  ageCol};
+    m["VolumeSnapshotClass"] = {name, {"Driver", "string", 0, text({"driver"})},
+                                {"DeletionPolicy", "string", 0, text({"deletionPolicy"})}, ageCol};
     m["CSIStorageCapacity"] = {name, {"StorageClassName", "string", 0, text({"storageClassName"})},
                                {"Capacity", "string", 0, text({"capacity"})}, ageCol};
     m["CSINode"] = {name, {"Drivers", "integer", 0, [](const json::object& o, std::time_t) { return json::value(int64_t(count(o, {"spec", "drivers"}))); }}, ageCol};

@@ -40,6 +40,9 @@ const Resource kCSIStorageCapacities{"storage.k8s.io", "v1", "csistoragecapaciti
 const Resource kDeployments{"apps", "v1", "deployments", "Deployment", true};
 const Resource kReplicaSets{"apps", "v1", "replicasets", "ReplicaSet", true};
 const Resource kDaemonSets{"apps", "v1", "daemonsets", "DaemonSet", true};
+const Resource kVolumeSnapshots{"snapshot.storage.k8s.io", "v1", "volumesnapshots", "VolumeSnapshot", true};
+const Resource kVolumeSnapshotContents{"snapshot.storage.k8s.io", "v1", "volumesnapshotcontents", "VolumeSnapshotContent", false};
+const Resource kVolumeSnapshotClasses{"snapshot.storage.k8s.io", "v1", "volumesnapshotclasses", "VolumeSnapshotClass", false};
 const Resource kServiceAccounts{"", "v1", "serviceaccounts", "ServiceAccount", true};
 }  // namespace resources
 

@@ -54,7 +54,7 @@ namespace resources {
 extern const Resource kNamespaces, kNodes, kPods, kServices, kEndpoints, kConfigMaps, kSecrets, kEvents,
     kPersistentVolumes, kPersistentVolumeClaims, kEndpointSlices, kStorageClasses, kVolumeAttachments, kCSINodes,
     kIngresses, kIngressClasses, kLeases, kServiceAccounts, kCSIDrivers, kCSIStorageCapacities, kDeployments,
-    kReplicaSets, kDaemonSets;
+    kReplicaSets, kDaemonSets, kVolumeSnapshots, kVolumeSnapshotContents, kVolumeSnapshotClasses;
 }
 
 struct ListOptions {
