@@ -190,20 +190,7 @@ class Attacher : public Reconciler {
   }
 
   base::Status setFinalizer(const kube::Resource& r, const json::object& obj, bool present) {
-    if (kube::hasFinalizer(obj, finalizer_) == present) return {};
-    std::string patch;
-    if (present) {
-      json::array list;
-      if (const json::array* f = kube::array(obj, {"metadata", "finalizers"})) list = *f;
-      list.push_back(json::string(finalizer_));
-      patch = json::serialize(json::object{{"metadata", json::object{{"finalizers", std::move(list)},
-                                                                      {"resourceVersion", kube::objectResourceVersion(obj)}}}});
-    } else {
-      patch = *kube::removeFinalizerPatch(obj, finalizer_);
-    }
-    auto res = ctx_.client.patch(r, "", kube::objectName(obj), kube::PatchType::kMerge, patch);
-    if (!res && res.error().code() != base::ErrorCode::kNotFound) return res.error();
-    return {};
+    return controllers::setFinalizer(ctx_.client, r, obj, finalizer_, present);
   }
 
   base::Status syncAttachment(const std::string& name) {

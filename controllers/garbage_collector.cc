@@ -184,11 +184,7 @@ class GarbageCollector : public Reconciler {
   }
 
   base::Status removeFinalizer(const kube::Resource& r, const json::object& obj, const char* finalizer) {
-    auto patch = kube::removeFinalizerPatch(obj, finalizer);
-    if (!patch) return {};
-    auto res = ctx_.client.patch(r, kube::objectNamespace(obj), kube::objectName(obj), kube::PatchType::kMerge, *patch);
-    if (!res && res.error().code() != base::ErrorCode::kNotFound) return res.error();
-    return {};
+    return setFinalizer(ctx_.client, r, obj, finalizer, false);
   }
 
   base::Status orphanDependents(const kube::Resource& r, const json::object& owner) {

@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include "common/kube/object.h"
+
 namespace trellis::controllers {
 
 const std::vector<ControllerInfo>& allControllers() {
@@ -37,6 +39,15 @@ const std::vector<ControllerInfo>& allControllers() {
        "deletes objects whose owners are gone; foreground and orphan deletion", makeGarbageCollector},
   };
   return all;
+}
+
+base::Status setFinalizer(kube::Client& client, const kube::Resource& r, const boost::json::object& obj,
+                          std::string_view finalizer, bool present) {
+  auto patch = present ? kube::addFinalizerPatch(obj, finalizer) : kube::removeFinalizerPatch(obj, finalizer);
+  if (!patch) return {};
+  auto res = client.patch(r, kube::objectNamespace(obj), kube::objectName(obj), kube::PatchType::kMerge, *patch);
+  if (!res && res.error().code() != base::ErrorCode::kNotFound) return res.error();
+  return {};
 }
 
 kube::EventRecorder& EventRecorders::get(const std::string& component) {

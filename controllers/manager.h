@@ -85,6 +85,12 @@ class Reconciler : public Runnable {
   kube::Controller controller_;
 };
 
+// Adds (`present`) or removes `finalizer` on `obj` with a merge patch that
+// carries its resourceVersion; nothing when it already is so, and an object
+// gone meanwhile is not an error.
+base::Status setFinalizer(kube::Client& client, const kube::Resource& r, const boost::json::object& obj,
+                          std::string_view finalizer, bool present);
+
 struct ControllerInfo {
   std::string_view name;
   bool local, cluster;  // on by default in the profile

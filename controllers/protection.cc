@@ -25,32 +25,16 @@ const base::Logger& log() {
   return l;
 }
 
-std::string addFinalizerPatch(const json::object& obj, std::string_view name) {
-  json::array list;
-  if (const json::array* f = kube::array(obj, {"metadata", "finalizers"})) list = *f;
-  list.push_back(json::string(name));
-  return json::serialize(json::object{
-      {"metadata", json::object{{"finalizers", std::move(list)},
-                                {"resourceVersion", kube::str(obj, {"metadata", "resourceVersion"})}}}});
-}
-
 // Adds `finalizer` to a live object that lacks it, removes it once
 // `releasable` says so from one being deleted.
 base::Status keepOrRelease(kube::Client& client, const kube::Resource& r, const json::object& obj,
                            const char* finalizer, const std::function<base::Result<bool>()>& releasable) {
-  std::string_view ns = kube::objectNamespace(obj), name = kube::objectName(obj);
-  if (!kube::beingDeleted(obj)) {
-    if (kube::hasFinalizer(obj, finalizer)) return {};
-    auto res = client.patch(r, ns, name, kube::PatchType::kMerge, addFinalizerPatch(obj, finalizer));
-    return res ? base::Status() : base::Status(res.error());
-  }
-  auto patch = kube::removeFinalizerPatch(obj, finalizer);
-  if (!patch) return {};
+  if (!kube::beingDeleted(obj)) return setFinalizer(client, r, obj, finalizer, true);
+  if (!kube::hasFinalizer(obj, finalizer)) return {};
   auto free = releasable();
   if (!free) return free.error();
   if (!*free) return {};
-  auto res = client.patch(r, ns, name, kube::PatchType::kMerge, *patch);
-  if (!res && res.error().code() != base::ErrorCode::kNotFound) return res.error();
+  if (auto st = setFinalizer(client, r, obj, finalizer, false); !st) return st;
   log().info("removed finalizer", {{"kind", r.kind}, {"object", kube::objectKey(obj)}, {"finalizer", finalizer}});
   return {};
 }

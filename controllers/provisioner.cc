@@ -90,14 +90,9 @@ class Provisioner : public Reconciler {
     if (pvs_->get(pvName)) return releaseClaim(*pvc);
 
     json::object claim = *pvc;
-    if (!kube::hasFinalizer(claim, kProvisioningFinalizer)) {
-      json::array list;
-      if (const json::array* f = kube::array(claim, {"metadata", "finalizers"})) list = *f;
-      list.push_back(kProvisioningFinalizer);
-      json::object patch{{"metadata", json::object{{"finalizers", std::move(list)},
-                                                   {"resourceVersion", kube::str(claim, {"metadata", "resourceVersion"})}}}};
+    if (auto patch = kube::addFinalizerPatch(claim, kProvisioningFinalizer)) {
       auto res = ctx_.client.patch(kPersistentVolumeClaims, kube::objectNamespace(claim), kube::objectName(claim),
-                                   kube::PatchType::kMerge, json::serialize(patch));
+                                   kube::PatchType::kMerge, *patch);
       if (!res) return res.error();
       claim = std::move(*res);
       events_.record(claim, "Normal", "Provisioning",
@@ -123,12 +118,7 @@ class Provisioner : public Reconciler {
 
   // The claim's PV exists: the provisioning finalizer has done its work.
   base::Status releaseClaim(const json::object& pvc) {
-    auto patch = kube::removeFinalizerPatch(pvc, kProvisioningFinalizer);
-    if (!patch) return {};
-    auto res = ctx_.client.patch(kPersistentVolumeClaims, kube::objectNamespace(pvc), kube::objectName(pvc),
-                                 kube::PatchType::kMerge, *patch);
-    if (!res && res.error().code() != base::ErrorCode::kNotFound) return res.error();
-    return {};
+    return setFinalizer(ctx_.client, kPersistentVolumeClaims, pvc, kProvisioningFinalizer, false);
   }
 
   // A claim deleted while provisioning may have a volume no PV records.
@@ -362,11 +352,7 @@ class Provisioner : public Reconciler {
   }
 
   base::Status removePvFinalizer(const json::object& pv) {
-    auto patch = kube::removeFinalizerPatch(pv, kPvFinalizer);
-    if (!patch) return {};
-    auto res = ctx_.client.patch(kPersistentVolumes, "", kube::objectName(pv), kube::PatchType::kMerge, *patch);
-    if (!res && res.error().code() != base::ErrorCode::kNotFound) return res.error();
-    return {};
+    return setFinalizer(ctx_.client, kPersistentVolumes, pv, kPvFinalizer, false);
   }
 
   kube::EventRecorder& events_;

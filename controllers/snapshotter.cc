@@ -94,20 +94,7 @@ class Snapshotter : public Reconciler {
   }
 
   base::Status patchFinalizers(const kube::Resource& r, const json::object& obj, std::string_view finalizer, bool present) {
-    if (kube::hasFinalizer(obj, finalizer) == present) return {};
-    std::string patch;
-    if (present) {
-      json::array list;
-      if (const json::array* f = kube::array(obj, {"metadata", "finalizers"})) list = *f;
-      list.push_back(json::string(finalizer));
-      patch = json::serialize(json::object{{"metadata", json::object{{"finalizers", std::move(list)},
-                                                                      {"resourceVersion", kube::objectResourceVersion(obj)}}}});
-    } else {
-      patch = *kube::removeFinalizerPatch(obj, finalizer);
-    }
-    auto res = ctx_.client.patch(r, kube::objectNamespace(obj), kube::objectName(obj), kube::PatchType::kMerge, patch);
-    if (!res && res.error().code() != base::ErrorCode::kNotFound) return res.error();
-    return {};
+    return setFinalizer(ctx_.client, r, obj, finalizer, present);
   }
 
   base::Status setError(const kube::Resource& r, const json::object& objIn, const std::string& message) {

@@ -107,6 +107,16 @@ std::optional<std::string> removeFinalizerPatch(const json::object& obj, std::st
   return json::serialize(json::object{{"metadata", std::move(meta)}});
 }
 
+std::optional<std::string> addFinalizerPatch(const json::object& obj, std::string_view name) {
+  if (hasFinalizer(obj, name)) return std::nullopt;
+  json::array list;
+  if (const json::array* f = array(obj, {"metadata", "finalizers"})) list = *f;
+  list.push_back(json::string(name));
+  json::object meta{{"finalizers", std::move(list)}};
+  if (auto rv = str(obj, {"metadata", "resourceVersion"}); !rv.empty()) meta["resourceVersion"] = rv;
+  return json::serialize(json::object{{"metadata", std::move(meta)}});
+}
+
 std::vector<OwnerReference> ownerReferences(const json::object& obj) {
   std::vector<OwnerReference> out;
   const json::array* refs = array(obj, {"metadata", "ownerReferences"});

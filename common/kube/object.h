@@ -47,6 +47,8 @@ bool hasFinalizer(const boost::json::object& obj, std::string_view name);
 // without `name` (with metadata.resourceVersion as a precondition), or
 // nullopt when the object does not have it.
 std::optional<std::string> removeFinalizerPatch(const boost::json::object& obj, std::string_view name);
+// The same with `name` added, or nullopt when the object has it already.
+std::optional<std::string> addFinalizerPatch(const boost::json::object& obj, std::string_view name);
 
 struct OwnerReference {
   std::string apiVersion, kind, name, uid;

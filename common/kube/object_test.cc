@@ -29,6 +29,9 @@ TEST(Object, RemovingAFinalizerKeepsTheOthersAndPreconditions) {
   EXPECT_FALSE(removeFinalizerPatch(o, "c"));
   EXPECT_EQ(*removeFinalizerPatch(o, "kubernetes.io/pvc-protection"),
             R"({"metadata":{"finalizers":["a","b"],"resourceVersion":"7"}})");
+  EXPECT_FALSE(addFinalizerPatch(o, "a"));
+  EXPECT_EQ(*addFinalizerPatch(o, "c"),
+            R"({"metadata":{"finalizers":["a","kubernetes.io/pvc-protection","b","c"],"resourceVersion":"7"}})");
 }
 
 TEST(Object, LabelSelectors) {
