@@ -11,9 +11,13 @@
 // fits gets PodScheduled=False and a FailedScheduling event worded as
 // kube-scheduler words them ("0/3 nodes are available: ...").
 //
-// One worker decides, so no two decisions share capacity; pods bound but
-// not yet seen bound in the cache are "assumed" on their node meanwhile.
+// One worker decides, so no two decisions share capacity; a decided pod is
+// "assumed" on its node at once and bound by one of kBinders threads,
+// until the cache shows it bound (or the binding fails and it is retried).
+#include <condition_variable>
+#include <deque>
 #include <map>
+#include <mutex>
 #include <set>
 
 #include <boost/json/serialize.hpp>
@@ -37,6 +41,10 @@ using kube::resources::kPersistentVolumeClaims;
 using kube::resources::kPersistentVolumes;
 using kube::resources::kPods;
 using kube::resources::kStorageClasses;
+
+// Bindings in flight at once: the API server commits concurrent writes
+// together, so more of them cost little more than one.
+constexpr int kBinders = 16;
 
 const base::Logger& log() {
   static base::Logger l("scheduler");
@@ -169,6 +177,10 @@ class Scheduler : public Reconciler {
   }
 
   void podChanged(const json::object& pod, bool deleted) {
+    if (deleted || !kube::str(pod, {"spec", "nodeName"}).empty()) {
+      std::lock_guard g(assumedMu_);
+      assumed_.erase(kube::objectKey(pod));  // the cache has caught up with the binding
+    }
     if (kube::str(pod, {"spec", "nodeName"}).empty()) {
       if (!deleted && ours(pod)) controller_.enqueue(kube::objectKey(pod));
     } else if (deleted || podTerminal(pod)) {
@@ -188,17 +200,33 @@ class Scheduler : public Reconciler {
     return slot.second;
   }
 
-  // The pods a node runs: the cache's, and those assumed there.
-  std::vector<kube::ObjectPtr> podsOn(const std::string& node) {
-    std::vector<kube::ObjectPtr> out;
-    for (const kube::ObjectPtr& p : pods_->byIndex(kPodsByNode, node)) {
-      if (!podTerminal(*p)) out.push_back(p);
+  // What each node runs — the cache's pods and those assumed there — and
+  // which of them carry required anti-affinity, taken once per decision.
+  void takeSnapshot(const std::vector<kube::ObjectPtr>& nodes) {
+    placed_.clear();
+    withAntiAffinity_.clear();
+    std::set<std::string> seen;
+    for (const kube::ObjectPtr& n : nodes) {
+      auto& list = placed_[std::string(kube::objectName(*n))];
+      for (kube::ObjectPtr& p : pods_->byIndex(kPodsByNode, std::string(kube::objectName(*n)))) {
+        if (podTerminal(*p)) continue;
+        seen.insert(kube::objectKey(*p));
+        list.push_back(std::move(p));
+      }
     }
-    for (const auto& [key, a] : assumed_) {
-      if (a.first == node) out.push_back(a.second);
+    {
+      std::lock_guard g(assumedMu_);
+      for (const auto& [key, a] : assumed_) {
+        if (!seen.count(key)) placed_[a.first].push_back(a.second);
+      }
     }
-    return out;
+    for (const kube::ObjectPtr& n : nodes) {
+      for (const kube::ObjectPtr& p : placed_[std::string(kube::objectName(*n))]) {
+        if (!requiredTerms(*p, "podAntiAffinity").empty()) withAntiAffinity_.emplace_back(n, p);
+      }
+    }
   }
+  const std::vector<kube::ObjectPtr>& podsOn(const std::string& node) { return placed_[node]; }
 
   struct VolumeConstraints {
     std::vector<const json::array*> nodeTerms;      // bound volumes' node affinity
@@ -389,15 +417,13 @@ class Scheduler : public Reconciler {
       if (affinityTermMatches(*term, pod, node, nodes, nullptr)) return {"node(s) didn't match pod anti-affinity rules"};
     }
     // Pods already placed whose anti-affinity this pod would break.
-    for (const kube::ObjectPtr& n : nodes) {
-      for (const kube::ObjectPtr& other : podsOn(std::string(kube::objectName(*n)))) {
-        for (const json::object* term : requiredTerms(*other, "podAntiAffinity")) {
-          auto here = kube::labels(node);
-          auto there = kube::labels(*n);
-          std::string key(kube::str(*term, {"topologyKey"}));
-          if (!here.count(key) || !there.count(key) || here[key] != there[key]) continue;
-          if (affinityTermMatches(*term, *other, *n, nodes, &pod)) return {"node(s) didn't satisfy existing pods anti-affinity rules"};
-        }
+    for (const auto& [n, other] : withAntiAffinity_) {
+      for (const json::object* term : requiredTerms(*other, "podAntiAffinity")) {
+        auto here = kube::labels(node);
+        auto there = kube::labels(*n);
+        std::string key(kube::str(*term, {"topologyKey"}));
+        if (!here.count(key) || !there.count(key) || here[key] != there[key]) continue;
+        if (affinityTermMatches(*term, *other, *n, nodes, &pod)) return {"node(s) didn't satisfy existing pods anti-affinity rules"};
       }
     }
     return {};
@@ -439,18 +465,16 @@ class Scheduler : public Reconciler {
   base::Status reconcile(const std::string& key) {
     pinned_.clear();
     kube::ObjectPtr pod = pods_->get(key);
-    for (auto it = assumed_.begin(); it != assumed_.end();) {
-      kube::ObjectPtr p = pods_->get(it->first);
-      if (!p || !kube::str(*p, {"spec", "nodeName"}).empty()) it = assumed_.erase(it);
-      else ++it;
-    }
     if (!pod) {
       reqCache_.erase(key);
       return {};
     }
-    if (!kube::str(*pod, {"spec", "nodeName"}).empty() || kube::beingDeleted(*pod) || podTerminal(*pod) || !ours(*pod) ||
-        assumed_.count(key)) {
+    if (!kube::str(*pod, {"spec", "nodeName"}).empty() || kube::beingDeleted(*pod) || podTerminal(*pod) || !ours(*pod)) {
       return {};
+    }
+    {
+      std::lock_guard g(assumedMu_);
+      if (assumed_.count(key)) return {};  // a binding is on its way
     }
     std::vector<kube::ObjectPtr> nodes = nodes_->list();
     std::sort(nodes.begin(), nodes.end(), [](const kube::ObjectPtr& a, const kube::ObjectPtr& b) {
@@ -465,8 +489,9 @@ class Scheduler : public Reconciler {
     std::map<std::string, int> reasons;
     kube::ObjectPtr best;
     double bestScore = -1e9;
+    takeSnapshot(nodes);
     for (const kube::ObjectPtr& node : nodes) {
-      auto here = podsOn(std::string(kube::objectName(*node)));
+      const auto& here = podsOn(std::string(kube::objectName(*node)));
       auto why = filter(*pod, want, *node, vols, nodes, here);
       if (!why.empty()) {
         for (const std::string& w : why) reasons[w]++;
@@ -496,23 +521,60 @@ class Scheduler : public Reconciler {
       if (!res) return res.error();
     }
     if (waiting) return {};  // bound once the claims are (their updates requeue the pod)
-    return bind(*pod, node);
+    // Assumed on the node at once (the next decision counts it), bound in
+    // the background: decisions never wait for the API server.
+    {
+      std::lock_guard g(assumedMu_);
+      assumed_[key] = {node, pod};
+    }
+    {
+      std::lock_guard g(bindMu_);
+      bindQueue_.emplace_back(pod, node);
+    }
+    bindCv_.notify_one();
+    return {};
   }
 
-  base::Status bind(const json::object& pod, const std::string& node) {
-    std::string ns(kube::objectNamespace(pod)), name(kube::objectName(pod));
+  void run(std::stop_token stop) override {
+    std::vector<std::jthread> binders;
+    for (int i = 0; i < kBinders; ++i) binders.emplace_back([this](std::stop_token st) { bindLoop(st); });
+    Reconciler::run(stop);
+    for (auto& b : binders) b.request_stop();
+    bindCv_.notify_all();
+  }
+
+  void bindLoop(std::stop_token stop) {
+    for (;;) {
+      std::pair<kube::ObjectPtr, std::string> job;
+      {
+        std::unique_lock g(bindMu_);
+        bindCv_.wait(g, [&] { return stop.stop_requested() || !bindQueue_.empty(); });
+        if (bindQueue_.empty()) return;
+        job = std::move(bindQueue_.front());
+        bindQueue_.pop_front();
+      }
+      bind(*job.first, job.second);
+    }
+  }
+
+  void bind(const json::object& pod, const std::string& node) {
+    std::string ns(kube::objectNamespace(pod)), name(kube::objectName(pod)), key = kube::objectKey(pod);
     json::object binding{{"apiVersion", "v1"}, {"kind", "Binding"},
                          {"metadata", json::object{{"name", name}, {"namespace", ns}, {"uid", kube::uid(pod)}}},
                          {"target", json::object{{"apiVersion", "v1"}, {"kind", "Node"}, {"name", node}}}};
     auto res = ctx_.client.post(kPods.path(ns, name, "binding"), binding);
     if (!res) {
-      if (res.error().code() == base::ErrorCode::kConflict || res.error().code() == base::ErrorCode::kNotFound) return {};
-      return res.error();
+      {
+        std::lock_guard g(assumedMu_);
+        assumed_.erase(key);
+      }
+      if (res.error().code() == base::ErrorCode::kConflict || res.error().code() == base::ErrorCode::kNotFound) return;
+      log().warn("binding failed", {{"pod", key}, {"node", node}, {"error", res.error().message()}});
+      controller_.queue().addRateLimited(key);
+      return;
     }
-    if (kube::ObjectPtr cached = pods_->get(kube::objectKey(pod))) assumed_[kube::objectKey(pod)] = {node, cached};
-    log().debug("bound", {{"pod", kube::objectKey(pod)}, {"node", node}});
+    log().debug("bound", {{"pod", key}, {"node", node}});
     events_.record(pod, "Normal", "Scheduled", fmt::format("Successfully assigned {}/{} to {}", ns, name, node));
-    return {};
   }
 
   base::Status unschedulable(const json::object& podIn, const std::string& message) {
@@ -547,9 +609,15 @@ class Scheduler : public Reconciler {
 
   kube::EventRecorder& events_;
   std::shared_ptr<kube::Informer> pods_, nodes_, pvcs_, pvs_, classes_, drivers_, capacities_;
+  std::mutex assumedMu_;
   std::map<std::string, std::pair<std::string, kube::ObjectPtr>> assumed_;        // pod -> (node, pod)
+  std::mutex bindMu_;
+  std::condition_variable bindCv_;
+  std::deque<std::pair<kube::ObjectPtr, std::string>> bindQueue_;                // (pod, node)
   std::map<std::string, std::pair<kube::ObjectPtr, Requests>> reqCache_;          // pod -> requests of that version
   std::vector<kube::ObjectPtr> pinned_;  // keeps objects alive that VolumeConstraints points into
+  std::map<std::string, std::vector<kube::ObjectPtr>> placed_;                   // node -> pods (this decision)
+  std::vector<std::pair<kube::ObjectPtr, kube::ObjectPtr>> withAntiAffinity_;   // (node, pod)
 };
 
 }  // namespace
