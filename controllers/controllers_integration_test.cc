@@ -291,6 +291,13 @@ TEST_F(ControllersTest, ClaimsOfBothBindingModesGetVolumesAndGiveThemBack) {
   EXPECT_EQ(capacity["n2"], "0");
   EXPECT_NE(capacity["n1"], "0");
   for (auto& p : list(res::kPods, "default")) EXPECT_EQ(kube::str(p, {"spec", "nodeName"}), "n1");
+  // A pod using an Immediate claim goes where its volume is (the PV's node
+  // affinity: n1), though n2 runs less.
+  apply(podWithClaim("pinned", "now-0"));
+  ASSERT_TRUE(testing::waitFor([&] {
+    auto p = get(res::kPods, "default", "pinned");
+    return p && kube::str(*p, {"spec", "nodeName"}) == "n1";
+  }, kWait));
   // Pods without volumes spread by least allocation.
   for (int i = 0; i < 4; ++i) apply(fmt::format("apiVersion: v1\nkind: Pod\nmetadata: {{name: plain-{}}}\nspec: {{containers: [{{name: c, image: x}}]}}\n", i));
   std::set<std::string> plainNodes;
@@ -580,9 +587,10 @@ TEST_F(ControllersTest, ClaimInUseStaysUntilItsPodGoesAndNamespaceDeletionComple
   ASSERT_TRUE(ca);
   EXPECT_NE(kube::str(*ca, {"data", "ca.crt"}).find("BEGIN CERTIFICATE"), std::string_view::npos);
 
-  ASSERT_TRUE(client_->remove(res::kNamespaces, "", "team"));
-  ASSERT_TRUE(testing::waitFor([&] { return !get(res::kNamespaces, "", "team"); }, kWait))
-      << json::serialize(*get(res::kNamespaces, "", "team"));
+  // As a user does it: kubectl waits until the namespace is gone.
+  auto deleted = testing::run(fmt::format("kubectl --kubeconfig {} delete namespace team --timeout=30s 2>&1", server_.kubeconfig()));
+  ASSERT_EQ(deleted.exitCode, 0) << deleted.out;
+  EXPECT_FALSE(get(res::kNamespaces, "", "team"));
   ASSERT_TRUE(testing::waitFor([&] { return list(res::kPersistentVolumes).empty() && driverVolumes().empty(); }, kWait));
 }
 
