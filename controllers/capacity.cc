@@ -85,12 +85,7 @@ class CapacityPublisher : public Reconciler {
     base::Status result;
     for (const kube::ObjectPtr& sc : classes_->list()) {
       if (kube::str(*sc, {"provisioner"}) != ctx_.options.driverName) continue;
-      StringMap params;
-      if (const json::object* p = kube::child(*sc, {"parameters"})) {
-        for (const auto& [k, v] : *p) {
-          if (v.is_string() && !std::string_view(k).starts_with("csi.storage.k8s.io/")) params.emplace(k, v.get_string());
-        }
-      }
+      StringMap params = driverParameters(sc.get());
       for (const StringMap& seg : segments) {
         std::string name = objectNameFor(kube::objectName(*sc), seg);
         wanted.insert(name);

@@ -458,6 +458,53 @@ spec: {volumeSnapshotClassName: kept-snaps, source: {persistentVolumeClaimName: 
   ASSERT_EQ(inPool.size(), 1u) << fmt::format("{}", fmt::join(inPool, " "));
   EXPECT_EQ(inPool[0], std::string(kube::str(*keptContent, {"status", "snapshotHandle"})) + ".img");
 
+  // A group snapshot of the claims labelled group=g1: one
+  // CreateVolumeGroupSnapshot, a VolumeSnapshot per member (restorable),
+  // all gone with the group.
+  for (const char* n : {"source", "copy"}) {
+    ASSERT_TRUE(client_->patch(res::kPersistentVolumeClaims, "default", n, kube::PatchType::kMerge,
+                               R"({"metadata":{"labels":{"group":"g1"}}})"));
+  }
+  ASSERT_TRUE(client_->create(res::kVolumeGroupSnapshotClasses, "", json::object{
+      {"metadata", json::object{{"name", "groups"}}}, {"driver", "csi.trellis.dev"}, {"deletionPolicy", "Delete"}}));
+  ASSERT_TRUE(client_->create(res::kVolumeGroupSnapshots, "default", json::object{
+      {"metadata", json::object{{"name", "g1"}}},
+      {"spec", json::object{{"volumeGroupSnapshotClassName", "groups"},
+                            {"source", json::object{{"selector", json::object{{"matchLabels", json::object{{"group", "g1"}}}}}}}}}}));
+  ASSERT_TRUE(testing::waitFor([&] {
+    auto g = get(res::kVolumeGroupSnapshots, "default", "g1");
+    return g && kube::boolean(*g, {"status", "readyToUse"});
+  }, kWait)) << json::serialize(*get(res::kVolumeGroupSnapshots, "default", "g1"));
+  std::vector<std::string> memberNames;
+  for (auto& vs : list(res::kVolumeSnapshots, "default")) {
+    if (kube::str(vs, {"metadata", "labels", "groupsnapshot.storage.k8s.io/volumeGroupSnapshotName"}) == "g1") {
+      memberNames.emplace_back(kube::objectName(vs));
+    }
+  }
+  ASSERT_EQ(memberNames.size(), 2u);
+  for (const std::string& m : memberNames) EXPECT_TRUE(ready(m)) << m;
+  apply(claim("from-group", "fast",
+              fmt::format(", dataSource: {{kind: VolumeSnapshot, apiGroup: snapshot.storage.k8s.io, name: {}}}", memberNames[0]),
+              "512Mi"));
+  ASSERT_TRUE(testing::waitFor([&] {
+    auto r = get(res::kPersistentVolumeClaims, "default", "from-group");
+    return r && kube::str(*r, {"status", "phase"}) == "Bound";
+  }, kWait));
+  auto snapshotsInPool = [&] {
+    size_t n = 0;
+    for (auto& e : fs::directory_iterator(pool() + "/snapshots")) n += e.path().extension() == ".img";
+    return n;
+  };
+  EXPECT_EQ(snapshotsInPool(), 3u);  // the retained one and the group's two
+  ASSERT_TRUE(client_->remove(res::kVolumeGroupSnapshots, "default", "g1"));
+  ASSERT_TRUE(testing::waitFor([&] {
+    if (get(res::kVolumeGroupSnapshots, "default", "g1")) return false;
+    for (const std::string& m : memberNames) {
+      if (get(res::kVolumeSnapshots, "default", m)) return false;
+    }
+    return list(res::kVolumeGroupSnapshotContents).empty() && snapshotsInPool() == 1;
+  }, kWait)) << snapshotsInPool() << " snapshots in the pool";
+
   // A clone of a claim that does not exist fails with the sidecar's Event.
   apply(claim("orphan", "fast", ", dataSource: {kind: PersistentVolumeClaim, name: nothing}"));
   ASSERT_TRUE(testing::waitFor([&] {

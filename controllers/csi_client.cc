@@ -62,6 +62,7 @@ class GrpcController : public CsiController {
       : channel_(grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials())),
         identity_(v1::Identity::NewStub(channel_)),
         controller_(v1::Controller::NewStub(channel_)),
+        group_(v1::GroupController::NewStub(channel_)),
         timeout_(timeout) {}
 
   base::Result<std::string> driverName() override {
@@ -210,6 +211,44 @@ class GrpcController : public CsiController {
     return {};
   }
 
+  base::Result<GroupSnapshot> createGroupSnapshot(const std::string& name, const std::vector<std::string>& volumeIds,
+                                                  const StringMap& parameters, const StringMap& secrets) override {
+    v1::CreateVolumeGroupSnapshotRequest req;
+    req.set_name(name);
+    for (const std::string& id : volumeIds) req.add_source_volume_ids(id);
+    for (const auto& [k, v] : parameters) (*req.mutable_parameters())[k] = v;
+    for (const auto& [k, v] : secrets) (*req.mutable_secrets())[k] = v;
+    grpc::ClientContext ctx;
+    deadline(ctx);
+    v1::CreateVolumeGroupSnapshotResponse resp;
+    grpc::Status s = group_->CreateVolumeGroupSnapshot(&ctx, req, &resp);
+    if (!s.ok()) return rpcError(s);
+    const auto& g = resp.group_snapshot();
+    GroupSnapshot out{g.group_snapshot_id(), {}, g.creation_time().seconds() * 1'000'000'000 + g.creation_time().nanos(),
+                      g.ready_to_use()};
+    for (const auto& snap : g.snapshots()) {
+      out.members.emplace_back(snap.source_volume_id(),
+                               Snapshot{snap.snapshot_id(), snap.size_bytes(),
+                                        snap.creation_time().seconds() * 1'000'000'000 + snap.creation_time().nanos(),
+                                        snap.ready_to_use()});
+    }
+    return out;
+  }
+
+  base::Status deleteGroupSnapshot(const std::string& id, const std::vector<std::string>& snapshotIds,
+                                   const StringMap& secrets) override {
+    v1::DeleteVolumeGroupSnapshotRequest req;
+    req.set_group_snapshot_id(id);
+    for (const std::string& s : snapshotIds) req.add_snapshot_ids(s);
+    for (const auto& [k, v] : secrets) (*req.mutable_secrets())[k] = v;
+    grpc::ClientContext ctx;
+    deadline(ctx);
+    v1::DeleteVolumeGroupSnapshotResponse resp;
+    grpc::Status s = group_->DeleteVolumeGroupSnapshot(&ctx, req, &resp);
+    if (!s.ok()) return rpcError(s);
+    return {};
+  }
+
   base::Result<Capacity> getCapacity(const StringMap& parameters, const StringMap& segment) override {
     v1::GetCapacityRequest req;
     for (const auto& [k, v] : parameters) (*req.mutable_parameters())[k] = v;
@@ -249,6 +288,7 @@ class GrpcController : public CsiController {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Identity::Stub> identity_;
   std::unique_ptr<v1::Controller::Stub> controller_;
+  std::unique_ptr<v1::GroupController::Stub> group_;
   std::chrono::milliseconds timeout_;
 };
 

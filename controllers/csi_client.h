@@ -89,6 +89,16 @@ class CsiController {
   virtual base::Result<Snapshot> createSnapshot(const std::string& name, const std::string& sourceVolumeId,
                                                 const StringMap& parameters, const StringMap& secrets) = 0;
   virtual base::Status deleteSnapshot(const std::string& id, const StringMap& secrets) = 0;
+  struct GroupSnapshot {
+    std::string id;
+    std::vector<std::pair<std::string, Snapshot>> members;  // (source volume id, snapshot)
+    int64_t creationNanos = 0;
+    bool readyToUse = false;
+  };
+  virtual base::Result<GroupSnapshot> createGroupSnapshot(const std::string& name, const std::vector<std::string>& volumeIds,
+                                                          const StringMap& parameters, const StringMap& secrets) = 0;
+  virtual base::Status deleteGroupSnapshot(const std::string& id, const std::vector<std::string>& snapshotIds,
+                                           const StringMap& secrets) = 0;
   // GetCapacity for a class's parameters in one topology segment.
   virtual base::Result<Capacity> getCapacity(const StringMap& parameters, const StringMap& segment) = 0;
   // Every volume id the driver has (ListVolumes, all pages).

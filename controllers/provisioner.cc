@@ -207,12 +207,13 @@ class Provisioner : public Reconciler {
       if (auto q = kube::parseQuantity(lim)) r.limitBytes = static_cast<int64_t>(*q);
     }
     r.accessModes = accessModes(pvc);
+    r.parameters = driverParameters(&sc);
+    r.parameters.erase("fsType");
     r.block = volumeMode(pvc) == "Block";
     if (const json::object* params = kube::child(sc, {"parameters"})) {
       for (const auto& [k, v] : *params) {
         if (!v.is_string()) continue;
         if (k == "csi.storage.k8s.io/fstype" || k == "fsType") r.fsType = v.get_string();
-        else if (!std::string_view(k).starts_with(kPrefix)) r.parameters.emplace(k, v.get_string());
       }
     }
     if (const json::array* opts = kube::array(sc, {"mountOptions"})) {

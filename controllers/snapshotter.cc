@@ -9,6 +9,8 @@
 // keeps both content and snapshot in the driver. Finalizers keep snapshot
 // and content until this is done. A claim restores one through
 // dataSource (kind VolumeSnapshot) — see the provisioner.
+#include <thread>
+
 #include <boost/json/serialize.hpp>
 
 #include "common/base/log.h"
@@ -25,12 +27,18 @@ namespace json = boost::json;
 using kube::resources::kPersistentVolumeClaims;
 using kube::resources::kPersistentVolumes;
 using kube::resources::kSecrets;
+using kube::resources::kVolumeGroupSnapshotClasses;
+using kube::resources::kVolumeGroupSnapshotContents;
+using kube::resources::kVolumeGroupSnapshots;
 using kube::resources::kVolumeSnapshotClasses;
 using kube::resources::kVolumeSnapshotContents;
 using kube::resources::kVolumeSnapshots;
 
 constexpr const char* kSnapshotFinalizer = "snapshot.storage.kubernetes.io/volumesnapshot-bound-protection";
 constexpr const char* kContentFinalizer = "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection";
+constexpr const char* kGroupLabel = "groupsnapshot.storage.k8s.io/volumeGroupSnapshotName";
+constexpr const char* kGroupFinalizer = "groupsnapshot.storage.kubernetes.io/volumegroupsnapshot-bound-protection";
+constexpr const char* kGroupContentFinalizer = "groupsnapshot.storage.kubernetes.io/volumegroupsnapshotcontent-bound-protection";
 
 const base::Logger& log() {
   static base::Logger l("snapshotter");
@@ -74,15 +82,8 @@ class Snapshotter : public Reconciler {
   }
 
   kube::ObjectPtr classFor(const json::object& vs) {
-    std::string_view name = kube::str(vs, {"spec", "volumeSnapshotClassName"});
-    if (!name.empty()) return classes_->get(std::string(name));
-    for (const kube::ObjectPtr& c : classes_->list()) {
-      if (kube::str(*c, {"driver"}) == driver() &&
-          kube::annotation(*c, "snapshot.storage.kubernetes.io/is-default-class") == "true") {
-        return c;
-      }
-    }
-    return nullptr;
+    return controllers::classFor(*classes_, vs, {"spec", "volumeSnapshotClassName"},
+                                 "snapshot.storage.kubernetes.io/is-default-class", driver());
   }
 
   base::Result<StringMap> secretsOf(const json::object* cls) {
@@ -97,12 +98,8 @@ class Snapshotter : public Reconciler {
     return setFinalizer(ctx_.client, r, obj, finalizer, present);
   }
 
-  base::Status setError(const kube::Resource& r, const json::object& objIn, const std::string& message) {
-    if (kube::str(objIn, {"status", "error", "message"}) == message) return {};
-    json::object obj = objIn;
-    kube::ensureObject(obj, {"status"})["error"] = json::object{{"time", kube::rfc3339Now()}, {"message", message}};
-    auto res = ctx_.client.update(r, std::move(obj), "status");
-    return res ? base::Status() : base::Status(res.error());
+  base::Status setError(const kube::Resource& r, const json::object& obj, const std::string& message) {
+    return setStatusError(ctx_.client, r, obj, message);
   }
 
   // ---- VolumeSnapshot (the snapshot-controller's part)
@@ -110,7 +107,8 @@ class Snapshotter : public Reconciler {
   base::Status syncSnapshot(const std::string& key) {
     kube::ObjectPtr vs = snapshots_->get(key);
     if (!vs) return {};
-    std::string contentName = "snapcontent-" + std::string(kube::uid(*vs));
+    std::string_view preProvisioned = kube::str(*vs, {"spec", "source", "volumeSnapshotContentName"});
+    std::string contentName = preProvisioned.empty() ? "snapcontent-" + std::string(kube::uid(*vs)) : std::string(preProvisioned);
     kube::ObjectPtr content = contents_->get(contentName);
     if (kube::beingDeleted(*vs)) {
       if (!kube::hasFinalizer(*vs, kSnapshotFinalizer)) return {};
@@ -123,6 +121,18 @@ class Snapshotter : public Reconciler {
       }
       return patchFinalizers(kVolumeSnapshots, *vs, kSnapshotFinalizer, false);
     }
+    if (!preProvisioned.empty()) {
+      // Bound to an existing content that names it (a group snapshot's
+      // members are made so).
+      if (!content) return setError(kVolumeSnapshots, *vs, fmt::format("VolumeSnapshotContent \"{}\" not found", contentName));
+      if (kube::str(*content, {"spec", "driver"}) != driver()) return {};
+      if (kube::str(*content, {"spec", "volumeSnapshotRef", "name"}) != kube::objectName(*vs) ||
+          kube::str(*content, {"spec", "volumeSnapshotRef", "namespace"}) != kube::objectNamespace(*vs)) {
+        return setError(kVolumeSnapshots, *vs, fmt::format("VolumeSnapshotContent \"{}\" is bound to another snapshot", contentName));
+      }
+      if (auto st = patchFinalizers(kVolumeSnapshots, *vs, kSnapshotFinalizer, true); !st) return st;
+      return mirrorStatus(key, *vs, *content, contentName);
+    }
     kube::ObjectPtr cls = classFor(*vs);
     std::string_view claim = kube::str(*vs, {"spec", "source", "persistentVolumeClaimName"});
     if (!cls) {
@@ -132,9 +142,6 @@ class Snapshotter : public Reconciler {
       return {};
     }
     if (kube::str(*cls, {"driver"}) != driver()) return {};
-    if (claim.empty()) {
-      return setError(kVolumeSnapshots, *vs, "pre-provisioned snapshots (source.volumeSnapshotContentName) are not supported yet");
-    }
     if (auto st = patchFinalizers(kVolumeSnapshots, *vs, kSnapshotFinalizer, true); !st) return st;
     if (!content) {
       kube::ObjectPtr pvc = pvcs_->get(std::string(kube::objectNamespace(*vs)) + "/" + std::string(claim));
@@ -163,7 +170,14 @@ class Snapshotter : public Reconciler {
       if (!res && res.error().code() != base::ErrorCode::kAlreadyExists) return res.error();
       return {};
     }
-    // The snapshot's status follows its content's.
+    return mirrorStatus(key, *vs, *content, contentName);
+  }
+
+  // The snapshot's status follows its content's.
+  base::Status mirrorStatus(const std::string& key, const json::object& vsIn, const json::object& contentIn,
+                            const std::string& contentName) {
+    const json::object* vs = &vsIn;
+    const json::object* content = &contentIn;
     json::object vsCopy = *vs;
     json::object& st = kube::ensureObject(vsCopy, {"status"});
     st["boundVolumeSnapshotContentName"] = contentName;
@@ -193,7 +207,9 @@ class Snapshotter : public Reconciler {
     std::string handle(kube::str(*content, {"status", "snapshotHandle"}));
     if (kube::beingDeleted(*content)) {
       if (!kube::hasFinalizer(*content, kContentFinalizer)) return {};
-      if (kube::str(*content, {"spec", "deletionPolicy"}) == "Delete" && !handle.empty()) {
+      // A group member's snapshot goes with its group (the driver refuses it alone).
+      bool member = !kube::str(*content, {"metadata", "labels", kGroupLabel}).empty();
+      if (kube::str(*content, {"spec", "deletionPolicy"}) == "Delete" && !handle.empty() && !member) {
         auto secrets = secretsOf(cls.get());
         if (!secrets) return secrets.error();
         if (auto st = ctx_.csi->deleteSnapshot(handle, *secrets); !st) {
@@ -207,14 +223,7 @@ class Snapshotter : public Reconciler {
     if (!handle.empty() && kube::boolean(*content, {"status", "readyToUse"})) return {};
     std::string_view source = kube::str(*content, {"spec", "source", "volumeHandle"});
     if (source.empty()) return {};
-    StringMap params;
-    if (cls) {
-      if (const json::object* p = kube::child(*cls, {"parameters"})) {
-        for (const auto& [k, v] : *p) {
-          if (v.is_string() && !std::string_view(k).starts_with("csi.storage.k8s.io/")) params.emplace(k, v.get_string());
-        }
-      }
-    }
+    StringMap params = driverParameters(cls.get());
     auto secrets = secretsOf(cls.get());
     if (!secrets) return secrets.error();
     std::string snapName = "snapshot-" + std::string(kube::str(*content, {"spec", "volumeSnapshotRef", "uid"}));
@@ -242,8 +251,255 @@ class Snapshotter : public Reconciler {
   std::shared_ptr<kube::Informer> snapshots_, contents_, classes_, pvcs_, pvs_;
 };
 
+// VolumeGroupSnapshots (groupsnapshot.storage.k8s.io/v1beta1): the claims a
+// selector picks get one CreateVolumeGroupSnapshot through the driver's
+// GroupController (named after the group's uid), recorded in a
+// VolumeGroupSnapshotContent; each member becomes a VolumeSnapshotContent
+// with its snapshotHandle and a VolumeSnapshot bound to it (labelled with
+// the group, owned by it), restorable as any snapshot. Deleting the group
+// deletes its members, then DeleteVolumeGroupSnapshot under Delete.
+class GroupSnapshotter : public Reconciler {
+ public:
+  explicit GroupSnapshotter(Context& ctx)
+      : Reconciler(ctx, "csi-group-snapshotter", [this](const std::string& key) { return reconcile(key); }),
+        groups_(ctx.informers.get(kVolumeGroupSnapshots)),
+        groupContents_(ctx.informers.get(kVolumeGroupSnapshotContents)),
+        groupClasses_(ctx.informers.get(kVolumeGroupSnapshotClasses)),
+        snapshots_(ctx.informers.get(kVolumeSnapshots)),
+        contents_(ctx.informers.get(kVolumeSnapshotContents)),
+        pvcs_(ctx.informers.get(kPersistentVolumeClaims)),
+        pvs_(ctx.informers.get(kPersistentVolumes)) {
+    controller_.watch(*groups_, [](const json::object& g) { return std::vector<std::string>{"g/" + kube::objectKey(g)}; });
+    controller_.watch(*groupContents_, [](const json::object& c) {
+      std::vector<std::string> keys{"gc/" + kube::objectKey(c)};
+      if (const json::object* ref = kube::child(c, {"spec", "volumeGroupSnapshotRef"})) {
+        keys.push_back("g/" + std::string(kube::str(*ref, {"namespace"})) + "/" + std::string(kube::str(*ref, {"name"})));
+      }
+      return keys;
+    });
+    controller_.watch(*snapshots_, [](const json::object& s) {
+      std::string_view group = kube::str(s, {"metadata", "labels", kGroupLabel});
+      if (group.empty()) return std::vector<std::string>{};
+      return std::vector<std::string>{"g/" + std::string(kube::objectNamespace(s)) + "/" + std::string(group)};
+    });
+  }
+
+ private:
+  const std::string& driver() const { return ctx_.options.driverName; }
+
+  base::Status reconcile(const std::string& key) {
+    if (key.starts_with("g/")) return syncGroup(key.substr(2));
+    return syncContent(key.substr(3));
+  }
+
+  static std::string memberId(std::string_view groupUid, std::string_view volumeHandle) {
+    std::string in = std::string(groupUid) + "/" + std::string(volumeHandle);
+    uint64_t h = 1469598103934665603ull;
+    for (unsigned char c : in) h = (h ^ c) * 1099511628211ull;
+    return fmt::format("{:016x}", h);
+  }
+
+  kube::ObjectPtr classFor(const json::object& g) {
+    return controllers::classFor(*groupClasses_, g, {"spec", "volumeGroupSnapshotClassName"},
+                                 "groupsnapshot.storage.kubernetes.io/is-default-class", driver());
+  }
+
+  base::Status setError(const kube::Resource& r, const json::object& obj, const std::string& message) {
+    return setStatusError(ctx_.client, r, obj, message);
+  }
+
+  std::vector<kube::ObjectPtr> members(const json::object& g) {
+    std::vector<kube::ObjectPtr> out;
+    for (const kube::ObjectPtr& s : snapshots_->list()) {
+      if (kube::objectNamespace(*s) == kube::objectNamespace(g) &&
+          kube::str(*s, {"metadata", "labels", kGroupLabel}) == kube::objectName(g)) {
+        out.push_back(s);
+      }
+    }
+    return out;
+  }
+
+  base::Status syncGroup(const std::string& key) {
+    kube::ObjectPtr g = groups_->get(key);
+    if (!g) return {};
+    std::string ns(kube::objectNamespace(*g));
+    std::string contentName = "groupsnapcontent-" + std::string(kube::uid(*g));
+    kube::ObjectPtr content = groupContents_->get(contentName);
+    if (kube::beingDeleted(*g)) {
+      if (!kube::hasFinalizer(*g, kGroupFinalizer)) return {};
+      auto left = members(*g);
+      for (const kube::ObjectPtr& m : left) {
+        if (kube::beingDeleted(*m)) continue;
+        auto st = ctx_.client.remove(kVolumeSnapshots, ns, kube::objectName(*m));
+        if (!st && st.error().code() != base::ErrorCode::kNotFound) return st;
+      }
+      if (!left.empty()) return {};  // their deletion brings the group back here
+      if (content) {
+        if (kube::str(*content, {"spec", "deletionPolicy"}) == "Delete" && !kube::beingDeleted(*content)) {
+          auto st = ctx_.client.remove(kVolumeGroupSnapshotContents, "", contentName);
+          if (!st && st.error().code() != base::ErrorCode::kNotFound) return st;
+        }
+        if (kube::str(*content, {"spec", "deletionPolicy"}) == "Delete") return {};
+      }
+      return setFinalizer(ctx_.client, kVolumeGroupSnapshots, *g, kGroupFinalizer, false);
+    }
+    kube::ObjectPtr cls = classFor(*g);
+    if (!cls) return setError(kVolumeGroupSnapshots, *g, "failed to get group snapshot class: none named, and no default one");
+    if (kube::str(*cls, {"driver"}) != driver()) return {};
+    if (auto st = setFinalizer(ctx_.client, kVolumeGroupSnapshots, *g, kGroupFinalizer, true); !st) return st;
+    if (!content) {
+      auto sel = kube::LabelSelector::fromJson(kube::field(*g, {"spec", "source", "selector"}));
+      if (!sel) return setError(kVolumeGroupSnapshots, *g, sel.error().message());
+      json::array handles;
+      for (const kube::ObjectPtr& pvc : pvcs_->list()) {
+        if (kube::objectNamespace(*pvc) != ns || !sel->matches(kube::labels(*pvc))) continue;
+        kube::ObjectPtr pv = pvs_->get(std::string(kube::str(*pvc, {"spec", "volumeName"})));
+        if (!pv || kube::annotation(*pvc, kAnnBindCompleted).empty() || kube::str(*pv, {"spec", "csi", "driver"}) != driver()) {
+          return setError(kVolumeGroupSnapshots, *g, fmt::format("claim \"{}\" is not a bound {} volume", kube::objectName(*pvc), driver()));
+        }
+        handles.push_back(json::string(kube::str(*pv, {"spec", "csi", "volumeHandle"})));
+      }
+      if (handles.empty()) return setError(kVolumeGroupSnapshots, *g, "no claims match the selector");
+      std::string_view policy = kube::str(*cls, {"deletionPolicy"});
+      json::object body{
+          {"metadata", json::object{{"name", contentName}, {"finalizers", json::array{kGroupContentFinalizer}}}},
+          {"spec", json::object{{"volumeGroupSnapshotRef", json::object{{"kind", "VolumeGroupSnapshot"},
+                                                                        {"apiVersion", "groupsnapshot.storage.k8s.io/v1beta1"},
+                                                                        {"namespace", ns}, {"name", kube::objectName(*g)},
+                                                                        {"uid", kube::uid(*g)}}},
+                                {"source", json::object{{"volumeHandles", std::move(handles)}}},
+                                {"driver", driver()},
+                                {"deletionPolicy", policy.empty() ? "Delete" : policy},
+                                {"volumeGroupSnapshotClassName", kube::objectName(*cls)}}}};
+      auto res = ctx_.client.create(kVolumeGroupSnapshotContents, "", std::move(body));
+      if (!res && res.error().code() != base::ErrorCode::kAlreadyExists) return res.error();
+      return {};
+    }
+    // Members: a VolumeSnapshot per snapshot the content records.
+    bool allMembers = true;
+    if (const json::array* pairs = kube::array(*content, {"status", "volumeSnapshotHandlePairList"})) {
+      for (const json::value& p : *pairs) {
+        std::string id = memberId(kube::uid(*g), kube::str(p.as_object(), {"volumeHandle"}));
+        std::string name = "snapshot-" + id;
+        if (snapshots_->get(ns + "/" + name)) continue;
+        allMembers = false;
+        json::object vs{{"metadata", json::object{{"name", name}, {"namespace", ns},
+                                                  {"labels", json::object{{kGroupLabel, kube::objectName(*g)}}},
+                                                  {"ownerReferences", json::array{kube::toJson(kube::OwnerReference{
+                                                      "groupsnapshot.storage.k8s.io/v1beta1", "VolumeGroupSnapshot",
+                                                      std::string(kube::objectName(*g)), std::string(kube::uid(*g)), true, true})}}}},
+                        {"spec", json::object{{"source", json::object{{"volumeSnapshotContentName", "snapcontent-" + id}}}}}};
+        auto res = ctx_.client.create(kVolumeSnapshots, ns, std::move(vs));
+        if (!res && res.error().code() != base::ErrorCode::kAlreadyExists) return res.error();
+      }
+    }
+    json::object copy = *g;
+    json::object& st = kube::ensureObject(copy, {"status"});
+    st["boundVolumeGroupSnapshotContentName"] = contentName;
+    st["readyToUse"] = allMembers && kube::boolean(*content, {"status", "readyToUse"});
+    if (int64_t created = kube::integer(*content, {"status", "creationTime"}); created > 0) st["creationTime"] = nanosToRfc3339(created);
+    if (const json::value* err = kube::field(*content, {"status", "error"})) st["error"] = *err;
+    else st.erase("error");
+    if (kube::field(*g, {"status"}) && *kube::field(*g, {"status"}) == json::value(st)) return {};
+    auto res = ctx_.client.update(kVolumeGroupSnapshots, std::move(copy), "status");
+    return res ? base::Status() : base::Status(res.error());
+  }
+
+  base::Status syncContent(const std::string& name) {
+    kube::ObjectPtr content = groupContents_->get(name);
+    if (!content || kube::str(*content, {"spec", "driver"}) != driver()) return {};
+    std::string handle(kube::str(*content, {"status", "volumeGroupSnapshotHandle"}));
+    if (kube::beingDeleted(*content)) {
+      if (!kube::hasFinalizer(*content, kGroupContentFinalizer)) return {};
+      if (kube::str(*content, {"spec", "deletionPolicy"}) == "Delete" && !handle.empty()) {
+        std::vector<std::string> ids;
+        if (const json::array* pairs = kube::array(*content, {"status", "volumeSnapshotHandlePairList"})) {
+          for (const json::value& p : *pairs) ids.emplace_back(kube::str(p.as_object(), {"snapshotHandle"}));
+        }
+        if (auto st = ctx_.csi->deleteGroupSnapshot(handle, ids, {}); !st) {
+          (void)setError(kVolumeGroupSnapshotContents, *content, st.error().message());
+          return st;
+        }
+        log().info("deleted group snapshot", {{"content", name}, {"handle", handle}});
+      }
+      return setFinalizer(ctx_.client, kVolumeGroupSnapshotContents, *content, kGroupContentFinalizer, false);
+    }
+    if (!handle.empty()) return {};
+    std::vector<std::string> volumes;
+    if (const json::array* hs = kube::array(*content, {"spec", "source", "volumeHandles"})) {
+      for (const json::value& h : *hs) {
+        if (h.is_string()) volumes.emplace_back(h.get_string());
+      }
+    }
+    StringMap params = driverParameters(
+        groupClasses_->get(std::string(kube::str(*content, {"spec", "volumeGroupSnapshotClassName"}))).get());
+    std::string_view groupUid = kube::str(*content, {"spec", "volumeGroupSnapshotRef", "uid"});
+    std::string groupName(kube::str(*content, {"spec", "volumeGroupSnapshotRef", "name"}));
+    std::string ns(kube::str(*content, {"spec", "volumeGroupSnapshotRef", "namespace"}));
+    auto group = ctx_.csi->createGroupSnapshot("groupsnapshot-" + std::string(groupUid), volumes, params, {});
+    if (!group) {
+      (void)setError(kVolumeGroupSnapshotContents, *content, group.error().message());
+      return group.error();
+    }
+    // Each member's content first (named so a retry finds it), with its status.
+    json::array pairs;
+    for (const auto& [volume, snap] : group->members) {
+      std::string id = memberId(groupUid, volume);
+      json::object body{{"metadata", json::object{{"name", "snapcontent-" + id},
+                                                  {"labels", json::object{{kGroupLabel, groupName}}},
+                                                  {"finalizers", json::array{kContentFinalizer}}}},
+                        {"spec", json::object{{"volumeSnapshotRef", json::object{{"kind", "VolumeSnapshot"},
+                                                                                 {"apiVersion", "snapshot.storage.k8s.io/v1"},
+                                                                                 {"namespace", ns}, {"name", "snapshot-" + id}}},
+                                              {"source", json::object{{"snapshotHandle", snap.id}}},
+                                              {"driver", driver()},
+                                              {"deletionPolicy", kube::str(*content, {"spec", "deletionPolicy"})}}}};
+      auto made = ctx_.client.create(kVolumeSnapshotContents, "", std::move(body));
+      if (!made && made.error().code() == base::ErrorCode::kAlreadyExists) {
+        made = ctx_.client.get(kVolumeSnapshotContents, "", "snapcontent-" + id);
+      }
+      if (!made) return made.error();
+      json::object& mst = kube::ensureObject(*made, {"status"});
+      mst["snapshotHandle"] = snap.id;
+      mst["restoreSize"] = snap.sizeBytes;
+      mst["creationTime"] = snap.creationNanos;
+      mst["readyToUse"] = snap.readyToUse;
+      auto updated = ctx_.client.update(kVolumeSnapshotContents, std::move(*made), "status");
+      if (!updated) return updated.error();
+      pairs.push_back(json::object{{"volumeHandle", volume}, {"snapshotHandle", snap.id}});
+    }
+    json::object copy = *content;
+    json::object& st = kube::ensureObject(copy, {"status"});
+    st["volumeGroupSnapshotHandle"] = group->id;
+    st["creationTime"] = group->creationNanos;
+    st["readyToUse"] = group->readyToUse;
+    st["volumeSnapshotHandlePairList"] = std::move(pairs);
+    st.erase("error");
+    auto res = ctx_.client.update(kVolumeGroupSnapshotContents, std::move(copy), "status");
+    if (!res) return res.error();
+    log().info("group snapshot taken", {{"content", name}, {"handle", group->id}, {"members", group->members.size()}});
+    return {};
+  }
+
+  std::shared_ptr<kube::Informer> groups_, groupContents_, groupClasses_, snapshots_, contents_, pvcs_, pvs_;
+};
+
+// Both halves under one name, as csi-snapshotter handles both kinds.
+class Snapshotters : public Runnable {
+ public:
+  explicit Snapshotters(Context& ctx) : one_(ctx), group_(ctx) {}
+  void run(std::stop_token stop) override {
+    std::jthread group([this, stop] { group_.run(stop); });
+    one_.run(stop);
+  }
+
+ private:
+  Snapshotter one_;
+  GroupSnapshotter group_;
+};
+
 }  // namespace
 
-std::unique_ptr<Runnable> makeSnapshotter(Context& ctx) { return std::make_unique<Snapshotter>(ctx); }
+std::unique_ptr<Runnable> makeSnapshotter(Context& ctx) { return std::make_unique<Snapshotters>(ctx); }
 
 }  // namespace trellis::controllers

@@ -66,6 +66,35 @@ std::optional<std::map<std::string, std::string>> driverSegment(const json::obje
   return std::map<std::string, std::string>{{it->first, it->second}};
 }
 
+std::map<std::string, std::string> driverParameters(const json::object* cls) {
+  std::map<std::string, std::string> out;
+  if (const json::object* p = cls ? kube::child(*cls, {"parameters"}) : nullptr) {
+    for (const auto& [k, v] : *p) {
+      if (v.is_string() && !std::string_view(k).starts_with("csi.storage.k8s.io/")) out.emplace(k, v.get_string());
+    }
+  }
+  return out;
+}
+
+kube::ObjectPtr classFor(kube::Informer& classes, const json::object& obj, kube::Path field,
+                         std::string_view defaultAnnotation, std::string_view driver) {
+  std::string_view name = kube::str(obj, field);
+  if (!name.empty()) return classes.get(std::string(name));
+  for (const kube::ObjectPtr& c : classes.list()) {
+    if (kube::str(*c, {"driver"}) == driver && kube::annotation(*c, defaultAnnotation) == "true") return c;
+  }
+  return nullptr;
+}
+
+base::Status setStatusError(kube::Client& client, const kube::Resource& r, const json::object& objIn,
+                            const std::string& message) {
+  if (kube::str(objIn, {"status", "error", "message"}) == message) return {};
+  json::object obj = objIn;
+  kube::ensureObject(obj, {"status"})["error"] = json::object{{"time", kube::rfc3339Now()}, {"message", message}};
+  auto res = client.update(r, std::move(obj), "status");
+  return res ? base::Status() : base::Status(res.error());
+}
+
 std::map<std::string, std::string> secretData(const json::object& secret) {
   std::map<std::string, std::string> out;
   if (const json::object* data = kube::child(secret, {"data"})) {

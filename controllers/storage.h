@@ -10,6 +10,9 @@
 
 #include <boost/json/object.hpp>
 
+#include "common/base/result.h"
+#include "common/kube/client.h"
+#include "common/kube/informer.h"
 #include "common/kube/object.h"
 
 namespace trellis::controllers {
@@ -47,6 +50,19 @@ inline constexpr const char* kDriverTopologyKey = "topology.csi.trellis.dev/node
 std::optional<std::map<std::string, std::string>> driverSegment(const boost::json::object& node,
                                                                 const boost::json::object* csiNode,
                                                                 std::string_view driver);
+
+// A class's `parameters` as the driver sees them: without the
+// csi.storage.k8s.io/ keys, which are the sidecars' own (secrets, fstype).
+std::map<std::string, std::string> driverParameters(const boost::json::object* cls);
+
+// The class an object names in `field`, or else the driver's class with
+// `defaultAnnotation` = "true" (VolumeSnapshotClass, VolumeGroupSnapshotClass).
+kube::ObjectPtr classFor(kube::Informer& classes, const boost::json::object& obj, kube::Path field,
+                         std::string_view defaultAnnotation, std::string_view driver);
+
+// Sets status.error {time, message} (unless it says that already).
+base::Status setStatusError(kube::Client& client, const kube::Resource& r, const boost::json::object& obj,
+                            const std::string& message);
 
 // A Secret's data, decoded (entries that are not base64 are left out).
 std::map<std::string, std::string> secretData(const boost::json::object& secret);

@@ -647,7 +647,7 @@ std::vector<std::string_view> topLevelFields(const ResourceInfo& r) {
     return {"provisioner", "parameters", "reclaimPolicy", "mountOptions", "allowVolumeExpansion", "volumeBindingMode",
             "allowedTopologies"};
   }
-  if (k == "VolumeSnapshotClass") return {"driver", "parameters", "deletionPolicy"};
+  if (k == "VolumeSnapshotClass" || k == "VolumeGroupSnapshotClass") return {"driver", "parameters", "deletionPolicy"};
   if (k == "CSIStorageCapacity") return {"nodeTopology", "storageClassName", "capacity", "maximumVolumeSize"};
   if (k == "Role") return {"rules"};
   if (k == "ClusterRole") return {"rules", "aggregationRule"};
@@ -950,6 +950,27 @@ FieldErrors validateKind(const ResourceInfo& r, const json::object& o, const jso
       std::string f = idx("spec.drivers", i);
       if (str((*drivers)[i].get_object(), "name").empty()) e.required(f + ".name");
       if (str((*drivers)[i].get_object(), "nodeID").empty()) e.required(f + ".nodeID");
+    }
+  } else if (g == "groupsnapshot.storage.k8s.io" && k == "VolumeGroupSnapshotClass") {
+    if (str(o, "driver").empty()) e.required("driver");
+    e.oneOf("deletionPolicy", str(o, "deletionPolicy"), {"Delete", "Retain"});
+  } else if (g == "groupsnapshot.storage.k8s.io" && k == "VolumeGroupSnapshot") {
+    const json::object* spec = obj(o, "spec");
+    const json::object* source = spec ? obj(*spec, "source") : nullptr;
+    if (!source || (!obj(*source, "selector") == str(*source, "volumeGroupSnapshotContentName").empty())) {
+      e.required("spec.source", "exactly one of selector and volumeGroupSnapshotContentName must be set");
+    }
+    if (old && obj(*old, "spec") && spec && obj(*obj(*old, "spec"), "source") && source &&
+        *obj(*obj(*old, "spec"), "source") != *source) {
+      e.invalidRaw("spec.source", render(*source), "spec.source is immutable");
+    }
+  } else if (g == "groupsnapshot.storage.k8s.io" && k == "VolumeGroupSnapshotContent") {
+    const json::object* spec = obj(o, "spec");
+    if (!spec || str(*spec, "driver").empty()) e.required("spec.driver");
+    e.oneOf("spec.deletionPolicy", spec ? str(*spec, "deletionPolicy") : "", {"Delete", "Retain"});
+    const json::object* ref = spec ? obj(*spec, "volumeGroupSnapshotRef") : nullptr;
+    if (!ref || str(*ref, "name").empty() || str(*ref, "namespace").empty()) {
+      e.required("spec.volumeGroupSnapshotRef", "both name and namespace must be set");
     }
   } else if (g == "snapshot.storage.k8s.io" && k == "VolumeSnapshotClass") {
     if (str(o, "driver").empty()) e.required("driver");

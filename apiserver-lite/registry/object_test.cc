@@ -20,7 +20,7 @@ TEST(Resources, TableCoversTheIssueKindsWithKeys) {
   EXPECT_EQ(ns().key("", "kube-system"), "/registry/core/namespaces/kube-system");
   auto gvs = servedGroupVersions();
   EXPECT_EQ(gvs.front().group, "");
-  EXPECT_EQ(gvs.size(), 10u);  // core, apps, authorization, coordination, discovery, events, networking, rbac, snapshot, storage
+  EXPECT_EQ(gvs.size(), 11u);  // core, apps, authorization, coordination, discovery, events, groupsnapshot, networking, rbac, snapshot, storage
 }
 
 TEST(Object, CreateDefaultsAndValidates) {

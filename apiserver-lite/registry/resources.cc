@@ -54,6 +54,12 @@ const std::vector<ResourceInfo>& servedResources() {
     add("snapshot.storage.k8s.io", "v1", "VolumeSnapshot", "volumesnapshots", true, {"vs"}, {"status"});
     add("snapshot.storage.k8s.io", "v1", "VolumeSnapshotContent", "volumesnapshotcontents", false, {"vsc", "vscs"}, {"status"});
     add("snapshot.storage.k8s.io", "v1", "VolumeSnapshotClass", "volumesnapshotclasses", false, {"vsclass", "vsclasses"});
+    // groupsnapshot.storage.k8s.io/v1beta1 (CRDs in a real cluster)
+    add("groupsnapshot.storage.k8s.io", "v1beta1", "VolumeGroupSnapshot", "volumegroupsnapshots", true, {"vgs"}, {"status"});
+    add("groupsnapshot.storage.k8s.io", "v1beta1", "VolumeGroupSnapshotContent", "volumegroupsnapshotcontents", false,
+        {"vgsc", "vgscs"}, {"status"});
+    add("groupsnapshot.storage.k8s.io", "v1beta1", "VolumeGroupSnapshotClass", "volumegroupsnapshotclasses", false,
+        {"vgsclass", "vgsclasses"});
     // networking.k8s.io/v1
     add("networking.k8s.io", "v1", "Ingress", "ingresses", true, {"ing"}, {"status"});
     add("networking.k8s.io", "v1", "IngressClass", "ingressclasses", false, {});

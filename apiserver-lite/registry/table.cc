@@ -412,6 +412,19 @@ const std::vector<Column>& columnsOf(const ResourceInfo& r) {
                                   ageCol};
     m["VolumeSnapshotClass"] = {name, {"Driver", "string", 0, text({"driver"})},
                                 {"DeletionPolicy", "string", 0, text({"deletionPolicy"})}, ageCol};
+    m["VolumeGroupSnapshot"] = {name, {"ReadyToUse", "boolean", 0, text({"status", "readyToUse"})},
+                                {"VolumeGroupSnapshotClass", "string", 0, text({"spec", "volumeGroupSnapshotClassName"})},
+                                {"VolumeGroupSnapshotContent", "string", 0, text({"status", "boundVolumeGroupSnapshotContentName"})},
+                                {"CreationTime", "string", 0, text({"status", "creationTime"})}, ageCol};
+    m["VolumeGroupSnapshotContent"] = {name, {"ReadyToUse", "boolean", 0, text({"status", "readyToUse"})},
+                                       {"DeletionPolicy", "string", 0, text({"spec", "deletionPolicy"})},
+                                       {"Driver", "string", 0, text({"spec", "driver"})},
+                                       {"VolumeGroupSnapshotClass", "string", 0, text({"spec", "volumeGroupSnapshotClassName"})},
+                                       {"VolumeGroupSnapshotNamespace", "string", 0, text({"spec", "volumeGroupSnapshotRef", "namespace"})},
+                                       {"VolumeGroupSnapshot", "string", 0, text({"spec", "volumeGroupSnapshotRef", "name"})},
+                                       ageCol};
+    m["VolumeGroupSnapshotClass"] = {name, {"Driver", "string", 0, text({"driver"})},
+                                     {"DeletionPolicy", "string", 0, text({"deletionPolicy"})}, ageCol};
     m["CSIStorageCapacity"] = {name, {"StorageClassName", "string", 0, text({"storageClassName"})},
                                {"Capacity", "string", 0, text({"capacity"})}, ageCol};
     m["CSINode"] = {name, {"Drivers", "integer", 0, [](const json::object& o, std::time_t) { return json::value(int64_t(count(o, {"spec", "drivers"}))); }}, ageCol};

@@ -43,6 +43,11 @@ const Resource kDaemonSets{"apps", "v1", "daemonsets", "DaemonSet", true};
 const Resource kVolumeSnapshots{"snapshot.storage.k8s.io", "v1", "volumesnapshots", "VolumeSnapshot", true};
 const Resource kVolumeSnapshotContents{"snapshot.storage.k8s.io", "v1", "volumesnapshotcontents", "VolumeSnapshotContent", false};
 const Resource kVolumeSnapshotClasses{"snapshot.storage.k8s.io", "v1", "volumesnapshotclasses", "VolumeSnapshotClass", false};
+const Resource kVolumeGroupSnapshots{"groupsnapshot.storage.k8s.io", "v1beta1", "volumegroupsnapshots", "VolumeGroupSnapshot", true};
+const Resource kVolumeGroupSnapshotContents{"groupsnapshot.storage.k8s.io", "v1beta1", "volumegroupsnapshotcontents",
+                                           "VolumeGroupSnapshotContent", false};
+const Resource kVolumeGroupSnapshotClasses{"groupsnapshot.storage.k8s.io", "v1beta1", "volumegroupsnapshotclasses",
+                                          "VolumeGroupSnapshotClass", false};
 const Resource kServiceAccounts{"", "v1", "serviceaccounts", "ServiceAccount", true};
 }  // namespace resources
 

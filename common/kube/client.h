@@ -54,7 +54,8 @@ namespace resources {
 extern const Resource kNamespaces, kNodes, kPods, kServices, kEndpoints, kConfigMaps, kSecrets, kEvents,
     kPersistentVolumes, kPersistentVolumeClaims, kEndpointSlices, kStorageClasses, kVolumeAttachments, kCSINodes,
     kIngresses, kIngressClasses, kLeases, kServiceAccounts, kCSIDrivers, kCSIStorageCapacities, kDeployments,
-    kReplicaSets, kDaemonSets, kVolumeSnapshots, kVolumeSnapshotContents, kVolumeSnapshotClasses;
+    kReplicaSets, kDaemonSets, kVolumeSnapshots, kVolumeSnapshotContents, kVolumeSnapshotClasses, kVolumeGroupSnapshots,
+    kVolumeGroupSnapshotContents, kVolumeGroupSnapshotClasses;
 }
 
 struct ListOptions {
