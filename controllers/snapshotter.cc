@@ -222,6 +222,16 @@ class Snapshotter : public Reconciler {
     }
     if (!handle.empty() && kube::boolean(*content, {"status", "readyToUse"})) return {};
     std::string_view source = kube::str(*content, {"spec", "source", "volumeHandle"});
+    if (std::string_view existing = kube::str(*content, {"spec", "source", "snapshotHandle"}); source.empty() && !existing.empty()) {
+      if (!handle.empty()) return {};
+      // Pre-provisioned: the snapshot exists in the driver already.
+      json::object copy = *content;
+      json::object& st = kube::ensureObject(copy, {"status"});
+      st["snapshotHandle"] = existing;
+      st["readyToUse"] = true;
+      auto res = ctx_.client.update(kVolumeSnapshotContents, std::move(copy), "status");
+      return res ? base::Status() : base::Status(res.error());
+    }
     if (source.empty()) return {};
     StringMap params = driverParameters(cls.get());
     auto secrets = secretsOf(cls.get());
