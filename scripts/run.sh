@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs the main job. Today: trellis-apiserver (the
-# Kubernetes API on SQLite, driven with kubectl), the HTTP core's example
-# server, and pod networking across two node namespaces (trellis-cni-agent
-# per node, a pod on each); it grows into `trellis up`, the local
-# multi-node cluster, as components land. Needs root (network namespaces).
+# Kubernetes API on SQLite, driven with kubectl), trellis-controllers with
+# trellis-csi (a PVC provisioned and bound), the HTTP core's example server,
+# and pod networking across two node namespaces (trellis-cni-agent per node,
+# a pod on each); it grows into `trellis up`, the local multi-node cluster,
+# as components land. Needs root (network namespaces).
 #   TRELLIS_RUN_ONCE=1        start, show it working, stop (no waiting for Ctrl-C)
 #   TRELLIS_PORT=N            example server port (default 8443)
 #   TRELLIS_APISERVER_PORT=N  API server port (default 6443)
@@ -31,7 +32,8 @@ rm -f "$state/kubeconfig"
 build/default/apiserver-lite/trellis-apiserver --data-dir "$state/apiserver" --secure-port "$apiport" \
     --write-kubeconfig "$state/kubeconfig" 2>"$state/apiserver.log" &
 apipid=$!
-trap 'kill $pid $apipid 2>/dev/null; wait $pid $apipid 2>/dev/null || true' EXIT
+others=()
+trap 'kill $pid $apipid "${others[@]}" 2>/dev/null; wait $pid $apipid "${others[@]}" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [[ -f $state/kubeconfig ]] && break; sleep 0.05; done
 [[ -f $state/kubeconfig ]] || { cat "$state/apiserver.log"; echo "trellis-apiserver did not start" >&2; exit 1; }
 for _ in $(seq 100); do
@@ -60,6 +62,39 @@ build/default/local/trellis-kubectl-lite --kubeconfig "$state/kubeconfig" get na
     sed -n 's/.*"name":"\([^"]*\)".*/    namespace\/\1/p'
 echo "    also: trellis-kubectl-lite --kubeconfig $state/kubeconfig watch configmaps | lead LEASE --identity ID"
 
+# The controllers turn a declared PVC into a volume: trellis-csi (controller
+# service, its pool a directory under the state dir) and trellis-controllers
+# (local profile: binder, provisioner, scheduler, endpoints, ...).
+mkdir -p "$state/csi-pool"
+rm -f "$state/csi.sock"
+build/default/csi/trellis-csi --endpoint "unix://$state/csi.sock" --mode controller --node-id demo-n1 \
+    --pool-dir "$state/csi-pool" 2>"$state/csi.log" &
+others+=($!)
+for _ in $(seq 100); do [[ -S $state/csi.sock ]] && break; sleep 0.05; done
+build/default/controllers/trellis-controllers --kubeconfig "$state/kubeconfig" --csi-endpoint "unix://$state/csi.sock" \
+    --cluster-cidr 10.248.0.0/16 --leader-elect=false 2>"$state/controllers.log" &
+others+=($!)
+kubectl --kubeconfig "$state/kubeconfig" apply -f - >/dev/null <<'YAML'
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: trellis, annotations: {storageclass.kubernetes.io/is-default-class: "true"}}
+provisioner: csi.trellis.dev
+allowVolumeExpansion: true
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: demo-claim}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 64Mi}}}
+YAML
+kubectl --kubeconfig "$state/kubeconfig" wait --for=jsonpath='{.status.phase}'=Bound pvc/demo-claim --timeout=30s >/dev/null ||
+    { tail -20 "$state/controllers.log"; echo "the demo claim was not bound" >&2; exit 1; }
+echo
+echo "Started: trellis-csi (controller, pool $state/csi-pool) and trellis-controllers (see docs/controllers.md)"
+echo "  kubectl get pvc,pv ->"
+kubectl --kubeconfig "$state/kubeconfig" get pvc demo-claim | sed 's/^/    /'
+kubectl --kubeconfig "$state/kubeconfig" get pv "$(kubectl --kubeconfig "$state/kubeconfig" get pvc demo-claim -o jsonpath='{.spec.volumeName}')" |
+    sed 's/^/    /'
+
 # Pod networking on two "nodes" (network namespaces on one bridge): the Nodes
 # live in trellis-apiserver, a trellis-cni-agent per node writes the
 # conflist and routes, and a pod on each node (ADDed with that conflist's
@@ -76,7 +111,7 @@ network_down() {
     done
     for ns in $(ip netns list | awk '{print $1}' | grep "^$demo-"); do ip netns del "$ns"; done
 }
-trap 'network_down; kill $pid $apipid 2>/dev/null; wait $pid $apipid 2>/dev/null || true' EXIT
+trap 'network_down; kill $pid $apipid "${others[@]}" 2>/dev/null; wait $pid $apipid "${others[@]}" 2>/dev/null || true' EXIT
 network_down
 kc=(kubectl --kubeconfig "$state/kubeconfig")
 ip netns add "$demo-sw" && ip -n "$demo-sw" link add br0 type bridge && ip -n "$demo-sw" link set br0 up
@@ -117,7 +152,7 @@ printf '  ping pod1 -> pod2: '
 for _ in $(seq 20); do ip netns exec "$demo-p1" ping -c1 -W1 "${ip2%/*}" >/dev/null 2>&1 && break; sleep 0.2; done
 ip netns exec "$demo-p1" ping -c1 -W1 "${ip2%/*}" | sed -n 's/.*\(time=.*\)/reply, \1/p'
 echo "  docs/cni.md: the plugin and the agent; docs/csi.md: trellis-csi (bench/csi/run.sh drives it on loop devices)"
-echo "Not yet running (later issues): controllers, servicelb, ingress, trellis up."
+echo "Not yet running (later issues): workloads, servicelb, ingress, the node agent, trellis up."
 
 if [[ ${TRELLIS_RUN_ONCE:-0} == 1 ]]; then
     exit 0
