@@ -955,7 +955,7 @@ TEST_F(ControllersTest, NodeLifecycleTaintsANodeWhoseLeaseStops) {
     ASSERT_TRUE(client_->update(res::kPods, p, "status"));
   };
   pod("none", "");
-  pod("brief", ", tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 3}]");
+  pod("brief", ", tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 5}]");
   pod("forever", ", tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute}]");
   auto readyOf = [&](const json::object& o) {
     for (auto& c : *kube::array(o, {"status", "conditions"})) {
