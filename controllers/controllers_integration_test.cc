@@ -44,7 +44,7 @@ const kube::Resource* resourceFor(std::string_view kind) {
                                         &res::kPersistentVolumes, &res::kPersistentVolumeClaims,
                                         &res::kStorageClasses, &res::kSecrets, &res::kConfigMaps,
                                         &res::kCSIDrivers, &res::kVolumeAttachments,
-                                        &res::kVolumeSnapshots, &res::kVolumeSnapshotClasses};
+                                        &res::kVolumeSnapshots, &res::kVolumeSnapshotClasses, &res::kReplicaSets};
   for (const kube::Resource* r : all) {
     if (r->kind == kind) return r;
   }
@@ -990,6 +990,64 @@ TEST_F(ControllersTest, NodeLifecycleTaintsANodeWhoseLeaseStops) {
   EXPECT_TRUE(testing::waitFor([&] { return taintKeys("n2").empty(); }, kWait));
   stop = true;
   renewer.join();
+}
+
+// A ReplicaSet heals, scales (kubectl scale), adopts a matching orphan,
+// survives kill -9 mid-scale without a pod too many, and its pods go with it.
+TEST_F(ControllersTest, ReplicaSetKeepsItsReplicas) {
+  startControllers("a", "--controllers replicaset,garbagecollector");
+  apply(R"(
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: c, image: busybox}]}
+)");
+  auto owned = [&] {
+    std::vector<std::string> names;
+    for (auto& p : list(res::kPods, "default")) {
+      auto ref = kube::controllerOf(p);
+      if (ref && ref->kind == "ReplicaSet" && ref->name == "web" && !kube::beingDeleted(p)) names.emplace_back(kube::objectName(p));
+    }
+    return names;
+  };
+  auto settlesAt = [&](size_t n) {
+    return testing::waitFor([&] {
+      auto rs = get(res::kReplicaSets, "default", "web");
+      return owned().size() == n && list(res::kPods, "default").size() == n && rs &&
+             kube::integer(*rs, {"status", "replicas"}, -1) == static_cast<int64_t>(n);
+    }, kWait);
+  };
+  auto kubectl = [&](const std::string& args) {
+    auto r = testing::run(fmt::format("kubectl --kubeconfig {} {} 2>&1", server_.kubeconfig(), args));
+    EXPECT_EQ(r.exitCode, 0) << args << ": " << r.out;
+  };
+  ASSERT_TRUE(settlesAt(3)) << owned().size();
+  std::string victim = owned()[0];
+  ASSERT_TRUE(client_->remove(res::kPods, "default", victim));
+  ASSERT_TRUE(settlesAt(3));
+  for (auto& n : owned()) EXPECT_NE(n, victim);
+  kubectl("scale replicaset web --replicas=5");
+  ASSERT_TRUE(settlesAt(5));
+  kubectl("scale replicaset web --replicas=1");
+  ASSERT_TRUE(settlesAt(1));
+  // An orphan with the selector's labels is adopted, and one of two goes.
+  apply("apiVersion: v1\nkind: Pod\nmetadata: {name: stray, labels: {app: web}}\nspec: {containers: [{name: c, image: x}]}\n");
+  ASSERT_TRUE(settlesAt(1));
+  // kill -9 while scaling up: no pod too many after the restart.
+  kubectl("scale replicaset web --replicas=20");
+  std::this_thread::sleep_for(50ms);
+  stopControllers("a", SIGKILL);
+  startControllers("a", "--controllers replicaset,garbagecollector");
+  ASSERT_TRUE(settlesAt(20)) << owned().size();
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(list(res::kPods, "default").size(), 20u);
+  kubectl("delete replicaset web");
+  ASSERT_TRUE(testing::waitFor([&] { return list(res::kPods, "default").empty(); }, kWait));
 }
 
 // Cascading deletion in the three modes kubectl offers, and owners that

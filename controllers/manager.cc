@@ -35,6 +35,8 @@ const std::vector<ControllerInfo>& allControllers() {
       {"endpoints", true, false, false, "the legacy Endpoints object of each Service", makeEndpoints},
       {"nodelifecycle", true, false, false, "Ready=Unknown and unreachable taints for nodes whose Lease stops; eviction",
        makeNodeLifecycle},
+      {"replicaset", true, false, false, "keeps spec.replicas pods of each ReplicaSet; adoption, release, status",
+       makeReplicaSets},
       {"garbagecollector", true, false, false,
        "deletes objects whose owners are gone; foreground and orphan deletion", makeGarbageCollector},
   };
