@@ -32,7 +32,6 @@ using kube::resources::kCSINodes;
 using kube::resources::kPersistentVolumeClaims;
 using kube::resources::kPersistentVolumes;
 using kube::resources::kPods;
-using kube::resources::kSecrets;
 using kube::resources::kVolumeAttachments;
 
 const base::Logger& log() {
@@ -62,6 +61,7 @@ class Attacher : public Reconciler {
         csiNodes_(ctx.informers.get(kCSINodes)) {
     manageAttachments_ = ctx.options.profile == Profile::kLocal;
     indexPodsByNode(*pods_);
+    indexPodsByClaim(*pods_);
     vas_->addIndex("node", [](const json::object& va) {
       return std::vector<std::string>{std::string(kube::str(va, {"spec", "nodeName"}))};
     });
@@ -82,12 +82,8 @@ class Attacher : public Reconciler {
       // A claim binding later than its pod was placed.
       controller_.watch(*pvcs_, [this](const json::object& c) {
         std::vector<std::string> keys;
-        for (const kube::ObjectPtr& p : pods_->list()) {
-          for (const std::string& k : claimKeysOf(*p)) {
-            if (k == kube::objectKey(c) && !kube::str(*p, {"spec", "nodeName"}).empty()) {
-              keys.push_back("node/" + std::string(kube::str(*p, {"spec", "nodeName"})));
-            }
-          }
+        for (const kube::ObjectPtr& p : pods_->byIndex(kPodsByClaim, kube::objectKey(c))) {
+          if (!kube::str(*p, {"spec", "nodeName"}).empty()) keys.push_back("node/" + std::string(kube::str(*p, {"spec", "nodeName"})));
         }
         return keys;
       });
@@ -172,11 +168,8 @@ class Attacher : public Reconciler {
   }
 
   base::Result<StringMap> publishSecrets(const json::object& pv) {
-    const json::object* ref = kube::child(pv, {"spec", "csi", "controllerPublishSecretRef"});
-    if (!ref) return StringMap{};
-    auto s = ctx_.client.get(kSecrets, kube::str(*ref, {"namespace"}), kube::str(*ref, {"name"}));
-    if (!s) return std::move(s).error().wrap("getting the controller publish secret");
-    return secretData(*s);
+    return secretData(ctx_.client, kube::child(pv, {"spec", "csi", "controllerPublishSecretRef"}),
+                      "the controller publish secret");
   }
 
   base::Status setStatus(const json::object& vaIn, const std::function<void(json::object&)>& change) {

@@ -921,13 +921,7 @@ TEST_F(ControllersTest, NodeLifecycleTaintsANodeWhoseLeaseStops) {
   addNodes(2);
   startControllers("a", "--controllers nodelifecycle --node-monitor-grace-period 1.5");
   auto renew = [&](const std::string& node) {
-    timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    tm t;
-    gmtime_r(&ts.tv_sec, &t);
-    char buf[40];
-    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &t);
-    std::string now = fmt::format("{}.{:06d}Z", buf, ts.tv_nsec / 1000);
+    std::string now = kube::microTimeNow();
     json::object lease{{"metadata", json::object{{"name", node}, {"namespace", "kube-node-lease"}}},
                        {"spec", json::object{{"holderIdentity", node}, {"leaseDurationSeconds", 40}, {"renewTime", now}}}};
     auto have = client_->get(res::kLeases, "kube-node-lease", node);

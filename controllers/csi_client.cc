@@ -60,19 +60,9 @@ class GrpcController : public CsiController {
  public:
   GrpcController(const std::string& endpoint, std::chrono::milliseconds timeout)
       : channel_(grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials())),
-        identity_(v1::Identity::NewStub(channel_)),
         controller_(v1::Controller::NewStub(channel_)),
         group_(v1::GroupController::NewStub(channel_)),
         timeout_(timeout) {}
-
-  base::Result<std::string> driverName() override {
-    grpc::ClientContext ctx;
-    deadline(ctx);
-    v1::GetPluginInfoResponse resp;
-    grpc::Status s = identity_->GetPluginInfo(&ctx, v1::GetPluginInfoRequest(), &resp);
-    if (!s.ok()) return rpcError(s);
-    return resp.name();
-  }
 
   base::Result<Volume> createVolume(const VolumeRequest& r) override {
     v1::CreateVolumeRequest req;
@@ -286,7 +276,6 @@ class GrpcController : public CsiController {
   void deadline(grpc::ClientContext& ctx) { ctx.set_deadline(std::chrono::system_clock::now() + timeout_); }
 
   std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Identity::Stub> identity_;
   std::unique_ptr<v1::Controller::Stub> controller_;
   std::unique_ptr<v1::GroupController::Stub> group_;
   std::chrono::milliseconds timeout_;

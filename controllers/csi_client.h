@@ -57,7 +57,6 @@ class CsiController {
                                                 std::chrono::milliseconds timeout = std::chrono::seconds(60));
   virtual ~CsiController() = default;
 
-  virtual base::Result<std::string> driverName() = 0;  // GetPluginInfo
   virtual base::Result<Volume> createVolume(const VolumeRequest& req) = 0;
   virtual base::Status deleteVolume(const std::string& id, const StringMap& secrets) = 0;
   // ControllerPublishVolume: the publish context. The capability is the

@@ -27,7 +27,6 @@ using kube::resources::kCSINodes;
 using kube::resources::kNodes;
 using kube::resources::kPersistentVolumeClaims;
 using kube::resources::kPersistentVolumes;
-using kube::resources::kSecrets;
 using kube::resources::kStorageClasses;
 using kube::resources::kVolumeSnapshotContents;
 using kube::resources::kVolumeSnapshots;
@@ -150,10 +149,8 @@ class Provisioner : public Reconciler {
     if (name.empty() || ns.empty()) {
       return base::makeError(base::ErrorCode::kInvalidArgument, "{} and {} must be set together", nameKey, nsKey);
     }
-    std::string n = substitute(std::string(name), pvc, pvName), s = substitute(std::string(ns), pvc, pvName);
-    auto obj = ctx_.client.get(kSecrets, s, n);
-    if (!obj) return std::move(obj).error().wrap("getting {} secret {}/{}", kind, s, n);
-    return secretData(*obj);
+    return secretData(ctx_.client, substitute(std::string(ns), pvc, pvName), substitute(std::string(name), pvc, pvName),
+                      fmt::format("the {} secret", kind));
   }
 
   std::vector<StringMap> topologyOf(const std::string& nodeName) {
@@ -330,16 +327,12 @@ class Provisioner : public Reconciler {
         if (f.is_string() && std::string_view(f.get_string()).starts_with("external-attacher/")) return {};
       }
     }
-    StringMap secrets;
-    std::string_view secretName = kube::annotation(*pv, "volume.kubernetes.io/provisioner-deletion-secret-name");
-    if (!secretName.empty()) {
-      auto obj = ctx_.client.get(kSecrets, kube::annotation(*pv, "volume.kubernetes.io/provisioner-deletion-secret-namespace"),
-                                 secretName);
-      if (!obj) return std::move(obj).error().wrap("getting the deletion secret of {}", name);
-      secrets = secretData(*obj);
-    }
+    auto secrets = secretData(ctx_.client, kube::annotation(*pv, "volume.kubernetes.io/provisioner-deletion-secret-namespace"),
+                              kube::annotation(*pv, "volume.kubernetes.io/provisioner-deletion-secret-name"),
+                              "the deletion secret");
+    if (!secrets) return secrets.error();
     std::string handle(kube::str(*pv, {"spec", "csi", "volumeHandle"}));
-    if (auto st = ctx_.csi->deleteVolume(handle, secrets); !st) {
+    if (auto st = ctx_.csi->deleteVolume(handle, *secrets); !st) {
       events_.record(*pv, "Warning", "VolumeFailedDelete", st.error().message());
       return st;
     }

@@ -46,6 +46,7 @@ class ReplicaSets : public Reconciler {
  public:
   explicit ReplicaSets(Context& ctx)
       : Reconciler(ctx, "replicaset", [this](const std::string& key) { return reconcile(key); }),
+        events_(ctx.recorders.get("replicaset-controller")),
         sets_(ctx.informers.get(kReplicaSets)),
         pods_(ctx.informers.get(kPods)) {
     indexByNamespace(*sets_);
@@ -200,8 +201,8 @@ class ReplicaSets : public Reconciler {
       // Seen already (the informer can be quicker than this answer)?
       if (!pods_->get(kube::objectKey(*res))) expect_[key].adds.insert(std::string(kube::objectName(*res)));
     }
-    if (!result) events_().record(rs, "Warning", "FailedCreate", fmt::format("Error creating: {}", result.error().message()));
-    else events_().record(rs, "Normal", "SuccessfulCreate", fmt::format("Created {} pod(s)", n));
+    if (!result) events_.record(rs, "Warning", "FailedCreate", fmt::format("Error creating: {}", result.error().message()));
+    else events_.record(rs, "Normal", "SuccessfulCreate", fmt::format("Created {} pod(s)", n));
     return result;
   }
 
@@ -264,8 +265,7 @@ class ReplicaSets : public Reconciler {
     return {};
   }
 
-  kube::EventRecorder& events_() { return ctx_.recorders.get("replicaset-controller"); }
-
+  kube::EventRecorder& events_;
   std::shared_ptr<kube::Informer> sets_, pods_;
   std::mutex mu_;
   std::map<std::string, Expectations> expect_;

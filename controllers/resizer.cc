@@ -21,7 +21,6 @@ namespace {
 namespace json = boost::json;
 using kube::resources::kPersistentVolumeClaims;
 using kube::resources::kPersistentVolumes;
-using kube::resources::kSecrets;
 
 const base::Logger& log() {
   static base::Logger l("resizer");
@@ -57,15 +56,12 @@ class Resizer : public Reconciler {
       kube::ensureObject(st, {"allocatedResourceStatuses"})["storage"] = "ControllerResizeInProgress";
     });
     if (!marked) return marked.error();
-    StringMap secrets;
-    if (const json::object* ref = kube::child(*pv, {"spec", "csi", "controllerExpandSecretRef"})) {
-      auto s = ctx_.client.get(kSecrets, kube::str(*ref, {"namespace"}), kube::str(*ref, {"name"}));
-      if (!s) return std::move(s).error().wrap("getting the controller expand secret");
-      secrets = secretData(*s);
-    }
+    auto secrets = secretData(ctx_.client, kube::child(*pv, {"spec", "csi", "controllerExpandSecretRef"}),
+                              "the controller expand secret");
+    if (!secrets) return secrets.error();
     auto expanded = ctx_.csi->controllerExpand(std::string(kube::str(*pv, {"spec", "csi", "volumeHandle"})),
                                                static_cast<int64_t>(*want + 0.999L), volumeMode(*pv) == "Block",
-                                               std::string(kube::str(*pv, {"spec", "csi", "fsType"})), secrets);
+                                               std::string(kube::str(*pv, {"spec", "csi", "fsType"})), *secrets);
     if (!expanded) {
       events_.record(*pvc, "Warning", "VolumeResizeFailed", fmt::format("resize volume \"{}\" by resizer \"{}\" failed: {}",
                                                                        kube::objectName(*pv), ctx_.options.driverName,

@@ -26,7 +26,6 @@ namespace {
 namespace json = boost::json;
 using kube::resources::kPersistentVolumeClaims;
 using kube::resources::kPersistentVolumes;
-using kube::resources::kSecrets;
 using kube::resources::kVolumeGroupSnapshotClasses;
 using kube::resources::kVolumeGroupSnapshotContents;
 using kube::resources::kVolumeGroupSnapshots;
@@ -43,15 +42,6 @@ constexpr const char* kGroupContentFinalizer = "groupsnapshot.storage.kubernetes
 const base::Logger& log() {
   static base::Logger l("snapshotter");
   return l;
-}
-
-std::string nanosToRfc3339(int64_t nanos) {
-  time_t secs = static_cast<time_t>(nanos / 1'000'000'000);
-  tm t;
-  gmtime_r(&secs, &t);
-  char buf[32];
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &t);
-  return buf;
 }
 
 class Snapshotter : public Reconciler {
@@ -87,11 +77,9 @@ class Snapshotter : public Reconciler {
   }
 
   base::Result<StringMap> secretsOf(const json::object* cls) {
-    std::string_view name = cls ? kube::str(*cls, {"parameters", "csi.storage.k8s.io/snapshotter-secret-name"}) : "";
-    if (name.empty()) return StringMap{};
-    auto s = ctx_.client.get(kSecrets, kube::str(*cls, {"parameters", "csi.storage.k8s.io/snapshotter-secret-namespace"}), name);
-    if (!s) return std::move(s).error().wrap("getting the snapshotter secret");
-    return secretData(*s);
+    if (!cls) return StringMap{};
+    return secretData(ctx_.client, kube::str(*cls, {"parameters", "csi.storage.k8s.io/snapshotter-secret-namespace"}),
+                      kube::str(*cls, {"parameters", "csi.storage.k8s.io/snapshotter-secret-name"}), "the snapshotter secret");
   }
 
   base::Status patchFinalizers(const kube::Resource& r, const json::object& obj, std::string_view finalizer, bool present) {
@@ -186,7 +174,7 @@ class Snapshotter : public Reconciler {
       st["restoreSize"] = bytesQuantity(kube::integer(*content, {"status", "restoreSize"}));
     }
     if (int64_t created = kube::integer(*content, {"status", "creationTime"}); created > 0) {
-      st["creationTime"] = nanosToRfc3339(created);
+      st["creationTime"] = kube::formatRfc3339(created / 1'000'000'000);
     }
     if (const json::value* err = kube::field(*content, {"status", "error"})) st["error"] = *err;
     else st.erase("error");
@@ -407,7 +395,7 @@ class GroupSnapshotter : public Reconciler {
     json::object& st = kube::ensureObject(copy, {"status"});
     st["boundVolumeGroupSnapshotContentName"] = contentName;
     st["readyToUse"] = allMembers && kube::boolean(*content, {"status", "readyToUse"});
-    if (int64_t created = kube::integer(*content, {"status", "creationTime"}); created > 0) st["creationTime"] = nanosToRfc3339(created);
+    if (int64_t created = kube::integer(*content, {"status", "creationTime"}); created > 0) st["creationTime"] = kube::formatRfc3339(created / 1'000'000'000);
     if (const json::value* err = kube::field(*content, {"status", "error"})) st["error"] = *err;
     else st.erase("error");
     if (kube::field(*g, {"status"}) && *kube::field(*g, {"status"}) == json::value(st)) return {};

@@ -95,14 +95,24 @@ base::Status setStatusError(kube::Client& client, const kube::Resource& r, const
   return res ? base::Status() : base::Status(res.error());
 }
 
-std::map<std::string, std::string> secretData(const json::object& secret) {
+base::Result<std::map<std::string, std::string>> secretData(kube::Client& client, std::string_view ns,
+                                                             std::string_view name, std::string_view what) {
   std::map<std::string, std::string> out;
-  if (const json::object* data = kube::child(secret, {"data"})) {
+  if (name.empty()) return out;
+  auto secret = client.get(kube::resources::kSecrets, ns, name);
+  if (!secret) return std::move(secret).error().wrap("getting {} {}/{}", what, ns, name);
+  if (const json::object* data = kube::child(*secret, {"data"})) {
     for (const auto& [k, v] : *data) {
       if (auto d = v.is_string() ? base::base64Decode(v.get_string()) : std::nullopt) out.emplace(k, *d);
     }
   }
   return out;
+}
+
+base::Result<std::map<std::string, std::string>> secretData(kube::Client& client, const json::object* ref,
+                                                             std::string_view what) {
+  if (!ref) return std::map<std::string, std::string>{};
+  return secretData(client, kube::str(*ref, {"namespace"}), kube::str(*ref, {"name"}), what);
 }
 
 std::string bytesQuantity(int64_t bytes) {

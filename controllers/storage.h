@@ -64,8 +64,14 @@ kube::ObjectPtr classFor(kube::Informer& classes, const boost::json::object& obj
 base::Status setStatusError(kube::Client& client, const kube::Resource& r, const boost::json::object& obj,
                             const std::string& message);
 
-// A Secret's data, decoded (entries that are not base64 are left out).
-std::map<std::string, std::string> secretData(const boost::json::object& secret);
+// The decoded data of Secret ns/name (entries that are not base64 are
+// left out); an empty name is no secret (an empty map). `what` names it in
+// errors ("the controller publish secret").
+base::Result<std::map<std::string, std::string>> secretData(kube::Client& client, std::string_view ns,
+                                                             std::string_view name, std::string_view what);
+// The same for a SecretReference object ({name, namespace}), when present.
+base::Result<std::map<std::string, std::string>> secretData(kube::Client& client, const boost::json::object* ref,
+                                                             std::string_view what);
 
 // Bytes as the sidecars write them (a BinarySI Quantity: "1Gi", "1536Mi").
 std::string bytesQuantity(int64_t bytes);

@@ -284,15 +284,6 @@ std::optional<ApiError> prepareUpdate(json::object& obj, const json::object& old
   return std::nullopt;
 }
 
-std::string rfc3339Now() {
-  time_t now = time(nullptr);
-  tm t;
-  gmtime_r(&now, &t);
-  char buf[32];
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &t);
-  return buf;
-}
-
 std::string newUid() {
   unsigned char b[16];
   if (getrandom(b, sizeof b, 0) != sizeof b) throw std::runtime_error("getrandom failed");

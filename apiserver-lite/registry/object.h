@@ -70,7 +70,6 @@ std::string_view objectNamespace(const json::object& obj);
 // metadata.resourceVersion parsed as a revision: 0 when absent, -1 when not a number.
 int64_t objectResourceVersion(const json::object& obj);
 
-std::string rfc3339Now();
 std::string newUid();
 // Five characters from the alphabet kube-apiserver uses for generateName.
 std::string randomNameSuffix();

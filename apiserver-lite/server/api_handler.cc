@@ -26,6 +26,7 @@
 #include "common/base/build_info.h"
 #include "common/base/log.h"
 #include "common/http/certgen.h"
+#include "common/kube/object.h"
 #include "common/kube/yaml.h"
 
 namespace trellis::apiserver {
@@ -35,6 +36,7 @@ using storage::Event;
 using storage::KeyValue;
 using storage::Revision;
 using storage::Write;
+using kube::rfc3339Now;
 
 namespace {
 

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "common/base/log.h"
+#include "common/kube/object.h"
 
 namespace trellis::kube {
 
@@ -23,16 +24,6 @@ const base::Logger& log() {
   return l;
 }
 
-// metav1.MicroTime: RFC 3339 with microseconds.
-std::string microTimeNow() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  tm t;
-  gmtime_r(&ts.tv_sec, &t);
-  char buf[40];
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &t);
-  return fmt::format("{}.{:06d}Z", buf, ts.tv_nsec / 1000);
-}
 
 std::string specString(const json::object& lease, std::string_view key) {
   const json::value* spec = lease.if_contains("spec");

@@ -5,6 +5,7 @@
 #include <ctime>
 
 #include <boost/json/serialize.hpp>
+#include <fmt/format.h>
 
 #include "common/base/numbers.h"
 
@@ -253,13 +254,23 @@ bool nodeSelectorTermsMatch(const json::array& terms, const json::object& node) 
   return false;
 }
 
-std::string rfc3339Now() {
-  time_t now = time(nullptr);
+std::string formatRfc3339(int64_t unixSeconds) {
+  time_t secs = static_cast<time_t>(unixSeconds);
   tm t;
-  gmtime_r(&now, &t);
+  gmtime_r(&secs, &t);
   char buf[32];
   strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &t);
   return buf;
+}
+
+std::string rfc3339Now() { return formatRfc3339(time(nullptr)); }
+
+std::string microTimeNow() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  std::string s = formatRfc3339(ts.tv_sec);
+  s.pop_back();  // the 'Z'
+  return fmt::format("{}.{:06d}Z", s, ts.tv_nsec / 1000);
 }
 
 std::optional<int64_t> parseRfc3339(std::string_view text) {

@@ -87,8 +87,11 @@ class LabelSelector {
 // metadata.name). Operators In, NotIn, Exists, DoesNotExist, Gt, Lt.
 bool nodeSelectorTermsMatch(const boost::json::array& terms, const boost::json::object& node);
 
-// RFC 3339 in UTC with seconds ("2026-12-07T15:04:05Z").
+// RFC 3339 in UTC with seconds ("2026-12-07T15:04:05Z"): metav1.Time.
 std::string rfc3339Now();
+std::string formatRfc3339(int64_t unixSeconds);
+// With microseconds ("2026-12-07T15:04:05.123456Z"): metav1.MicroTime.
+std::string microTimeNow();
 // Parses RFC 3339 (with or without fraction, Z or offset) to Unix seconds.
 std::optional<int64_t> parseRfc3339(std::string_view text);
 

@@ -69,6 +69,10 @@ TEST(Object, Rfc3339) {
   EXPECT_EQ(parseRfc3339("1970-01-01T00:01:00Z"), 60);
   EXPECT_EQ(parseRfc3339("1970-01-01T01:00:00.123456+01:00"), 0);
   EXPECT_FALSE(parseRfc3339("yesterday"));
+  EXPECT_EQ(formatRfc3339(86400 + 61), "1970-01-02T00:01:01Z");
+  std::string micro = microTimeNow();
+  EXPECT_EQ(micro.size(), 27u) << micro;
+  EXPECT_TRUE(parseRfc3339(micro));
   auto now = parseRfc3339(rfc3339Now());
   ASSERT_TRUE(now);
   EXPECT_LE(std::abs(*now - time(nullptr)), 2);
