@@ -1010,5 +1010,115 @@ TEST_F(KubectlTest, ServerSideApplyCreatesThenMerges) {
   EXPECT_NE(invalid.exitCode, 0);
 }
 
+// Issue 13's kinds through kubectl's typed (protobuf) create commands, their
+// defaults, validation and columns; the eviction subresource with a budget.
+TEST_F(KubectlTest, JobsCronJobsBudgetsAndEviction) {
+  auto job = kubectl("create job once --image=busybox -- echo hi");
+  ASSERT_EQ(job.exitCode, 0) << job.out;
+  EXPECT_EQ(kubectl("get job once -o jsonpath='{.spec.completions}/{.spec.parallelism}/{.spec.backoffLimit}/"
+                    "{.spec.template.spec.restartPolicy}'").out,
+            "1/1/6/Never");
+  std::string uid = kubectl("get job once -o jsonpath='{.metadata.uid}'").out;
+  EXPECT_EQ(kubectl("get job once -o jsonpath='{.spec.selector.matchLabels.batch\\.kubernetes\\.io/controller-uid}'").out, uid);
+  EXPECT_EQ(kubectl("get job once -o jsonpath='{.spec.template.metadata.labels.job-name}'").out, "once");
+  auto cj = kubectl("create cronjob nightly --image=busybox --schedule='0 3 * * *' -- date");
+  ASSERT_EQ(cj.exitCode, 0) << cj.out;
+  EXPECT_EQ(kubectl("get cj nightly -o jsonpath='{.spec.concurrencyPolicy}/{.spec.successfulJobsHistoryLimit}/"
+                    "{.spec.failedJobsHistoryLimit}/{.spec.suspend}'").out,
+            "Allow/3/1/false");
+  auto manual = kubectl("create job by-hand --from=cronjob/nightly");
+  ASSERT_EQ(manual.exitCode, 0) << manual.out;
+  EXPECT_EQ(kubectl("get job by-hand -o jsonpath='{.metadata.annotations.cronjob\\.kubernetes\\.io/instantiate}/"
+                    "{.metadata.ownerReferences[0].kind}'").out,
+            "manual/CronJob");
+  auto pdb = kubectl("create pdb web --selector=app=web --min-available=1");
+  ASSERT_EQ(pdb.exitCode, 0) << pdb.out;
+  auto table = kubectl("get jobs,cronjobs,pdb");
+  EXPECT_NE(table.out.find("STATUS    COMPLETIONS   DURATION   AGE"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("job.batch/once      Running   0/1"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("cronjob.batch/nightly   0 3 * * *   <none>     false     0        <none>"), std::string::npos)
+      << table.out;
+  EXPECT_NE(table.out.find("MIN AVAILABLE   MAX UNAVAILABLE   ALLOWED DISRUPTIONS"), std::string::npos) << table.out;
+
+  // Validation as kube-apiserver words it; nothing is stored.
+  auto bad = kubectl("create cronjob broken --image=busybox --schedule='61 * * * *'");
+  EXPECT_NE(bad.out.find("spec.schedule: Invalid value: \"61 * * * *\""), std::string::npos) << bad.out;
+  testing::writeFile(dir_.file("bad.yaml"), R"(apiVersion: batch/v1
+kind: Job
+metadata: {name: forever}
+spec:
+  template:
+    spec:
+      containers: [{name: a, image: busybox}]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: both}
+spec: {minAvailable: 1, maxUnavailable: 1, selector: {matchLabels: {a: b}}}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: zoned}
+spec:
+  schedule: "@daily"
+  timeZone: Mars/Olympus_Mons
+  jobTemplate: {spec: {template: {spec: {restartPolicy: Never, containers: [{name: a, image: busybox}]}}}}
+)");
+  auto invalid = kubectl("apply -f " + dir_.file("bad.yaml"));
+  EXPECT_NE(invalid.out.find(R"(spec.template.spec.restartPolicy: Unsupported value: "Always": supported values: "OnFailure", "Never")"),
+            std::string::npos) << invalid.out;
+  EXPECT_NE(invalid.out.find("minAvailable and maxUnavailable cannot be both set"), std::string::npos) << invalid.out;
+  EXPECT_NE(invalid.out.find(R"(spec.timeZone: Invalid value: "Mars/Olympus_Mons": unknown time zone Mars/Olympus_Mons)"),
+            std::string::npos) << invalid.out;
+  EXPECT_EQ(kubectl("get job forever pdb both cj zoned --ignore-not-found -o name").out, "");
+
+  // Eviction: a running, ready pod under a budget that allows one disruption.
+  testing::writeFile(dir_.file("pods.yaml"), R"(apiVersion: v1
+kind: Pod
+metadata: {name: web-1, labels: {app: web}}
+spec: {nodeName: n1, containers: [{name: a, image: busybox}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-2, labels: {app: web}}
+spec: {nodeName: n1, containers: [{name: a, image: busybox}]}
+)");
+  ASSERT_EQ(kubectl("apply -f " + dir_.file("pods.yaml")).exitCode, 0);
+  for (const char* p : {"web-1", "web-2"}) {
+    ASSERT_EQ(kubectl(std::string("patch pod ") + p + " --subresource=status --type=merge -p "
+                      "'{\"status\":{\"phase\":\"Running\",\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}'").exitCode, 0);
+  }
+  std::string server = kubectl("config view -o jsonpath='{.clusters[0].cluster.server}'").out;
+  std::string token = testing::readFile(dir_.file("data/admin.token"));
+  auto evict = [&](const std::string& pod) {
+    return testing::run("curl -sk -w ' %{http_code}' -X POST -H 'Authorization: Bearer " + token +
+                        "' -H 'Content-Type: application/json' -d '{\"apiVersion\":\"policy/v1\",\"kind\":\"Eviction\","
+                        "\"metadata\":{\"name\":\"" + pod + "\"}}' " + server + "/api/v1/namespaces/default/pods/" + pod +
+                        "/eviction").out;
+  };
+  auto unprocessed = evict("web-1");  // the disruption controller has not observed the budget
+  EXPECT_TRUE(unprocessed.ends_with(" 429")) << unprocessed;
+  EXPECT_NE(unprocessed.find("The disruption budget web is still being processed by the server."), std::string::npos)
+      << unprocessed;
+  ASSERT_EQ(kubectl("patch pdb web --subresource=status --type=merge -p '{\"status\":{\"observedGeneration\":1,"
+                    "\"disruptionsAllowed\":1,\"currentHealthy\":2,\"desiredHealthy\":1,\"expectedPods\":2}}'").exitCode, 0);
+  auto first = evict("web-1");
+  EXPECT_TRUE(first.ends_with(" 201")) << first;
+  EXPECT_NE(first.find(R"("status":"Success")"), std::string::npos) << first;
+  EXPECT_EQ(kubectl("get pdb web -o jsonpath='{.status.disruptionsAllowed}'").out, "0");
+  EXPECT_NE(kubectl("get pdb web -o jsonpath='{.status.disruptedPods}'").out.find("web-1"), std::string::npos);
+  auto second = evict("web-2");
+  EXPECT_TRUE(second.ends_with(" 429")) << second;
+  EXPECT_NE(second.find(R"({"reason":"DisruptionBudget","message":"The disruption budget web needs 1 healthy pods and has 2 currently"})"),
+            std::string::npos) << second;
+  EXPECT_EQ(kubectl("get pods -o name").out, "pod/web-2\n");
+  auto wrongName = evict("web-2").find("429");
+  EXPECT_NE(wrongName, std::string::npos);
+  // Discovery names the subresource as kubectl drain looks for it.
+  auto discovery = kubectl("get --raw /api/v1");
+  EXPECT_NE(discovery.out.find(R"("name":"pods/eviction","singularName":"","namespaced":true,"group":"policy","version":"v1","kind":"Eviction")"),
+            std::string::npos) << discovery.out;
+}
+
 }  // namespace
 }  // namespace trellis::apiserver

@@ -26,6 +26,8 @@ PACKAGES=(
     libnftables1
     # storage tools the CSI driver execs (mkfs, fs grow) and tests use
     e2fsprogs xfsprogs btrfs-progs
+    # time zones a CronJob's spec.timeZone names (IANA database)
+    tzdata
 )
 
 export DEBIAN_FRONTEND=noninteractive

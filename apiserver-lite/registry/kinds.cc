@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "common/base/base64.h"
+#include "common/kube/cron.h"
 
 namespace trellis::apiserver::registry {
 
@@ -120,6 +121,36 @@ void addFinalizer(json::object& o, std::string_view name) {
   f.get_array().emplace_back(name);
 }
 
+// A Job's spec defaults (kube's SetDefaults_Job): with neither completions
+// nor parallelism both are 1; backoffLimit 6 (unbounded per index when
+// backoffLimitPerIndex is set).
+void jobSpecDefaults(json::object& spec) {
+  if (!has(spec, "completions") && !has(spec, "parallelism")) {
+    spec["completions"] = 1;
+    spec["parallelism"] = 1;
+  }
+  def(spec, "parallelism", 1);
+  def(spec, "backoffLimit", has(spec, "backoffLimitPerIndex") ? 2147483647 : 6);
+  def(spec, "completionMode", "NonIndexed");
+  def(spec, "suspend", false);
+  def(spec, "podReplacementPolicy", has(spec, "podFailurePolicy") ? "Failed" : "TerminatingOrFailed");
+}
+
+// Without manualSelector, kube-apiserver labels the template with the Job's
+// uid and name and selects on the uid (set by the create path before this).
+void generateJobSelector(json::object& o) {
+  json::object& spec = ensure(o, "spec");
+  const json::value* manual = get(spec, "manualSelector");
+  if ((manual && manual->is_bool() && manual->get_bool()) || has(spec, "selector")) return;
+  std::string uid = str(ensure(o, "metadata"), "uid");
+  std::string name = str(ensure(o, "metadata"), "name");
+  if (uid.empty()) return;
+  json::object& labels = ensure(ensure(ensure(spec, "template"), "metadata"), "labels");
+  for (const char* key : {"batch.kubernetes.io/controller-uid", "controller-uid"}) labels[key] = uid;
+  for (const char* key : {"batch.kubernetes.io/job-name", "job-name"}) labels[key] = name;
+  spec["selector"] = json::object{{"matchLabels", json::object{{"batch.kubernetes.io/controller-uid", uid}}}};
+}
+
 // ---- validation helpers -------------------------------------------------------
 
 struct Errs {
@@ -228,6 +259,23 @@ void validatePodSpec(Errs& e, const json::object& spec, const std::string& path,
   e.oneOf(path + ".dnsPolicy", str(spec, "dnsPolicy"), {"ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"});
 }
 
+// The template's labels must satisfy the selector's matchLabels.
+void selectorMatchesTemplate(Errs& e, const json::object* sel, const json::object* tmpl, const std::string& path) {
+  const json::object* matchLabels = sel ? obj(*sel, "matchLabels") : nullptr;
+  const json::object* tmeta = tmpl ? obj(*tmpl, "metadata") : nullptr;
+  const json::object* labels = tmeta ? obj(*tmeta, "labels") : nullptr;
+  if (!matchLabels) return;
+  bool matches = true;
+  for (const auto& [k, v] : *matchLabels) {
+    const json::value* have = labels ? get(*labels, k) : nullptr;
+    matches = matches && have && *have == v;
+  }
+  if (!matches) {
+    e.invalidRaw(path + "template.metadata.labels", labels ? render(*labels) : "null",
+                 "`selector` does not match template `labels`");
+  }
+}
+
 // A Deployment's, ReplicaSet's or DaemonSet's selector and template.
 void validateWorkload(Errs& e, const json::object& o, const json::object* old, std::string_view kind) {
   const json::object* spec = obj(o, "spec");
@@ -249,19 +297,7 @@ void validateWorkload(Errs& e, const json::object& o, const json::object* old, s
     e.invalidRaw("spec.selector", render(*sel), "empty selector is invalid for " + k);
   }
   const json::object* tmpl = obj(*spec, "template");
-  const json::object* tmeta = tmpl ? obj(*tmpl, "metadata") : nullptr;
-  const json::object* labels = tmeta ? obj(*tmeta, "labels") : nullptr;
-  if (matchLabels) {
-    bool matches = true;
-    for (const auto& [k, v] : *matchLabels) {
-      const json::value* have = labels ? get(*labels, k) : nullptr;
-      matches = matches && have && *have == v;
-    }
-    if (!matches) {
-      e.invalidRaw("spec.template.metadata.labels", labels ? render(*labels) : "null",
-                   "`selector` does not match template `labels`");
-    }
-  }
+  selectorMatchesTemplate(e, sel, tmpl, "spec.");
   const json::object* podSpec = tmpl ? obj(*tmpl, "spec") : nullptr;
   if (!podSpec) {
     e.required("spec.template.spec.containers");
@@ -272,6 +308,236 @@ void validateWorkload(Errs& e, const json::object& o, const json::object* old, s
     const json::object* oldSpec = obj(*old, "spec");
     const json::value* oldSel = oldSpec ? get(*oldSpec, "selector") : nullptr;
     if (oldSel && sel && *oldSel != json::value(*sel)) e.invalidRaw("spec.selector", render(*sel), "field is immutable");
+  }
+}
+
+void specImmutable(Errs& e, const json::object& o, const json::object* old, std::string_view field) {
+  if (!old) return;
+  const json::object* spec = obj(o, "spec");
+  const json::object* oldSpec = obj(*old, "spec");
+  const json::value* a = spec ? get(*spec, field) : nullptr;
+  const json::value* b = oldSpec ? get(*oldSpec, field) : nullptr;
+  if ((a == nullptr) != (b == nullptr) || (a && *a != *b)) {
+    e.invalidRaw("spec." + std::string(field), a ? render(*a) : "null", "field is immutable");
+  }
+}
+
+// A value that must be a non-negative integer when present.
+void nonNegative(Errs& e, const json::object& o, std::string_view key, const std::string& path, bool positive = false) {
+  const json::value* v = get(o, key);
+  if (!v) return;
+  if (!v->is_int64() || v->get_int64() < (positive ? 1 : 0)) {
+    e.invalidRaw(path, render(*v), positive ? "must be greater than 0" : "must be greater than or equal to 0");
+  }
+}
+
+// An IntOrString that must be a non-negative integer or a percentage.
+void intOrPercent(Errs& e, const json::object& o, std::string_view key, const std::string& path) {
+  const json::value* v = get(o, key);
+  if (!v) return;
+  if (v->is_int64()) {
+    if (v->get_int64() < 0) e.invalidRaw(path, render(*v), "must be greater than or equal to 0");
+    return;
+  }
+  std::string_view t = v->is_string() ? std::string_view(v->get_string()) : std::string_view();
+  bool percent = t.size() >= 2 && t.back() == '%' && t.substr(0, t.size() - 1).find_first_not_of("0123456789") == std::string_view::npos;
+  if (!percent) {
+    e.invalidRaw(path, render(*v), "a valid percent string must be a numeric string followed by an ending '%' (e.g. "
+                                   "'1%',  or '93%', regex used for validation is '[0-9]+%')");
+  } else if (std::stoll(std::string(t.substr(0, std::min<size_t>(t.size() - 1, 6)))) > 100) {
+    e.invalidRaw(path, render(*v), "must not be greater than 100%");
+  }
+}
+
+// A Job's spec (also a CronJob's jobTemplate.spec at `path`).
+void validateJobSpec(Errs& e, const json::object& spec, const std::string& path, bool selectorRequired) {
+  for (const char* f : {"parallelism", "completions", "backoffLimit", "ttlSecondsAfterFinished", "backoffLimitPerIndex",
+                        "maxFailedIndexes"}) {
+    nonNegative(e, spec, f, path + "." + f);
+  }
+  nonNegative(e, spec, "activeDeadlineSeconds", path + ".activeDeadlineSeconds", true);
+  std::string mode = str(spec, "completionMode");
+  if (!mode.empty()) e.oneOf(path + ".completionMode", mode, {"NonIndexed", "Indexed"});
+  if (mode == "Indexed" && !has(spec, "completions")) e.required(path + ".completions", "when completion mode is Indexed");
+  if (has(spec, "backoffLimitPerIndex") && mode != "Indexed") {
+    e.required(path + ".completionMode", "when backoffLimitPerIndex is specified, completionMode must be Indexed");
+  }
+  const json::object* tmpl = obj(spec, "template");
+  const json::object* podSpec = tmpl ? obj(*tmpl, "spec") : nullptr;
+  if (!podSpec) {
+    e.required(path + ".template.spec.containers");
+    return;
+  }
+  validateContainers(e, *podSpec, path + ".template.spec", "containers", true);
+  validateContainers(e, *podSpec, path + ".template.spec", "initContainers", false);
+  std::string restart = str(*podSpec, "restartPolicy");
+  if (restart != "OnFailure" && restart != "Never") {
+    e.list.push_back(FieldError{FieldError::Type::kNotSupported, path + ".template.spec.restartPolicy", goQuote(restart),
+                                R"(supported values: "OnFailure", "Never")"});
+  }
+  const json::object* sel = obj(spec, "selector");
+  if (selectorRequired && !sel) e.required(path + ".selector");
+  selectorMatchesTemplate(e, sel, tmpl, path + ".");
+  if (const json::object* pfp = obj(spec, "podFailurePolicy")) {
+    if (restart != "Never") {
+      e.invalid(path + ".template.spec.restartPolicy", restart,
+                "only \"Never\" is supported when podFailurePolicy is specified");
+    }
+    const json::array* rules = arr(*pfp, "rules");
+    for (size_t i = 0; rules && i < rules->size(); ++i) {
+      if (!(*rules)[i].is_object()) continue;
+      const json::object& rule = (*rules)[i].get_object();
+      std::string f = idx(path + ".podFailurePolicy.rules", i);
+      e.oneOf(f + ".action", str(rule, "action"), {"Count", "FailIndex", "FailJob", "Ignore"});
+      const json::object* codes = obj(rule, "onExitCodes");
+      const json::array* conds = arr(rule, "onPodConditions");
+      if ((codes != nullptr) == (conds != nullptr && !conds->empty())) {
+        e.invalidRaw(f, render(rule), "specifying one of OnExitCodes and OnPodConditions is required");
+      }
+      if (codes) {
+        e.oneOf(f + ".onExitCodes.operator", str(*codes, "operator"), {"In", "NotIn"});
+        const json::array* values = arr(*codes, "values");
+        if (!values || values->empty()) e.required(f + ".onExitCodes.values", "at least one value is required");
+      }
+    }
+  }
+}
+
+void validateJob(Errs& e, const json::object& o, const json::object* old) {
+  const json::object* spec = obj(o, "spec");
+  if (!spec) return e.required("spec");
+  validateJobSpec(e, *spec, "spec", true);
+  const json::value* manual = get(*spec, "manualSelector");
+  bool isManual = manual && manual->is_bool() && manual->get_bool();
+  const json::object* meta = obj(o, "metadata");
+  std::string uid = meta ? str(*meta, "uid") : "";
+  if (!old && !isManual && obj(*spec, "selector")) {
+    json::value generated = json::object{{"matchLabels", json::object{{"batch.kubernetes.io/controller-uid", uid}}}};
+    if (*get(*spec, "selector") != generated) {
+      e.invalidRaw("spec.selector", render(*get(*spec, "selector")), "`selector` will be auto-generated");
+    }
+  }
+  if (!old) return;
+  const json::object* oldSpec = obj(*old, "spec");
+  if (!oldSpec) return;
+  for (std::string_view f : {"selector", "completionMode", "podFailurePolicy", "backoffLimitPerIndex"}) {
+    specImmutable(e, o, old, f);
+  }
+  // completions may change only with parallelism on an Indexed Job (elastic).
+  const json::value* c = get(*spec, "completions");
+  const json::value* oc = get(*oldSpec, "completions");
+  if ((c == nullptr) != (oc == nullptr) || (c && *c != *oc)) {
+    bool elastic = str(*spec, "completionMode") == "Indexed" && c && get(*spec, "parallelism") &&
+                   *c == *get(*spec, "parallelism");
+    if (!elastic) e.invalidRaw("spec.completions", c ? render(*c) : "null", "field is immutable");
+  }
+  // The template only while suspended (a resumed Job keeps what it started with).
+  const json::value* t = get(*spec, "template");
+  const json::value* ot = get(*oldSpec, "template");
+  const json::value* suspended = get(*oldSpec, "suspend");
+  bool wasSuspended = suspended && suspended->is_bool() && suspended->get_bool();
+  if (t && ot && *t != *ot && !wasSuspended) {
+    e.invalidRaw("spec.template", render(*t), "field is immutable");
+  }
+}
+
+void validateCronJob(Errs& e, const json::object& o) {
+  const json::object* meta = obj(o, "metadata");
+  if (std::string name = meta ? str(*meta, "name") : ""; name.size() > 52) {
+    e.invalid("metadata.name", name, "must be no more than 52 characters");
+  }
+  const json::object* spec = obj(o, "spec");
+  if (!spec) return e.required("spec");
+  std::string schedule = str(*spec, "schedule");
+  std::string zone = str(*spec, "timeZone");
+  if (schedule.empty()) {
+    e.required("spec.schedule");
+  } else if (schedule.find("TZ=") != std::string::npos) {
+    if (has(*spec, "timeZone")) {
+      e.invalid("spec.schedule", schedule, "cannot use both timeZone field and TZ or CRON_TZ in schedule");
+    } else {
+      e.invalid("spec.schedule", schedule, "cannot use TZ or CRON_TZ in schedule, use timeZone field instead");
+    }
+  } else if (auto parsed = kube::CronSchedule::parse(schedule); !parsed) {
+    e.invalid("spec.schedule", schedule, parsed.error().message());
+  }
+  if (has(*spec, "timeZone")) {
+    if (auto tz = kube::TimeZone::load(zone); !tz || zone.empty()) {
+      e.invalid("spec.timeZone", zone, "unknown time zone " + zone);
+    }
+  }
+  std::string policy = str(*spec, "concurrencyPolicy");
+  e.oneOf("spec.concurrencyPolicy", policy, {"Allow", "Forbid", "Replace"});
+  nonNegative(e, *spec, "startingDeadlineSeconds", "spec.startingDeadlineSeconds");
+  nonNegative(e, *spec, "successfulJobsHistoryLimit", "spec.successfulJobsHistoryLimit");
+  nonNegative(e, *spec, "failedJobsHistoryLimit", "spec.failedJobsHistoryLimit");
+  const json::object* jt = obj(*spec, "jobTemplate");
+  const json::object* js = jt ? obj(*jt, "spec") : nullptr;
+  if (!js) return e.required("spec.jobTemplate.spec.template.spec.containers");
+  validateJobSpec(e, *js, "spec.jobTemplate.spec", false);
+}
+
+void validateStatefulSet(Errs& e, const json::object& o, const json::object* old) {
+  validateWorkload(e, o, old, "StatefulSet");
+  const json::object* spec = obj(o, "spec");
+  if (!spec) return;
+  e.oneOf("spec.podManagementPolicy", str(*spec, "podManagementPolicy"), {"OrderedReady", "Parallel"});
+  const json::object* strategy = obj(*spec, "updateStrategy");
+  std::string type = strategy ? str(*strategy, "type") : "";
+  e.oneOf("spec.updateStrategy.type", type, {"OnDelete", "RollingUpdate"});
+  if (const json::object* ru = strategy ? obj(*strategy, "rollingUpdate") : nullptr) {
+    if (type == "OnDelete") e.forbidden("spec.updateStrategy.rollingUpdate", "only allowed for updateStrategy 'RollingUpdate'");
+    nonNegative(e, *ru, "partition", "spec.updateStrategy.rollingUpdate.partition");
+    intOrPercent(e, *ru, "maxUnavailable", "spec.updateStrategy.rollingUpdate.maxUnavailable");
+    if (const json::value* mu = get(*ru, "maxUnavailable"); mu && ((mu->is_int64() && mu->get_int64() == 0) ||
+                                                                   (mu->is_string() && mu->get_string() == "0%"))) {
+      e.invalidRaw("spec.updateStrategy.rollingUpdate.maxUnavailable", render(*mu), "must be greater than 0");
+    }
+  }
+  if (const json::object* ret = obj(*spec, "persistentVolumeClaimRetentionPolicy")) {
+    e.oneOf("spec.persistentVolumeClaimRetentionPolicy.whenDeleted", str(*ret, "whenDeleted"), {"Retain", "Delete"});
+    e.oneOf("spec.persistentVolumeClaimRetentionPolicy.whenScaled", str(*ret, "whenScaled"), {"Retain", "Delete"});
+  }
+  const json::array* vcts = arr(*spec, "volumeClaimTemplates");
+  for (size_t i = 0; vcts && i < vcts->size(); ++i) {
+    const json::object* t = (*vcts)[i].is_object() ? &(*vcts)[i].get_object() : nullptr;
+    const json::object* m = t ? obj(*t, "metadata") : nullptr;
+    std::string f = idx("spec.volumeClaimTemplates", i);
+    if (!m || str(*m, "name").empty()) e.required(f + ".metadata.name");
+    else e.name(f + ".metadata.name", str(*m, "name"), isDns1123Subdomain);
+    const json::object* ts = t ? obj(*t, "spec") : nullptr;
+    const json::array* modes = ts ? arr(*ts, "accessModes") : nullptr;
+    if (!modes || modes->empty()) e.required(f + ".spec.accessModes", "at least 1 access mode is required");
+  }
+  if (old) {
+    // Only these may change (kube's ValidateStatefulSetUpdate).
+    const json::object* oldSpec = obj(*old, "spec");
+    if (oldSpec) {
+      json::object a = *spec, b = *oldSpec;
+      for (json::object* x : {&a, &b}) {
+        for (const char* f : {"replicas", "ordinals", "template", "updateStrategy", "revisionHistoryLimit",
+                              "persistentVolumeClaimRetentionPolicy", "minReadySeconds"}) {
+          x->erase(f);
+        }
+      }
+      if (a != b) {
+        e.forbidden("spec", "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', "
+                            "'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden");
+      }
+    }
+  }
+}
+
+void validatePdb(Errs& e, const json::object& o) {
+  const json::object* spec = obj(o, "spec");
+  if (!spec) return;
+  if (has(*spec, "minAvailable") && has(*spec, "maxUnavailable")) {
+    e.invalidRaw("spec", render(*spec), "minAvailable and maxUnavailable cannot be both set");
+  }
+  intOrPercent(e, *spec, "minAvailable", "spec.minAvailable");
+  intOrPercent(e, *spec, "maxUnavailable", "spec.maxUnavailable");
+  if (std::string p = str(*spec, "unhealthyPodEvictionPolicy"); !p.empty()) {
+    e.oneOf("spec.unhealthyPodEvictionPolicy", p, {"AlwaysAllow", "IfHealthyBudget"});
   }
 }
 
@@ -592,16 +858,6 @@ void validateBinding(Errs& e, const json::object& o, const json::object* old, bo
   }
 }
 
-void specImmutable(Errs& e, const json::object& o, const json::object* old, std::string_view field) {
-  if (!old) return;
-  const json::object* spec = obj(o, "spec");
-  const json::object* oldSpec = obj(*old, "spec");
-  const json::value* a = spec ? get(*spec, field) : nullptr;
-  const json::value* b = oldSpec ? get(*oldSpec, field) : nullptr;
-  if ((a == nullptr) != (b == nullptr) || (a && *a != *b)) {
-    e.invalidRaw("spec." + std::string(field), a ? render(*a) : "null", "field is immutable");
-  }
-}
 
 void validatePodUpdate(Errs& e, const json::object& o, const json::object& old) {
   const json::object* spec = obj(o, "spec");
@@ -649,6 +905,7 @@ std::vector<std::string_view> topLevelFields(const ResourceInfo& r) {
   }
   if (k == "VolumeSnapshotClass" || k == "VolumeGroupSnapshotClass") return {"driver", "parameters", "deletionPolicy"};
   if (k == "CSIStorageCapacity") return {"nodeTopology", "storageClassName", "capacity", "maximumVolumeSize"};
+  if (k == "ControllerRevision") return {"data", "revision"};
   if (k == "Role") return {"rules"};
   if (k == "ClusterRole") return {"rules", "aggregationRule"};
   if (k == "RoleBinding" || k == "ClusterRoleBinding") return {"subjects", "roleRef"};
@@ -763,7 +1020,7 @@ void applyDefaults(const ResourceInfo& r, json::object& o, bool create) {
   bool hasStatus = std::find(r.subresources.begin(), r.subresources.end(), "status") != r.subresources.end();
   if (create && hasStatus && k != "Node") o.erase("status");
   if (!r.group.empty() && r.group != "apps" && r.group != "storage.k8s.io" && r.group != "networking.k8s.io" &&
-      r.group != "discovery.k8s.io") {
+      r.group != "discovery.k8s.io" && r.group != "batch" && r.group != "policy") {
     return;
   }
   if (k == "Pod") {
@@ -837,6 +1094,42 @@ void applyDefaults(const ResourceInfo& r, json::object& o, bool create) {
     if (create) {
       o["status"] = json::object{{"currentNumberScheduled", 0}, {"numberMisscheduled", 0},
                                  {"desiredNumberScheduled", 0}, {"numberReady", 0}};
+    }
+  } else if (k == "StatefulSet") {
+    json::object& spec = ensure(o, "spec");
+    def(spec, "replicas", 1);
+    def(spec, "podManagementPolicy", "OrderedReady");
+    def(spec, "revisionHistoryLimit", 10);
+    json::object& strategy = ensure(spec, "updateStrategy");
+    def(strategy, "type", "RollingUpdate");
+    if (str(strategy, "type") == "RollingUpdate") def(ensure(strategy, "rollingUpdate"), "partition", 0);
+    json::object& retention = ensure(spec, "persistentVolumeClaimRetentionPolicy");
+    def(retention, "whenDeleted", "Retain");
+    def(retention, "whenScaled", "Retain");
+    eachObject(spec, "volumeClaimTemplates", [](json::object& t) {
+      def(ensure(t, "spec"), "volumeMode", "Filesystem");
+      def(t, "apiVersion", "v1");
+      def(t, "kind", "PersistentVolumeClaim");
+    });
+    templateDefaults(o);
+    if (create) o["status"] = json::object{{"replicas", 0}, {"availableReplicas", 0}};
+  } else if (k == "Job") {
+    jobSpecDefaults(ensure(o, "spec"));
+    if (create) generateJobSelector(o);
+    templateDefaults(o);
+    if (create) o["status"] = json::object{};
+  } else if (k == "CronJob") {
+    json::object& spec = ensure(o, "spec");
+    def(spec, "concurrencyPolicy", "Allow");
+    def(spec, "suspend", false);
+    def(spec, "successfulJobsHistoryLimit", 3);
+    def(spec, "failedJobsHistoryLimit", 1);
+    if (json::object* jt = mobj(spec, "jobTemplate")) templateDefaults(*jt);
+    if (create) o["status"] = json::object{};
+  } else if (k == "PodDisruptionBudget") {
+    if (create) {
+      o["status"] = json::object{{"disruptionsAllowed", 0}, {"currentHealthy", 0}, {"desiredHealthy", 0},
+                                 {"expectedPods", 0}};
     }
   } else if (k == "Secret") {
     def(o, "type", "Opaque");
@@ -917,8 +1210,23 @@ FieldErrors validateKind(const ResourceInfo& r, const json::object& o, const jso
         e.forbidden("spec." + std::string(f), "node updates may not change podCIDR except from \"\" to valid");
       }
     }
+  } else if (g == "apps" && k == "StatefulSet") {
+    validateStatefulSet(e, o, old);
+  } else if (g == "apps" && k == "ControllerRevision") {
+    if (const json::value* rev = get(o, "revision"); !rev || !rev->is_int64() || rev->get_int64() < 0) {
+      e.invalidRaw("revision", rev ? render(*rev) : "0", "must be greater than or equal to 0");
+    }
+    if (old && get(*old, "data") && get(o, "data") && *get(*old, "data") != *get(o, "data")) {
+      e.invalidRaw("data", render(*get(o, "data")), "field is immutable");
+    }
   } else if (g == "apps") {
     validateWorkload(e, o, old, k);
+  } else if (g == "batch" && k == "Job") {
+    validateJob(e, o, old);
+  } else if (g == "batch" && k == "CronJob") {
+    validateCronJob(e, o);
+  } else if (g == "policy" && k == "PodDisruptionBudget") {
+    validatePdb(e, o);
   } else if (g == "networking.k8s.io" && k == "Ingress") {
     validateIngress(e, o);
   } else if (g == "networking.k8s.io" && k == "IngressClass") {

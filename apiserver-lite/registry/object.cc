@@ -233,6 +233,7 @@ std::optional<ApiError> prepareCreate(json::object& obj, const ResourceInfo& r, 
   }
   FieldErrors metaErrs = validateMeta(meta, r);
   errs.insert(errs.end(), metaErrs.begin(), metaErrs.end());
+  meta["uid"] = uid;  // before defaulting: a Job's generated selector names it
   applyDefaults(r, obj, true);
   FieldErrors kindErrs = validateKind(r, obj, nullptr);
   errs.insert(errs.end(), kindErrs.begin(), kindErrs.end());

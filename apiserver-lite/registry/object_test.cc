@@ -20,7 +20,8 @@ TEST(Resources, TableCoversTheIssueKindsWithKeys) {
   EXPECT_EQ(ns().key("", "kube-system"), "/registry/core/namespaces/kube-system");
   auto gvs = servedGroupVersions();
   EXPECT_EQ(gvs.front().group, "");
-  EXPECT_EQ(gvs.size(), 11u);  // core, apps, authorization, coordination, discovery, events, groupsnapshot, networking, rbac, snapshot, storage
+  EXPECT_EQ(gvs.size(), 13u);  // core, apps, authorization, batch, coordination, discovery, events, groupsnapshot,
+                               // networking, policy, rbac, snapshot, storage
 }
 
 TEST(Object, CreateDefaultsAndValidates) {

@@ -45,10 +45,45 @@ DeploymentSpec: 1 replicas i?|2 selector LabelSelector|3 template PodTemplateSpe
 DeploymentStrategy: 1 type s|2 rollingUpdate RollingUpdateDeployment
 RollingUpdateDeployment: 1 maxUnavailable IntOrString|2 maxSurge IntOrString
 PodTemplateSpec: 1 metadata ObjectMeta|2 spec PodSpec
-PodSpec: 2 containers []Container|3 restartPolicy s|4 terminationGracePeriodSeconds i?|5 activeDeadlineSeconds i?|6 dnsPolicy s|7 nodeSelector {s}|8 serviceAccountName s|9 serviceAccount s|10 nodeName s|11 hostNetwork b|12 hostPID b|13 hostIPC b|15 imagePullSecrets []LocalObjectReference|16 hostname s|17 subdomain s|19 schedulerName s|20 initContainers []Container|21 automountServiceAccountToken b?|22 tolerations []Toleration|24 priorityClassName s
-Container: 1 name s|2 image s|3 command []s|4 args []s|5 workingDir s|6 ports []ContainerPort|7 env []EnvVar|8 resources ResourceRequirements|9 volumeMounts []VolumeMount|13 terminationMessagePath s|14 imagePullPolicy s|16 stdin b|17 stdinOnce b|18 tty b|20 terminationMessagePolicy s
+PodSpec: 1 volumes []Volume|2 containers []Container|3 restartPolicy s|4 terminationGracePeriodSeconds i?|5 activeDeadlineSeconds i?|6 dnsPolicy s|7 nodeSelector {s}|8 serviceAccountName s|9 serviceAccount s|10 nodeName s|11 hostNetwork b|12 hostPID b|13 hostIPC b|14 securityContext PodSecurityContext|15 imagePullSecrets []LocalObjectReference|16 hostname s|17 subdomain s|19 schedulerName s|20 initContainers []Container|21 automountServiceAccountToken b?|22 tolerations []Toleration|24 priorityClassName s|25 priority i?|27 shareProcessNamespace b?|29 runtimeClassName s?|30 enableServiceLinks b?|31 preemptionPolicy s?|34 setHostnameAsFQDN b?
+PodSecurityContext: 2 runAsUser i?|3 runAsNonRoot b?|4 supplementalGroups []i|5 fsGroup i?|6 runAsGroup i?|9 fsGroupChangePolicy s?
+Volume: 1 name s|2 ~ VolumeSource
+VolumeSource: 1 hostPath HostPathVolumeSource|2 emptyDir EmptyDirVolumeSource|6 secret SecretVolumeSource|10 persistentVolumeClaim PersistentVolumeClaimVolumeSource|19 configMap ConfigMapVolumeSource
+HostPathVolumeSource: 1 path s|2 type s?
+EmptyDirVolumeSource: 1 medium s|2 sizeLimit Quantity
+SecretVolumeSource: 1 secretName s|2 items []KeyToPath|3 defaultMode i?|4 optional b?
+ConfigMapVolumeSource: 1 ~ LocalObjectReference|2 items []KeyToPath|3 defaultMode i?|4 optional b?
+KeyToPath: 1 key s|2 path s|3 mode i?
+PersistentVolumeClaimVolumeSource: 1 claimName s|2 readOnly b
+Container: 1 name s|2 image s|3 command []s|4 args []s|5 workingDir s|6 ports []ContainerPort|7 env []EnvVar|8 resources ResourceRequirements|9 volumeMounts []VolumeMount|10 livenessProbe Probe|11 readinessProbe Probe|13 terminationMessagePath s|14 imagePullPolicy s|15 securityContext SecurityContext|16 stdin b|17 stdinOnce b|18 tty b|20 terminationMessagePolicy s|22 startupProbe Probe
+SecurityContext: 1 capabilities Capabilities|2 privileged b?|4 runAsUser i?|5 runAsNonRoot b?|6 readOnlyRootFilesystem b?|7 allowPrivilegeEscalation b?|8 runAsGroup i?
+Capabilities: 1 add []s|2 drop []s
+Probe: 1 ~ ProbeHandler|2 initialDelaySeconds i|3 timeoutSeconds i|4 periodSeconds i|5 successThreshold i|6 failureThreshold i|7 terminationGracePeriodSeconds i?
+ProbeHandler: 1 exec ExecAction|2 httpGet HTTPGetAction|3 tcpSocket TCPSocketAction
+ExecAction: 1 command []s
+HTTPGetAction: 1 path s|2 port IntOrString|3 host s|4 scheme s|5 httpHeaders []HTTPHeader
+HTTPHeader: 1 name s|2 value s
+TCPSocketAction: 1 port IntOrString|2 host s
 ContainerPort: 1 name s|2 hostPort i|3 containerPort i|4 protocol s|5 hostIP s
-EnvVar: 1 name s|2 value s
+EnvVar: 1 name s|2 value s|3 valueFrom EnvVarSource
+EnvVarSource: 1 fieldRef ObjectFieldSelector|3 configMapKeyRef ConfigMapKeySelector|4 secretKeyRef SecretKeySelector
+ObjectFieldSelector: 1 apiVersion s|2 fieldPath s
+ConfigMapKeySelector: 1 ~ LocalObjectReference|2 key s|3 optional b?
+SecretKeySelector: 1 ~ LocalObjectReference|2 key s|3 optional b?
+Job: 1 metadata ObjectMeta|2 spec JobSpec|3 status -
+JobSpec: 1 parallelism i?|2 completions i?|3 activeDeadlineSeconds i?|4 selector LabelSelector|5 manualSelector b?|6 template PodTemplateSpec|7 backoffLimit i?|8 ttlSecondsAfterFinished i?|9 completionMode s?|10 suspend b?|11 podFailurePolicy PodFailurePolicy|12 backoffLimitPerIndex i?|13 maxFailedIndexes i?|14 podReplacementPolicy s?|15 managedBy s?
+PodFailurePolicy: 1 rules []PodFailurePolicyRule
+PodFailurePolicyRule: 1 action s|2 onExitCodes PodFailurePolicyOnExitCodesRequirement|3 onPodConditions []PodFailurePolicyOnPodConditionsPattern
+PodFailurePolicyOnExitCodesRequirement: 1 containerName s?|2 operator s|3 values []i
+PodFailurePolicyOnPodConditionsPattern: 1 type s|2 status s
+JobTemplateSpec: 1 metadata ObjectMeta|2 spec JobSpec
+CronJob: 1 metadata ObjectMeta|2 spec CronJobSpec|3 status -
+CronJobSpec: 1 schedule s|2 startingDeadlineSeconds i?|3 concurrencyPolicy s|4 suspend b?|5 jobTemplate JobTemplateSpec|6 successfulJobsHistoryLimit i?|7 failedJobsHistoryLimit i?|8 timeZone s?
+PodDisruptionBudget: 1 metadata ObjectMeta|2 spec PodDisruptionBudgetSpec|3 status -
+PodDisruptionBudgetSpec: 1 minAvailable IntOrString?|2 selector LabelSelector|3 maxUnavailable IntOrString?|4 unhealthyPodEvictionPolicy s?
+Eviction: 1 metadata ObjectMeta|2 deleteOptions DeleteOptions
+DeleteOptions: 1 gracePeriodSeconds i?|2 preconditions Preconditions|3 orphanDependents b?|4 propagationPolicy s?|5 dryRun []s
+Preconditions: 1 uid s?|2 resourceVersion s?
 ResourceRequirements: 1 limits {Quantity}|2 requests {Quantity}
 VolumeMount: 1 name s|2 readOnly b|3 mountPath s|4 subPath s
 Toleration: 1 key s|2 operator s|3 value s|4 effect s|5 tolerationSeconds i?
@@ -85,6 +120,7 @@ constexpr std::string_view kTopLevel[][2] = {
     {"rbac.authorization.k8s.io/v1", "ClusterRole"}, {"rbac.authorization.k8s.io/v1", "RoleBinding"},
     {"rbac.authorization.k8s.io/v1", "ClusterRoleBinding"}, {"networking.k8s.io/v1", "Ingress"},
     {"authorization.k8s.io/v1", "SelfSubjectAccessReview"}, {"authorization.k8s.io/v1", "SelfSubjectRulesReview"},
+    {"batch/v1", "Job"}, {"batch/v1", "CronJob"}, {"policy/v1", "PodDisruptionBudget"}, {"policy/v1", "Eviction"},
 };
 
 enum class Kind { kString, kInt, kBool, kBytes, kTime, kQuantity, kIntOrString, kMessage, kIgnore };

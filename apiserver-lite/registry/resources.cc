@@ -31,7 +31,7 @@ const std::vector<ResourceInfo>& servedResources() {
     // core/v1
     add("", "v1", "Namespace", "namespaces", false, {"ns"}, {"status", "finalize"}, NameRule::kLabel);
     add("", "v1", "Node", "nodes", false, {"no"}, {"status"});
-    add("", "v1", "Pod", "pods", true, {"po"}, {"status", "binding"}, NameRule::kSubdomain, {"all"});
+    add("", "v1", "Pod", "pods", true, {"po"}, {"status", "binding", "eviction"}, NameRule::kSubdomain, {"all"});
     add("", "v1", "Service", "services", true, {"svc"}, {"status"}, NameRule::kDns1035, {"all"});
     add("", "v1", "Endpoints", "endpoints", true, {"ep"});
     add("", "v1", "ConfigMap", "configmaps", true, {"cm"});
@@ -74,6 +74,13 @@ const std::vector<ResourceInfo>& servedResources() {
     add("apps", "v1", "Deployment", "deployments", true, {"deploy"}, {"status", "scale"}, NameRule::kSubdomain, {"all"});
     add("apps", "v1", "ReplicaSet", "replicasets", true, {"rs"}, {"status", "scale"}, NameRule::kSubdomain, {"all"});
     add("apps", "v1", "DaemonSet", "daemonsets", true, {"ds"}, {"status"}, NameRule::kSubdomain, {"all"});
+    add("apps", "v1", "StatefulSet", "statefulsets", true, {"sts"}, {"status", "scale"}, NameRule::kSubdomain, {"all"});
+    add("apps", "v1", "ControllerRevision", "controllerrevisions", true, {});
+    // batch/v1
+    add("batch", "v1", "Job", "jobs", true, {}, {"status"}, NameRule::kSubdomain, {"all"});
+    add("batch", "v1", "CronJob", "cronjobs", true, {"cj"}, {"status"}, NameRule::kSubdomain, {"all"});
+    // policy/v1
+    add("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true, {"pdb"}, {"status"});
     // authorization.k8s.io/v1: reviews, answered and not stored
     add("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false, {});
     t.back().review = true;

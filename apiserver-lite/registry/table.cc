@@ -108,6 +108,7 @@ std::string labelMap(const json::object& o, std::initializer_list<std::string_vi
 // A workload's pod template: container names and images, comma-joined.
 std::string containersField(const json::object& o, std::string_view field) {
   const json::value* v = at(o, {"spec", "template", "spec", "containers"});
+  if (!v) v = at(o, {"spec", "jobTemplate", "spec", "template", "spec", "containers"});  // a CronJob
   std::string out;
   if (!v || !v->is_array()) return out;
   for (const json::value& c : v->as_array()) {
@@ -492,6 +493,80 @@ const std::vector<Column>& columnsOf(const ResourceInfo& r) {
                       {"Available", "integer", 0, [](const json::object& o, std::time_t) { return json::value(i64(o, {"status", "numberAvailable"})); }},
                       {"Node Selector", "string", 0, [](const json::object& o, std::time_t) { return json::value(labelMap(o, {"spec", "template", "spec", "nodeSelector"}, "<none>")); }},
                       ageCol, containers, images, selector};
+    m["StatefulSet"] = {name,
+                        {"Ready", "string", 0, [](const json::object& o, std::time_t) { return json::value(fmt::format("{}/{}", i64(o, {"status", "readyReplicas"}), i64(o, {"spec", "replicas"}, 1))); }},
+                        ageCol, containers, images};
+    m["ControllerRevision"] = {name,
+                               {"Controller", "string", 0, [](const json::object& o, std::time_t) {
+                                  const json::value* refs = at(o, {"metadata", "ownerReferences"});
+                                  if (refs && refs->is_array()) {
+                                    for (const json::value& ref : refs->as_array()) {
+                                      if (!ref.is_object() || str(ref.as_object(), {"controller"}) != "true") continue;
+                                      std::string kind = str(ref.as_object(), {"kind"});
+                                      for (char& c : kind) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+                                      std::string gv = str(ref.as_object(), {"apiVersion"});
+                                      std::string group = gv.find('/') == std::string::npos ? "" : gv.substr(0, gv.find('/'));
+                                      return json::value(kind + (group.empty() ? "" : "." + group) + "/" + str(ref.as_object(), {"name"}));
+                                    }
+                                  }
+                                  return json::value("<none>");
+                                }},
+                               {"Revision", "integer", 0, [](const json::object& o, std::time_t) { return json::value(i64(o, {"revision"})); }},
+                               ageCol};
+    m["Job"] = {name,
+                {"Status", "string", 0, [](const json::object& o, std::time_t) {
+                   auto cond = [&](std::string_view type) {
+                     if (const json::value* cs = at(o, {"status", "conditions"}); cs && cs->is_array()) {
+                       for (const json::value& c : cs->as_array()) {
+                         if (c.is_object() && str(c.as_object(), {"type"}) == type && str(c.as_object(), {"status"}) == "True") return true;
+                       }
+                     }
+                     return false;
+                   };
+                   if (cond("Complete")) return json::value("Complete");
+                   if (cond("Failed")) return json::value("Failed");
+                   if (at(o, {"metadata", "deletionTimestamp"})) return json::value("Terminating");
+                   if (cond("SuccessCriteriaMet")) return json::value("SuccessCriteriaMet");
+                   if (cond("FailureTarget")) return json::value("FailureTarget");
+                   if (cond("Suspended")) return json::value("Suspended");
+                   return json::value("Running");
+                 }},
+                {"Completions", "string", 0, [](const json::object& o, std::time_t) {
+                   int64_t done = i64(o, {"status", "succeeded"});
+                   if (at(o, {"spec", "completions"})) return json::value(fmt::format("{}/{}", done, i64(o, {"spec", "completions"})));
+                   int64_t parallelism = i64(o, {"spec", "parallelism"});
+                   if (parallelism > 1) return json::value(fmt::format("{}/1 of {}", done, parallelism));
+                   return json::value(fmt::format("{}/1", done));
+                 }},
+                {"Duration", "string", 0, [](const json::object& o, std::time_t now) {
+                   std::string start = str(o, {"status", "startTime"});
+                   if (start.empty()) return json::value("");
+                   std::string end = str(o, {"status", "completionTime"});
+                   return json::value(humanDuration((end.empty() ? now : parseTime(end)) - parseTime(start)));
+                 }},
+                ageCol, containers, images, selector};
+    m["CronJob"] = {name,
+                    {"Schedule", "string", 0, text({"spec", "schedule"})},
+                    {"Timezone", "string", 0, text({"spec", "timeZone"}, "<none>")},
+                    {"Suspend", "boolean", 0, [](const json::object& o, std::time_t) { return json::value(str(o, {"spec", "suspend"}) == "true"); }},
+                    {"Active", "integer", 0, [](const json::object& o, std::time_t) { return json::value(int64_t(count(o, {"status", "active"}))); }},
+                    {"Last Schedule", "date", 0, [](const json::object& o, std::time_t now) {
+                       std::string t = str(o, {"status", "lastScheduleTime"});
+                       return json::value(t.empty() ? std::string("<none>") : humanDuration(now - parseTime(t)));
+                     }},
+                    ageCol, containers, images, selector};
+    auto intOrNa = [](std::string_view field) {
+      return [field](const json::object& o, std::time_t) {
+        const json::value* v = at(o, {"spec", field});
+        if (!v) return json::value("N/A");
+        return json::value(v->is_string() ? std::string(v->as_string()) : std::to_string(v->is_int64() ? v->as_int64() : 0));
+      };
+    };
+    m["PodDisruptionBudget"] = {name,
+                                {"Min Available", "string", 0, intOrNa("minAvailable")},
+                                {"Max Unavailable", "string", 0, intOrNa("maxUnavailable")},
+                                {"Allowed Disruptions", "integer", 0, [](const json::object& o, std::time_t) { return json::value(i64(o, {"status", "disruptionsAllowed"})); }},
+                                ageCol};
     m["Lease"] = {name, {"Holder", "string", 0, text({"spec", "holderIdentity"})}, ageCol};
     const Column createdAt{"Created At", "date", 0, text({"metadata", "creationTimestamp"})};
     m["Role"] = {name, createdAt};

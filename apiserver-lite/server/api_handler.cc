@@ -119,19 +119,25 @@ struct DeleteOptions {
   bool dryRun = false;
   std::string propagation;           // "", "Orphan", "Background", "Foreground"
   std::string uid, resourceVersion;  // preconditions
+  bool evicted = false;              // answer success as the eviction subresource does (201 Status)
 };
 
-base::Result<DeleteOptions> deleteOptions(const http::Request& req) {
+base::Result<DeleteOptions> deleteOptions(const http::Request& req, const json::value* body = nullptr) {
   DeleteOptions o;
   o.dryRun = isDryRun(req.query());
   auto q = parseQuery(req.query());
   if (q.count("propagationPolicy")) o.propagation = q["propagationPolicy"];
   if (q.count("orphanDependents") && o.propagation.empty()) o.propagation = q["orphanDependents"] == "true" ? "Orphan" : "Background";
-  if (!req.body.empty()) {
+  json::value parsed;
+  if (!body && !req.body.empty()) {
     boost::system::error_code ec;
-    json::value opts = json::parse(req.body, ec);
-    if (ec || !opts.is_object()) return base::makeError(base::ErrorCode::kInvalidArgument, "invalid DeleteOptions body");
-    const json::object& b = opts.get_object();
+    parsed = json::parse(req.body, ec);
+    if (ec || !parsed.is_object()) return base::makeError(base::ErrorCode::kInvalidArgument, "invalid DeleteOptions body");
+    body = &parsed;
+  }
+  if (body && !body->is_null()) {
+    if (!body->is_object()) return base::makeError(base::ErrorCode::kInvalidArgument, "invalid DeleteOptions body");
+    const json::object& b = body->get_object();
     if (const json::value* dry = b.if_contains("dryRun"); dry && !dry->is_null()) {
       if (!dry->is_array()) return base::makeError(base::ErrorCode::kInvalidArgument, "DeleteOptions.dryRun must be a list");
       for (const json::value& v : dry->get_array()) {
@@ -164,6 +170,12 @@ base::Result<DeleteOptions> deleteOptions(const http::Request& req) {
                            o.propagation);
   }
   return o;
+}
+
+// What a successful eviction answers.
+json::object evictedStatus() {
+  return json::object{{"kind", "Status"}, {"apiVersion", "v1"}, {"metadata", json::object{}}, {"status", "Success"},
+                      {"code", 201}};
 }
 
 // A DeleteOptions error as kube-apiserver answers it: 400 for an unreadable
@@ -743,6 +755,10 @@ struct ApiHandler::Impl {
   // pods/<name>/binding: assigns the pod to the Binding's target node, once.
   void bind(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req,
             const std::shared_ptr<http::ResponseWriter>& w);
+  // pods/<name>/eviction: deletes the pod unless the one PodDisruptionBudget
+  // selecting it allows no disruption now (429), spending one disruption.
+  void evict(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req,
+             const std::shared_ptr<http::ResponseWriter>& w, int tries = 0);
   // The PersistentVolumeClaimResize admission rule: only claims whose
   // StorageClass allows expansion may grow.
   std::optional<ApiError> checkPvcResize(const ResourceInfo& r, const json::object& pvc, std::string_view name);
@@ -952,7 +968,7 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
     if (!has) return sendError(w, ApiError{404, "NotFound", "the server could not find the requested resource"});
     if (sub == "status") part = Part::kStatus;
     else if (sub == "scale") part = Part::kScale;
-    else if (sub != "binding") {
+    else if (sub != "binding" && sub != "eviction") {
       return sendError(w, ApiError::methodNotAllowed(fmt::format("subresource {} is not served yet", sub)));
     }
   }
@@ -1024,6 +1040,10 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
   if (sub == "binding") {
     if (m != "POST") return sendError(w, ApiError::methodNotAllowed("the server does not allow this method on the requested resource"));
     return bind(*res, ns, name, req, w);
+  }
+  if (sub == "eviction") {
+    if (m != "POST") return sendError(w, ApiError::methodNotAllowed("the server does not allow this method on the requested resource"));
+    return evict(*res, ns, name, req, w);
   }
   if (m == "PUT") return update(*res, ns, name, req, part, w);
   if (m == "DELETE") {
@@ -1116,6 +1136,10 @@ void ApiHandler::Impl::aggregatedDiscovery(bool core, const std::shared_ptr<http
           subs.push_back(json::object{{"subresource", "binding"},
                                       {"responseKind", json::object{{"group", ""}, {"version", "v1"}, {"kind", "Binding"}}},
                                       {"verbs", json::array{"create"}}});
+        } else if (sub == "eviction") {
+          subs.push_back(json::object{{"subresource", "eviction"},
+                                      {"responseKind", json::object{{"group", "policy"}, {"version", "v1"}, {"kind", "Eviction"}}},
+                                      {"verbs", json::array{"create"}}});
         }
       }
       if (!subs.empty()) res["subresources"] = std::move(subs);
@@ -1191,6 +1215,10 @@ void ApiHandler::Impl::discovery(const std::vector<std::string_view>& segs, cons
       } else if (sub == "binding") {
         resources.push_back(json::object{{"name", r.plural + "/binding"}, {"singularName", ""}, {"namespaced", r.namespaced},
                                          {"kind", "Binding"}, {"verbs", json::array{"create"}}});
+      } else if (sub == "eviction") {
+        resources.push_back(json::object{{"name", r.plural + "/eviction"}, {"singularName", ""}, {"namespaced", r.namespaced},
+                                         {"group", "policy"}, {"version", "v1"}, {"kind", "Eviction"},
+                                         {"verbs", json::array{"create"}}});
       }
     }
   }
@@ -1537,6 +1565,99 @@ void ApiHandler::Impl::bind(const ResourceInfo& r, std::string_view ns, std::str
           json::object st{{"kind", "Status"}, {"apiVersion", "v1"}, {"metadata", json::object{}}, {"status", "Success"},
                           {"code", 201}};
           sendJson(w, 201, st);
+        });
+}
+
+void ApiHandler::Impl::evict(const ResourceInfo& r, std::string_view ns, std::string_view name, http::Request& req,
+                             const std::shared_ptr<http::ResponseWriter>& w, int tries) {
+  static const ResourceInfo kEviction{"policy", "v1", "Eviction", "evictions", "eviction", true, {}, {}};
+  auto ev = parseObject(req.body);
+  if (!ev) return sendError(w, ApiError::badRequest(ev.error().message()));
+  if (auto e = checkTypeMeta(*ev, kEviction)) return sendError(w, *e);
+  const json::value* meta = ev->if_contains("metadata");
+  const json::value* evName = meta && meta->is_object() ? meta->get_object().if_contains("name") : nullptr;
+  if (!evName || !evName->is_string() || evName->get_string() != name) {
+    return sendError(w, ApiError::badRequest("name in URL does not match name in Eviction object"));
+  }
+  auto opts = deleteOptions(req, ev->if_contains("deleteOptions"));
+  if (!opts) return sendError(w, deleteOptionsError(opts.error()));
+  opts->evicted = true;
+  auto current = cache.get(r.key(ns, name));
+  if (!current) return sendError(w, ApiError::notFound(r, name));
+  auto pod = decode(*current);
+  if (!pod) return sendError(w, ApiError::internal("stored object is not valid JSON"));
+  std::string phase(kube::str(*pod, {"status", "phase"}));
+  // Terminal, pending and deleting pods are no disruption (kube's canIgnorePDB).
+  if (phase == "Succeeded" || phase == "Failed" || phase == "Pending" || beingDeleted(*pod)) {
+    return remove(r, ns, name, *opts, w);
+  }
+  const ResourceInfo& pdbs = *findResource("policy", "v1", "poddisruptionbudgets");
+  auto labels = kube::labels(*pod);
+  std::vector<std::pair<KeyValue, json::object>> budgets;
+  for (const KeyValue& kv : cache.list(pdbs.keyPrefix() + std::string(ns) + "/").items) {
+    auto pdb = decode(kv);
+    if (!pdb) continue;
+    auto sel = kube::LabelSelector::fromJson(kube::field(*pdb, {"spec", "selector"}));
+    if (sel && !sel->isNull() && sel->matches(labels)) budgets.emplace_back(kv, std::move(*pdb));
+  }
+  if (budgets.size() > 1) {
+    return sendError(w, ApiError::internal("This pod has more than one PodDisruptionBudget, which the eviction subresource "
+                                           "does not support."));
+  }
+  if (budgets.empty()) return remove(r, ns, name, *opts, w);
+  auto& [pdbKv, pdb] = budgets.front();
+  std::string pdbName(objectName(pdb));
+  auto tooMany = [&](std::string cause) {
+    json::object st = statusObject(ApiError{429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget."});
+    st["details"] = json::object{{"causes", json::array{json::object{{"reason", "DisruptionBudget"}, {"message", std::move(cause)}}}}};
+    sendJson(w, 429, st);
+  };
+  if (kube::integer(pdb, {"status", "observedGeneration"}, 0) < kube::integer(pdb, {"metadata", "generation"}, 0)) {
+    return tooMany(fmt::format("The disruption budget {} is still being processed by the server.", pdbName));
+  }
+  bool ready = false;
+  if (const json::array* conds = kube::array(*pod, {"status", "conditions"})) {
+    for (const json::value& c : *conds) {
+      if (c.is_object() && kube::str(c.get_object(), {"type"}) == "Ready") ready = kube::str(c.get_object(), {"status"}) == "True";
+    }
+  }
+  int64_t healthy = kube::integer(pdb, {"status", "currentHealthy"}, 0);
+  int64_t desired = kube::integer(pdb, {"status", "desiredHealthy"}, 0);
+  if (!ready) {
+    // An unhealthy pod may go when the budget is met anyway (IfHealthyBudget), or always.
+    if (kube::str(pdb, {"spec", "unhealthyPodEvictionPolicy"}) == "AlwaysAllow" || (healthy >= desired && desired > 0)) {
+      return remove(r, ns, name, *opts, w);
+    }
+  }
+  int64_t allowed = kube::integer(pdb, {"status", "disruptionsAllowed"}, 0);
+  if (allowed < 0) {
+    return sendError(w, ApiError{403, "Forbidden", "pdb disruptions allowed is negative", std::string(name), "", "pods"});
+  }
+  if (allowed == 0) {
+    return tooMany(fmt::format("The disruption budget {} needs {} healthy pods and has {} currently", pdbName, desired, healthy));
+  }
+  json::object& status = kube::ensureObject(pdb, {"status"});
+  json::value& disrupted = status["disruptedPods"];
+  if (!disrupted.is_object()) disrupted = json::object{};
+  if (disrupted.get_object().size() >= 2000) {
+    return sendError(w, ApiError{403, "Forbidden", "DisruptedPods map too big - too many evictions not confirmed by PDB controller",
+                                 std::string(name), "", "pods"});
+  }
+  disrupted.get_object()[name] = rfc3339Now();
+  status["disruptionsAllowed"] = allowed - 1;
+  pdb["metadata"].as_object().erase("resourceVersion");
+  // Spend the disruption first (compare-and-swap on the budget), then delete.
+  write(Write{Write::Op::kUpdate, pdbKv.key, json::serialize(pdb), pdbKv.modRevision}, opts->dryRun,
+        [this, w, &r, ns = std::string(ns), n = std::string(name), opts = *opts, body = req.body, tries,
+         query = std::string(req.query())](base::Result<KeyValue> kv) mutable {
+          if (!kv && kv.error().code() == base::ErrorCode::kConflict && tries < 8) {
+            http::Request again;
+            again.body = std::move(body);
+            again.target = "/eviction?" + query;
+            return evict(r, ns, n, again, w, tries + 1);
+          }
+          if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
+          remove(r, ns, n, opts, w);
         });
 }
 
@@ -1888,7 +2009,7 @@ void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::s
     if (!fins.is_array()) fins = json::array();
     bool hasGc = gcFinalizer.empty();
     for (const json::value& f : fins.get_array()) hasGc = hasGc || (f.is_string() && f.get_string() == gcFinalizer);
-    if (beingDeleted(*obj) && hasGc) return sendJson(w, 200, *obj);
+    if (beingDeleted(*obj) && hasGc) return opts.evicted ? sendJson(w, 201, evictedStatus()) : sendJson(w, 200, *obj);
     if (!hasGc) fins.get_array().push_back(json::string(gcFinalizer));
     if (!beingDeleted(*obj)) {
       meta["deletionTimestamp"] = rfc3339Now();
@@ -1896,15 +2017,17 @@ void ApiHandler::Impl::remove(const ResourceInfo& r, std::string_view ns, std::s
     }
     meta.erase("resourceVersion");
     return write(Write{Write::Op::kUpdate, current->key, json::serialize(*obj), current->modRevision}, dryRun,
-                 [w, &r, n, again](base::Result<KeyValue> kv) {
+                 [w, &r, n, again, evicted = opts.evicted](base::Result<KeyValue> kv) {
                    if (!kv && again(kv.error())) return;
                    if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
+                   if (evicted) return sendJson(w, 201, evictedStatus());
                    sendJson(w, 200, *decode(*kv));
                  });
   }
   write(Write{Write::Op::kDelete, r.key(ns, name), "", opts.resourceVersion.empty() && opts.uid.empty() ? 0 : current->modRevision},
-        dryRun, [w, &r, n](base::Result<KeyValue> kv) {
+        dryRun, [w, &r, n, evicted = opts.evicted](base::Result<KeyValue> kv) {
     if (!kv) return sendError(w, fromStoreError(kv.error(), r, n));
+    if (evicted) return sendJson(w, 201, evictedStatus());
     auto obj = decode(*kv);
     sendJson(w, 200, *obj);
   });

@@ -49,6 +49,11 @@ const Resource kVolumeGroupSnapshotContents{"groupsnapshot.storage.k8s.io", "v1b
 const Resource kVolumeGroupSnapshotClasses{"groupsnapshot.storage.k8s.io", "v1beta1", "volumegroupsnapshotclasses",
                                           "VolumeGroupSnapshotClass", false};
 const Resource kServiceAccounts{"", "v1", "serviceaccounts", "ServiceAccount", true};
+const Resource kStatefulSets{"apps", "v1", "statefulsets", "StatefulSet", true};
+const Resource kControllerRevisions{"apps", "v1", "controllerrevisions", "ControllerRevision", true};
+const Resource kJobs{"batch", "v1", "jobs", "Job", true};
+const Resource kCronJobs{"batch", "v1", "cronjobs", "CronJob", true};
+const Resource kPodDisruptionBudgets{"policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", true};
 }  // namespace resources
 
 std::string Resource::path(std::string_view ns, std::string_view name, std::string_view sub) const {

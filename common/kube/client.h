@@ -55,7 +55,8 @@ extern const Resource kNamespaces, kNodes, kPods, kServices, kEndpoints, kConfig
     kPersistentVolumes, kPersistentVolumeClaims, kEndpointSlices, kStorageClasses, kVolumeAttachments, kCSINodes,
     kIngresses, kIngressClasses, kLeases, kServiceAccounts, kCSIDrivers, kCSIStorageCapacities, kDeployments,
     kReplicaSets, kDaemonSets, kVolumeSnapshots, kVolumeSnapshotContents, kVolumeSnapshotClasses, kVolumeGroupSnapshots,
-    kVolumeGroupSnapshotContents, kVolumeGroupSnapshotClasses;
+    kVolumeGroupSnapshotContents, kVolumeGroupSnapshotClasses, kStatefulSets, kControllerRevisions, kJobs, kCronJobs,
+    kPodDisruptionBudgets;
 }
 
 struct ListOptions {
