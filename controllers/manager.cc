@@ -37,6 +37,8 @@ const std::vector<ControllerInfo>& allControllers() {
        makeNodeLifecycle},
       {"replicaset", true, false, false, "keeps spec.replicas pods of each ReplicaSet; adoption, release, status",
        makeReplicaSets},
+      {"deployment", true, false, false, "rolls Deployments out through ReplicaSets (RollingUpdate, Recreate); history, status",
+       makeDeployments},
       {"garbagecollector", true, false, false,
        "deletes objects whose owners are gone; foreground and orphan deletion", makeGarbageCollector},
   };

@@ -122,6 +122,7 @@ std::unique_ptr<Runnable> makeEndpointSlices(Context& ctx);
 std::unique_ptr<Runnable> makeEndpoints(Context& ctx);
 std::unique_ptr<Runnable> makeGarbageCollector(Context& ctx);
 std::unique_ptr<Runnable> makeReplicaSets(Context& ctx);
+std::unique_ptr<Runnable> makeDeployments(Context& ctx);
 std::unique_ptr<Runnable> makeNodeLifecycle(Context& ctx);
 std::unique_ptr<Runnable> makeServiceAccounts(Context& ctx);
 std::unique_ptr<Runnable> makeRootCaPublisher(Context& ctx);

@@ -1,0 +1,350 @@
+// The workload controllers (issue 13) against a real trellis-apiserver
+// process, driven by kubectl as users drive them. Until local mode's node
+// agent runs pods, a kubelet stand-in (below) writes what a kubelet would
+// through pods/status: pods bound to a node become Running and Ready, or by
+// their image: "never-ready" stays unready, "exit-N" ends Succeeded (N = 0)
+// or Failed with exit code N. The same tests are meant to run against the
+// real node agent later: they only look at the API.
+#include <signal.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include <boost/json/serialize.hpp>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "common/kube/client.h"
+#include "common/kube/informer.h"
+#include "common/kube/object.h"
+#include "common/testing/apiserver_process.h"
+#include "common/testing/background.h"
+#include "common/testing/testing.h"
+
+namespace trellis::controllers {
+namespace {
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+namespace res = kube::resources;
+
+constexpr auto kWait = 60s;
+
+int lines(const std::string& text) { return static_cast<int>(std::count(text.begin(), text.end(), '\n')); }
+
+// Plays the kubelet for pods bound to nodes (see the file comment).
+class KubeletStandIn {
+ public:
+  explicit KubeletStandIn(kube::Client& client) : client_(client), pods_(client, res::kPods) {
+    pods_.addHandler({.onAdd = [this](const kube::ObjectPtr& p) { offer(p); },
+                      .onUpdate = [this](const kube::ObjectPtr&, const kube::ObjectPtr& p) { offer(p); },
+                      .onDelete = {}});
+    pods_.start();
+    worker_ = std::thread([this] { work(); });
+  }
+  ~KubeletStandIn() {
+    {
+      std::lock_guard g(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    worker_.join();
+    pods_.stop();
+  }
+
+ private:
+  void offer(const kube::ObjectPtr& pod) {
+    if (kube::str(*pod, {"spec", "nodeName"}).empty() || kube::beingDeleted(*pod)) return;
+    std::string_view phase = kube::str(*pod, {"status", "phase"});
+    if (!phase.empty() && phase != "Pending") return;
+    std::lock_guard g(mu_);
+    if (!started_.insert(std::string(kube::uid(*pod))).second) return;
+    queue_.push_back(pod);
+    cv_.notify_one();
+  }
+
+  void work() {
+    for (;;) {
+      kube::ObjectPtr pod;
+      {
+        std::unique_lock l(mu_);
+        cv_.wait(l, [&] { return done_ || !queue_.empty(); });
+        if (done_) return;
+        pod = queue_.front();
+        queue_.pop_front();
+      }
+      std::string image, name = "c";
+      if (const json::array* cs = kube::array(*pod, {"spec", "containers"}); cs && !cs->empty() && (*cs)[0].is_object()) {
+        image = std::string(kube::str((*cs)[0].get_object(), {"image"}));
+        name = std::string(kube::str((*cs)[0].get_object(), {"name"}));
+      }
+      std::string now = kube::rfc3339Now();
+      json::object status;
+      if (image.starts_with("exit-")) {
+        int code = std::atoi(image.c_str() + 5);
+        status = json::object{
+            {"phase", code == 0 ? "Succeeded" : "Failed"},
+            {"conditions", json::array{json::object{{"type", "Ready"}, {"status", "False"}, {"lastTransitionTime", now}}}},
+            {"containerStatuses",
+             json::array{json::object{{"name", name}, {"image", image}, {"ready", false}, {"restartCount", 0},
+                                      {"state", json::object{{"terminated", json::object{{"exitCode", code},
+                                                                                          {"reason", code ? "Error" : "Completed"},
+                                                                                          {"finishedAt", now}}}}}}}}};
+      } else {
+        bool ready = image != "never-ready";
+        status = json::object{
+            {"phase", "Running"},
+            {"podIP", "10.244.0.1"},
+            {"startTime", now},
+            {"conditions", json::array{json::object{{"type", "Ready"}, {"status", ready ? "True" : "False"},
+                                                    {"lastTransitionTime", now}}}},
+            {"containerStatuses",
+             json::array{json::object{{"name", name}, {"image", image}, {"ready", ready}, {"restartCount", 0},
+                                      {"state", json::object{{"running", json::object{{"startedAt", now}}}}}}}}};
+      }
+      (void)client_.patch(res::kPods, kube::objectNamespace(*pod), kube::objectName(*pod), kube::PatchType::kMerge,
+                          json::serialize(json::object{{"status", std::move(status)}}), "status");
+    }
+  }
+
+  kube::Client& client_;
+  kube::Informer pods_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<kube::ObjectPtr> queue_;
+  std::set<std::string> started_;
+  bool done_ = false;
+  std::thread worker_;
+};
+
+class WorkloadsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(server_.start()) << server_.log();
+    auto cfg = kube::loadKubeconfig({server_.kubeconfig()});
+    ASSERT_TRUE(cfg);
+    auto c = kube::Client::create(*cfg, {.qps = 0});
+    ASSERT_TRUE(c);
+    client_ = std::move(*c);
+    kubelet_ = std::make_unique<KubeletStandIn>(*client_);
+    for (int i = 1; i <= 3; ++i) {
+      create(fmt::format("apiVersion: v1\nkind: Node\nmetadata: {{name: n{0}, labels: {{kubernetes.io/hostname: n{0}}}}}\n"
+                         "status: {{allocatable: {{cpu: \"64\", memory: 64Gi, pods: \"500\"}}}}\n",
+                         i));
+    }
+    startControllers();
+  }
+
+  void TearDown() override {
+    if (controllers_) {
+      controllers_->stop(SIGTERM);
+      log_ += controllers_->output();
+    }
+    kubelet_.reset();
+    if (HasFailure()) fmt::print("---- trellis-controllers log (tail):\n{}\n", log_.substr(log_.size() > 8000 ? log_.size() - 8000 : 0));
+  }
+
+  void startControllers(const std::string& extra = "") {
+    if (controllers_) {
+      controllers_->stop(SIGTERM);
+      log_ += controllers_->output();
+    }
+    // No node agent renews Node leases here: nodelifecycle would call every node lost.
+    controllers_ = std::make_unique<testing::Background>(
+        fmt::format("exec {} --kubeconfig {} --leader-elect=false --controllers '*,-nodelifecycle' {} 2>&1",
+                    TRELLIS_CONTROLLERS_BIN, server_.kubeconfig(), extra));
+    ASSERT_TRUE(controllers_->waitForLine([](const std::string& l) { return l.find("caches synced") != std::string::npos; }, kWait))
+        << controllers_->output();
+  }
+  void killControllers() {
+    controllers_->stop(SIGKILL);
+    log_ += controllers_->output();
+    controllers_.reset();
+  }
+
+  testing::CommandResult kubectl(const std::string& args) {
+    return testing::run("kubectl --kubeconfig " + server_.kubeconfig() + " " + args);
+  }
+  std::string get(const std::string& args) { return kubectl("get " + args).out; }
+  // kubectl create -f of a YAML text.
+  void create(const std::string& yaml) {
+    std::string file = dir_.file(fmt::format("object-{}.yaml", ++files_));
+    testing::writeFile(file, yaml);
+    auto r = kubectl("create -f " + file);
+    ASSERT_EQ(r.exitCode, 0) << r.out << yaml;
+  }
+
+  template <typename F>
+  bool eventually(F f, std::chrono::milliseconds timeout = kWait) {
+    return testing::waitFor(f, timeout);
+  }
+
+  testing::TempDir dir_;
+  testing::ApiServerProcess server_{TRELLIS_APISERVER_BIN, dir_.path()};
+  std::unique_ptr<kube::Client> client_;
+  std::unique_ptr<KubeletStandIn> kubelet_;
+  std::unique_ptr<testing::Background> controllers_;
+  std::string log_;
+  int files_ = 0;
+};
+
+// Counts, on every pod event, the ready pods of one app (and all its pods),
+// keeping the lowest ready and the highest total seen.
+class PodWatch {
+ public:
+  PodWatch(kube::Client& client, std::string app) : app_(std::move(app)), pods_(client, res::kPods) {
+    auto count = [this] {
+      int64_t ready = 0, total = 0;
+      for (const kube::ObjectPtr& p : pods_.list()) {
+        if (kube::labels(*p)["app"] != app_ || kube::beingDeleted(*p)) continue;
+        ++total;
+        if (const json::array* cs = kube::array(*p, {"status", "conditions"})) {
+          for (const json::value& c : *cs) {
+            ready += c.is_object() && kube::str(c.get_object(), {"type"}) == "Ready" &&
+                     kube::str(c.get_object(), {"status"}) == "True";
+          }
+        }
+      }
+      std::lock_guard g(mu_);
+      if (armed_) minReady_ = std::min(minReady_, ready);
+      maxTotal_ = std::max(maxTotal_, total);
+    };
+    pods_.addHandler({.onAdd = [count](const kube::ObjectPtr&) { count(); },
+                      .onUpdate = [count](const kube::ObjectPtr&, const kube::ObjectPtr&) { count(); },
+                      .onDelete = [count](const kube::ObjectPtr&) { count(); }});
+    pods_.start();
+    pods_.waitForSync(10s);
+  }
+  void arm() {
+    std::lock_guard g(mu_);
+    armed_ = true;
+  }
+  int64_t minReady() {
+    std::lock_guard g(mu_);
+    return minReady_;
+  }
+  int64_t maxTotal() {
+    std::lock_guard g(mu_);
+    return maxTotal_;
+  }
+
+ private:
+  std::string app_;
+  kube::Informer pods_;
+  std::mutex mu_;
+  bool armed_ = false;
+  int64_t minReady_ = INT64_MAX, maxTotal_ = 0;
+};
+
+TEST_F(WorkloadsTest, ReplicaSetReplacesDeletedAndFailedPods) {
+  create(R"(apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: rs}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: rs}}
+  template:
+    metadata: {labels: {app: rs}}
+    spec: {containers: [{name: c, image: img}]}
+)");
+  ASSERT_TRUE(eventually([&] { return get("rs rs -o jsonpath='{.status.readyReplicas}'") == "3"; })) << get("rs,pods");
+  std::string victim = get("pods -l app=rs -o jsonpath='{.items[0].metadata.name}'");
+  ASSERT_EQ(kubectl("delete pod " + victim + " --wait=false").exitCode, 0);
+  std::string failed = get("pods -l app=rs -o jsonpath='{.items[1].metadata.name}'");
+  ASSERT_EQ(kubectl("patch pod " + failed + " --subresource=status --type=merge -p '{\"status\":{\"phase\":\"Failed\"}}'").exitCode, 0);
+  ASSERT_TRUE(eventually([&] {
+    std::string names = get("pods -l app=rs --field-selector=status.phase=Running -o name");
+    return lines(names) == 3 && names.find(victim) == std::string::npos &&
+           names.find(failed) == std::string::npos;
+  })) << get("pods -l app=rs");
+  EXPECT_TRUE(eventually([&] { return get("rs rs -o jsonpath='{.status.readyReplicas}/{.status.availableReplicas}'") == "3/3"; }));
+  // Scale down: the failed pod is not counted, 1 running pod remains.
+  ASSERT_EQ(kubectl("scale rs rs --replicas=1").exitCode, 0);
+  EXPECT_TRUE(eventually([&] {
+    return lines(get("pods -l app=rs --field-selector=status.phase=Running -o name")) == 1;
+  })) << get("pods");
+}
+
+TEST_F(WorkloadsTest, DeploymentRollsForwardAndBackWithinMaxUnavailable) {
+  PodWatch watch(*client_, "web");
+  ASSERT_EQ(kubectl("create deployment web --image=img:v1 --replicas=10").exitCode, 0);
+  auto status = kubectl("rollout status deployment/web --timeout=60s");
+  ASSERT_EQ(status.exitCode, 0) << status.out << get("deploy,rs,pods");
+  EXPECT_NE(status.out.find("deployment \"web\" successfully rolled out"), std::string::npos) << status.out;
+  watch.arm();  // from here on, never fewer than 10 - 25% (rounded down: 2) = 8 ready
+  ASSERT_EQ(kubectl("set image deployment/web img=img:v2").exitCode, 0);
+  status = kubectl("rollout status deployment/web --timeout=60s");
+  ASSERT_EQ(status.exitCode, 0) << status.out << get("deploy,rs");
+  EXPECT_EQ(get("rs -l app=web -o jsonpath='{range .items[*]}{.spec.replicas} {.metadata.annotations.deployment\\.kubernetes\\.io/revision}{\"\\n\"}{end}'"),
+            "10 2\n0 1\n") << get("rs -l app=web --sort-by=.metadata.creationTimestamp");
+  auto undo = kubectl("rollout undo deployment/web");
+  ASSERT_EQ(undo.exitCode, 0) << undo.out;
+  status = kubectl("rollout status deployment/web --timeout=60s");
+  ASSERT_EQ(status.exitCode, 0) << status.out;
+  EXPECT_EQ(get("deploy web -o jsonpath='{.spec.template.spec.containers[0].image}'"), "img:v1");
+  EXPECT_TRUE(eventually([&] { return get("pods -l app=web -o jsonpath='{.items[*].spec.containers[0].image}'") ==
+                                      "img:v1 img:v1 img:v1 img:v1 img:v1 img:v1 img:v1 img:v1 img:v1 img:v1"; }))
+      << get("pods -l app=web");
+  auto history = kubectl("rollout history deployment/web");
+  EXPECT_NE(history.out.find("2         <none>"), std::string::npos) << history.out;
+  EXPECT_NE(history.out.find("3         <none>"), std::string::npos) << history.out;
+  EXPECT_EQ(history.out.find("1         <none>"), std::string::npos) << history.out;  // revision 1 became 3
+  EXPECT_GE(watch.minReady(), 8);
+  EXPECT_LE(watch.maxTotal(), 13);  // 10 + 25% surge (rounded up: 3)
+  EXPECT_EQ(get("deploy web -o jsonpath='{.status.conditions[?(@.type==\"Available\")].status}'"), "True");
+
+  // Pause holds a template change back; resume rolls it; restart rolls the same template again.
+  ASSERT_EQ(kubectl("rollout pause deployment/web").exitCode, 0);
+  ASSERT_EQ(kubectl("set image deployment/web img=img:v3").exitCode, 0);
+  EXPECT_TRUE(eventually([&] {
+    return get("deploy web -o jsonpath='{.status.conditions[?(@.type==\"Progressing\")].reason}'") == "DeploymentPaused";
+  }));
+  EXPECT_EQ(lines(get("rs -l app=web -o name")), 2);
+  ASSERT_EQ(kubectl("rollout resume deployment/web").exitCode, 0);
+  ASSERT_EQ(kubectl("rollout status deployment/web --timeout=60s").exitCode, 0);
+  EXPECT_EQ(lines(get("rs -l app=web -o name")), 3);
+  ASSERT_EQ(kubectl("rollout restart deployment/web").exitCode, 0);
+  ASSERT_EQ(kubectl("rollout status deployment/web --timeout=60s").exitCode, 0);
+  EXPECT_EQ(lines(get("rs -l app=web -o name")), 4);
+  ASSERT_EQ(kubectl("scale deployment/web --replicas=3").exitCode, 0);
+  EXPECT_TRUE(eventually([&] { return lines(get("pods -l app=web -o name")) == 3; })) << get("pods -l app=web");
+  EXPECT_GE(watch.minReady(), 2);
+}
+
+TEST_F(WorkloadsTest, DeploymentReportsProgressDeadlineExceeded) {
+  ASSERT_EQ(kubectl("create deployment stuck --image=never-ready --replicas=2").exitCode, 0);
+  ASSERT_EQ(kubectl("patch deployment stuck --type=merge -p '{\"spec\":{\"progressDeadlineSeconds\":2}}'").exitCode, 0);
+  ASSERT_TRUE(eventually([&] {
+    return get("deploy stuck -o jsonpath='{.status.conditions[?(@.type==\"Progressing\")].reason}'") == "ProgressDeadlineExceeded";
+  })) << get("deploy stuck -o yaml");
+  auto status = kubectl("rollout status deployment/stuck --timeout=10s");
+  EXPECT_NE(status.exitCode, 0);
+  EXPECT_NE(status.out.find("deployment \"stuck\" exceeded its progress deadline"), std::string::npos) << status.out;
+}
+
+TEST_F(WorkloadsTest, KilledMidRolloutTheRolloutCompletesWithNoExtraPods) {
+  PodWatch watch(*client_, "kill");
+  ASSERT_EQ(kubectl("create deployment kill --image=img:v1 --replicas=10").exitCode, 0);
+  ASSERT_EQ(kubectl("rollout status deployment/kill --timeout=60s").exitCode, 0);
+  ASSERT_EQ(kubectl("set image deployment/kill img=img:v2").exitCode, 0);
+  ASSERT_TRUE(eventually([&] { return lines(get("rs -l app=kill -o name")) == 2; }, 10s));
+  killControllers();
+  std::this_thread::sleep_for(500ms);
+  startControllers();
+  auto status = kubectl("rollout status deployment/kill --timeout=60s");
+  ASSERT_EQ(status.exitCode, 0) << status.out;
+  EXPECT_TRUE(eventually([&] {
+    return get("pods -l app=kill -o jsonpath='{.items[*].spec.containers[0].image}'") ==
+           "img:v2 img:v2 img:v2 img:v2 img:v2 img:v2 img:v2 img:v2 img:v2 img:v2";
+  })) << get("pods -l app=kill");
+  EXPECT_EQ(lines(get("rs -l app=kill -o name")), 2);
+  EXPECT_LE(watch.maxTotal(), 13);
+}
+
+}  // namespace
+}  // namespace trellis::controllers
