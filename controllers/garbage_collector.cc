@@ -41,6 +41,7 @@ const std::vector<const kube::Resource*>& watched() {
       &res::kSecrets,     &res::kServiceAccounts, &res::kPersistentVolumeClaims, &res::kEndpointSlices,
       &res::kIngresses,   &res::kLeases,       &res::kPersistentVolumes, &res::kVolumeAttachments,
       &res::kCSIStorageCapacities, &res::kDeployments, &res::kReplicaSets, &res::kDaemonSets,
+      &res::kStatefulSets, &res::kControllerRevisions, &res::kJobs, &res::kCronJobs, &res::kPodDisruptionBudgets,
       &res::kNodes,       &res::kNamespaces};
   return all;
 }

@@ -72,6 +72,15 @@ int main(int argc, char** argv) {
   app.add_option("--node-monitor-grace-period", graceSeconds,
                  "seconds a node's Lease may go unrenewed before the node is Ready=Unknown and tainted unreachable")
       ->capture_default_str();
+  double jobBackoff = 10;
+  app.add_option("--job-pod-failure-backoff", jobBackoff,
+                 "seconds a Job waits before replacing its first failed pod (doubling per failure, up to 360)")
+      ->capture_default_str();
+  app.add_option("--terminated-pod-gc-threshold", opts.terminatedPodGcThreshold,
+                 "terminated pods kept before podgc deletes the oldest (0: none are deleted for this)")
+      ->capture_default_str();
+  app.add_option("--cronjob-clock-file", opts.clockFile,
+                 "for tests: the cronjob controller reads the current time (RFC 3339) from this file instead of the clock");
   app.add_option("--concurrent-workers", opts.workers, "workers per controller (the scheduler, binder and nodeipam use one)")
       ->capture_default_str();
   app.add_option("--metrics-address", metricsAddress, "serve /metrics and /healthz over HTTP on HOST:PORT");
@@ -89,6 +98,7 @@ int main(int argc, char** argv) {
   base::Logger log("controllers");
 
   opts.nodeMonitorGracePeriod = std::chrono::milliseconds(static_cast<int64_t>(graceSeconds * 1000));
+  opts.jobBackoff = std::chrono::milliseconds(static_cast<int64_t>(jobBackoff * 1000));
   opts.capacityPollInterval = std::chrono::milliseconds(static_cast<int64_t>(capacityPoll * 1000));
   opts.profile = profileName == "cluster" ? Profile::kCluster : Profile::kLocal;
   opts.csiEndpoint = csiEndpoint;

@@ -39,6 +39,10 @@ const std::vector<ControllerInfo>& allControllers() {
        makeReplicaSets},
       {"deployment", true, false, false, "rolls Deployments out through ReplicaSets (RollingUpdate, Recreate); history, status",
        makeDeployments},
+      {"job", true, false, false, "runs Jobs' pods to completion: parallelism, back-off, Indexed, podFailurePolicy, suspend",
+       makeJobs},
+      {"ttl-after-finished", true, false, false, "deletes finished Jobs after ttlSecondsAfterFinished", makeTtlAfterFinished},
+      {"podgc", true, false, false, "deletes terminated pods beyond a threshold and pods of nodes that are gone", makePodGc},
       {"garbagecollector", true, false, false,
        "deletes objects whose owners are gone; foreground and orphan deletion", makeGarbageCollector},
   };

@@ -40,6 +40,9 @@ struct Options {
   std::chrono::milliseconds nodeMonitorGracePeriod{40'000};
   std::string capacityNamespace = "kube-system";  // where CSIStorageCapacity objects go
   std::chrono::milliseconds capacityPollInterval{60'000};
+  std::chrono::milliseconds jobBackoff{10'000};  // first delay after a Job's pod fails (doubles, up to 6 minutes)
+  int64_t terminatedPodGcThreshold = 12'500;     // podgc keeps at most this many terminated pods
+  std::string clockFile;  // when set, the cronjob controller's "now" is the RFC 3339 time in this file (tests)
 };
 
 // One Event recorder per reporting component ("default-scheduler",
@@ -123,6 +126,9 @@ std::unique_ptr<Runnable> makeEndpoints(Context& ctx);
 std::unique_ptr<Runnable> makeGarbageCollector(Context& ctx);
 std::unique_ptr<Runnable> makeReplicaSets(Context& ctx);
 std::unique_ptr<Runnable> makeDeployments(Context& ctx);
+std::unique_ptr<Runnable> makeJobs(Context& ctx);
+std::unique_ptr<Runnable> makeTtlAfterFinished(Context& ctx);
+std::unique_ptr<Runnable> makePodGc(Context& ctx);
 std::unique_ptr<Runnable> makeNodeLifecycle(Context& ctx);
 std::unique_ptr<Runnable> makeServiceAccounts(Context& ctx);
 std::unique_ptr<Runnable> makeRootCaPublisher(Context& ctx);

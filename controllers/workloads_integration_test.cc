@@ -156,8 +156,9 @@ class WorkloadsTest : public ::testing::Test {
     }
     // No node agent renews Node leases here: nodelifecycle would call every node lost.
     controllers_ = std::make_unique<testing::Background>(
-        fmt::format("exec {} --kubeconfig {} --leader-elect=false --controllers '*,-nodelifecycle' {} 2>&1",
-                    TRELLIS_CONTROLLERS_BIN, server_.kubeconfig(), extra));
+        fmt::format("exec {} --kubeconfig {} --leader-elect=false --controllers '*,-nodelifecycle' --job-pod-failure-backoff 0.05 "
+                    "--cronjob-clock-file {} {} 2>&1",
+                    TRELLIS_CONTROLLERS_BIN, server_.kubeconfig(), clockFile(), extra));
     ASSERT_TRUE(controllers_->waitForLine([](const std::string& l) { return l.find("caches synced") != std::string::npos; }, kWait))
         << controllers_->output();
   }
@@ -171,6 +172,7 @@ class WorkloadsTest : public ::testing::Test {
     return testing::run("kubectl --kubeconfig " + server_.kubeconfig() + " " + args);
   }
   std::string get(const std::string& args) { return kubectl("get " + args).out; }
+  std::string clockFile() { return dir_.file("clock"); }
   // kubectl create -f of a YAML text.
   void create(const std::string& yaml) {
     std::string file = dir_.file(fmt::format("object-{}.yaml", ++files_));
@@ -344,6 +346,110 @@ TEST_F(WorkloadsTest, KilledMidRolloutTheRolloutCompletesWithNoExtraPods) {
   })) << get("pods -l app=kill");
   EXPECT_EQ(lines(get("rs -l app=kill -o name")), 2);
   EXPECT_LE(watch.maxTotal(), 13);
+}
+
+TEST_F(WorkloadsTest, JobsSucceedFailAfterBackoffLimitAndRunIndexed) {
+  ASSERT_EQ(kubectl("create job ok --image=exit-0").exitCode, 0);
+  auto wait = kubectl("wait --for=condition=complete job/ok --timeout=30s");
+  ASSERT_EQ(wait.exitCode, 0) << wait.out << get("job ok -o yaml") << get("pods");
+  EXPECT_EQ(get("job ok -o jsonpath='{.status.succeeded}/{.status.failed}'"), "1/");
+  EXPECT_EQ(get("pods -l job-name=ok -o jsonpath='{.items[*].metadata.finalizers}'").find("job-tracking"),
+            std::string::npos);  // tracking finalizers removed
+
+  create(R"(apiVersion: batch/v1
+kind: Job
+metadata: {name: five}
+spec:
+  completions: 5
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: exit-0}]
+)");
+  ASSERT_EQ(kubectl("wait --for=condition=complete job/five --timeout=30s").exitCode, 0) << get("job five -o yaml");
+  EXPECT_EQ(get("job five -o jsonpath='{.status.succeeded}'"), "5");
+  EXPECT_EQ(lines(get("pods -l job-name=five -o name")), 5);  // no extra pods
+  EXPECT_NE(get("jobs").find("five   Complete   5/5"), std::string::npos) << get("jobs");
+
+  create(R"(apiVersion: batch/v1
+kind: Job
+metadata: {name: fails}
+spec:
+  backoffLimit: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: exit-1}]
+)");
+  auto failed = kubectl("wait --for=condition=failed job/fails --timeout=30s");
+  ASSERT_EQ(failed.exitCode, 0) << failed.out << get("job fails -o yaml");
+  EXPECT_EQ(get("job fails -o jsonpath='{.status.failed} {.status.conditions[?(@.type==\"Failed\")].reason}'"),
+            "3 BackoffLimitExceeded");
+  EXPECT_EQ(lines(get("pods -l job-name=fails -o name")), 3);
+
+  create(R"(apiVersion: batch/v1
+kind: Job
+metadata: {name: indexed}
+spec:
+  completions: 4
+  parallelism: 2
+  completionMode: Indexed
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: exit-0}]
+)");
+  ASSERT_EQ(kubectl("wait --for=condition=complete job/indexed --timeout=30s").exitCode, 0) << get("job indexed -o yaml");
+  EXPECT_EQ(get("job indexed -o jsonpath='{.status.completedIndexes}'"), "0-3");
+  auto hosts = get("pods -l job-name=indexed -o jsonpath='{range .items[*]}{.spec.hostname}={.metadata.annotations.batch\\.kubernetes\\.io/job-completion-index},{.spec.containers[0].env[0].name} {end}'");
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_NE(hosts.find(fmt::format("indexed-{0}={0},JOB_COMPLETION_INDEX", i)), std::string::npos) << hosts;
+  }
+}
+
+TEST_F(WorkloadsTest, JobPodFailurePolicySuspendAndTtl) {
+  create(R"(apiVersion: batch/v1
+kind: Job
+metadata: {name: policy}
+spec:
+  backoffLimit: 6
+  podFailurePolicy:
+    rules:
+    - action: FailJob
+      onExitCodes: {operator: In, values: [42]}
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: main, image: exit-42}]
+)");
+  ASSERT_EQ(kubectl("wait --for=condition=failed job/policy --timeout=30s").exitCode, 0) << get("job policy -o yaml");
+  EXPECT_EQ(get("job policy -o jsonpath='{.status.conditions[?(@.type==\"Failed\")].reason}'"), "PodFailurePolicy");
+  EXPECT_NE(get("job policy -o jsonpath='{.status.conditions[?(@.type==\"Failed\")].message}'")
+                .find("Container main for pod default/policy-"),
+            std::string::npos);
+  EXPECT_EQ(lines(get("pods -l job-name=policy -o name")), 1);  // failed at once, not after 7 tries
+
+  create(R"(apiVersion: batch/v1
+kind: Job
+metadata: {name: later}
+spec:
+  suspend: true
+  ttlSecondsAfterFinished: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: exit-0}]
+)");
+  ASSERT_TRUE(eventually([&] {
+    return get("job later -o jsonpath='{.status.conditions[?(@.type==\"Suspended\")].status}'") == "True";
+  })) << get("job later -o yaml");
+  EXPECT_EQ(get("pods -l job-name=later -o name"), "");
+  EXPECT_NE(get("jobs").find("later    Suspended"), std::string::npos) << get("jobs");
+  ASSERT_EQ(kubectl("patch job later --type=merge -p '{\"spec\":{\"suspend\":false}}'").exitCode, 0);
+  // Runs, completes, and ttl-after-finished deletes it (with its pods).
+  EXPECT_TRUE(eventually([&] { return kubectl("get job later").exitCode != 0; })) << get("job later -o yaml");
+  EXPECT_TRUE(eventually([&] { return get("pods -l job-name=later -o name").empty(); }));
 }
 
 }  // namespace
