@@ -129,6 +129,8 @@ std::unique_ptr<Runnable> makeDeployments(Context& ctx);
 std::unique_ptr<Runnable> makeJobs(Context& ctx);
 std::unique_ptr<Runnable> makeTtlAfterFinished(Context& ctx);
 std::unique_ptr<Runnable> makePodGc(Context& ctx);
+std::unique_ptr<Runnable> makeDisruption(Context& ctx);
+std::unique_ptr<Runnable> makeDaemonSets(Context& ctx);
 std::unique_ptr<Runnable> makeNodeLifecycle(Context& ctx);
 std::unique_ptr<Runnable> makeServiceAccounts(Context& ctx);
 std::unique_ptr<Runnable> makeRootCaPublisher(Context& ctx);

@@ -27,6 +27,7 @@
 #include "common/kube/quantity.h"
 #include "controllers/indexes.h"
 #include "controllers/manager.h"
+#include "controllers/workloads.h"
 #include "controllers/storage.h"
 
 namespace trellis::controllers {
@@ -113,24 +114,6 @@ bool portsConflict(const std::string& a, const std::string& b) {
   return pa == pb && na == nb && (ia == ib || ia == "0.0.0.0" || ib == "0.0.0.0");
 }
 
-bool tolerates(const json::object& pod, const json::object& taint) {
-  std::string_view key = kube::str(taint, {"key"}), value = kube::str(taint, {"value"}), effect = kube::str(taint, {"effect"});
-  const json::array* tols = kube::array(pod, {"spec", "tolerations"});
-  if (!tols) return false;
-  for (const json::value& tv : *tols) {
-    if (!tv.is_object()) continue;
-    const json::object& t = tv.get_object();
-    std::string_view te = kube::str(t, {"effect"});
-    if (!te.empty() && te != effect) continue;
-    std::string_view tk = kube::str(t, {"key"}), op = kube::str(t, {"operator"});
-    if (op == "Exists") {
-      if (tk.empty() || tk == key) return true;
-    } else if (tk == key && kube::str(t, {"value"}) == value) {
-      return true;
-    }
-  }
-  return false;
-}
 
 class Scheduler : public Reconciler {
  public:

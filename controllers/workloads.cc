@@ -239,6 +239,98 @@ void sortForDeletion(std::vector<kube::ObjectPtr>& pods) {
   });
 }
 
+bool tolerates(const json::object& pod, const json::object& taint) {
+  std::string_view key = kube::str(taint, {"key"}), value = kube::str(taint, {"value"}), effect = kube::str(taint, {"effect"});
+  const json::array* tols = kube::array(pod, {"spec", "tolerations"});
+  if (!tols) return false;
+  for (const json::value& tv : *tols) {
+    if (!tv.is_object()) continue;
+    const json::object& t = tv.get_object();
+    std::string_view te = kube::str(t, {"effect"});
+    if (!te.empty() && te != effect) continue;
+    std::string_view tk = kube::str(t, {"key"}), op = kube::str(t, {"operator"});
+    if (op == "Exists") {
+      if (tk.empty() || tk == key) return true;
+    } else if (tk == key && kube::str(t, {"value"}) == value) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::vector<kube::ObjectPtr> revisionsOf(kube::Informer& revisions, const json::object& owner) {
+  std::vector<kube::ObjectPtr> out;
+  for (const kube::ObjectPtr& r : revisions.byIndex(kByNamespace, std::string(kube::objectNamespace(owner)))) {
+    auto ref = kube::controllerOf(*r);
+    if (ref && ref->uid == kube::uid(owner)) out.push_back(r);
+  }
+  std::sort(out.begin(), out.end(), [](const kube::ObjectPtr& a, const kube::ObjectPtr& b) {
+    return kube::integer(*a, {"revision"}) < kube::integer(*b, {"revision"});
+  });
+  return out;
+}
+
+base::Result<Revision> ensureRevision(kube::Client& client, kube::Informer& revisions, const json::object& owner,
+                                      std::string_view apiVersion, std::string_view kind) {
+  const json::object* tmpl = kube::child(owner, {"spec", "template"});
+  if (!tmpl) return base::Error(base::ErrorCode::kInvalidArgument, "no template");
+  json::object replaced = *tmpl;
+  replaced["$patch"] = "replace";
+  json::object data{{"spec", json::object{{"template", std::move(replaced)}}}};
+  int64_t collisions = kube::integer(owner, {"status", "collisionCount"});
+  std::string hash = templateHash(data, collisions);
+  std::string name = std::string(kube::objectName(owner)) + "-" + hash;
+  auto history = revisionsOf(revisions, owner);
+  int64_t max = history.empty() ? 0 : kube::integer(*history.back(), {"revision"});
+  for (const kube::ObjectPtr& r : history) {
+    if (kube::objectName(*r) != name) continue;
+    Revision rev{name, hash, kube::integer(*r, {"revision"})};
+    if (rev.number < max) {  // a rollback: the old revision is the newest again
+      json::object copy = *r;
+      copy["revision"] = max + 1;
+      auto res = client.update(kube::resources::kControllerRevisions, std::move(copy));
+      if (!res) return res.error();
+      rev.number = max + 1;
+    }
+    return rev;
+  }
+  json::object labels;
+  if (const json::object* l = kube::child(*tmpl, {"metadata", "labels"})) labels = *l;
+  labels["controller-revision-hash"] = hash;
+  json::object cr{{"apiVersion", "apps/v1"},
+                  {"kind", "ControllerRevision"},
+                  {"metadata", json::object{{"name", name},
+                                            {"namespace", kube::objectNamespace(owner)},
+                                            {"labels", std::move(labels)},
+                                            {"ownerReferences", json::array{kube::toJson(controllerRef(apiVersion, kind, owner))}}}},
+                  {"data", std::move(data)},
+                  {"revision", max + 1}};
+  auto res = client.create(kube::resources::kControllerRevisions, kube::objectNamespace(owner), std::move(cr));
+  if (!res && res.error().code() == base::ErrorCode::kAlreadyExists) {
+    // Made by an earlier sync the cache has not shown yet, or by another owner.
+    auto existing = client.get(kube::resources::kControllerRevisions, kube::objectNamespace(owner), name);
+    auto ref = existing ? kube::controllerOf(*existing) : std::nullopt;
+    if (ref && ref->uid == kube::uid(owner)) return Revision{name, hash, kube::integer(*existing, {"revision"})};
+    return base::Error(base::ErrorCode::kAlreadyExists, "controller revision name collision: " + name);
+  }
+  if (!res) return res.error();
+  return Revision{name, hash, max + 1};
+}
+
+base::Status pruneRevisions(kube::Client& client, const std::vector<kube::ObjectPtr>& history,
+                            const std::set<std::string>& keep, int64_t limit) {
+  std::vector<kube::ObjectPtr> idle;
+  for (const kube::ObjectPtr& r : history) {
+    if (!keep.count(std::string(kube::objectName(*r)))) idle.push_back(r);
+  }
+  base::Status result;
+  for (size_t i = 0; static_cast<int64_t>(idle.size() - i) > limit; ++i) {
+    auto st = client.remove(kube::resources::kControllerRevisions, kube::objectNamespace(*idle[i]), kube::objectName(*idle[i]));
+    if (!st && st.error().code() != base::ErrorCode::kNotFound && result) result = st;
+  }
+  return result;
+}
+
 int64_t scaledValue(const json::value* v, int64_t total, bool roundUp, int64_t otherwise) {
   if (!v || v->is_null()) return otherwise;
   if (v->is_int64()) return v->get_int64();

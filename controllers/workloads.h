@@ -101,6 +101,28 @@ BatchResult slowStartCreate(kube::Client& client, const kube::Resource& resource
 // ready, ready for less time, more restarts, newer.
 void sortForDeletion(std::vector<kube::ObjectPtr>& pods);
 
+// Whether a pod (or a pod template: anything with spec.tolerations)
+// tolerates the taint.
+bool tolerates(const boost::json::object& pod, const boost::json::object& taint);
+
+// A ControllerRevision of an owner's template (DaemonSet, StatefulSet), as
+// kube keeps them: named "<owner>-<hash>", data the strategic merge patch
+// {"spec":{"template":{..., "$patch":"replace"}}} that `kubectl rollout undo`
+// applies, labels the template's plus controller-revision-hash, revision one
+// above the owner's others (an old one whose data is the template again is
+// bumped: a rollback).
+struct Revision {
+  std::string name, hash;
+  int64_t number = 0;
+};
+base::Result<Revision> ensureRevision(kube::Client& client, kube::Informer& revisions, const boost::json::object& owner,
+                                      std::string_view apiVersion, std::string_view kind);
+// The owner's ControllerRevisions (by controller uid), oldest revision first.
+std::vector<kube::ObjectPtr> revisionsOf(kube::Informer& revisions, const boost::json::object& owner);
+// Deletes the oldest of `history` not named in `keep` beyond `limit`.
+base::Status pruneRevisions(kube::Client& client, const std::vector<kube::ObjectPtr>& history,
+                            const std::set<std::string>& keep, int64_t limit);
+
 // Rounds an IntOrString (an int, or "N%" of `total`) as kube's
 // GetScaledValueFromIntOrPercent does.
 int64_t scaledValue(const boost::json::value* v, int64_t total, bool roundUp, int64_t otherwise = 0);

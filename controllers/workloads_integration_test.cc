@@ -452,5 +452,79 @@ spec:
   EXPECT_TRUE(eventually([&] { return get("pods -l job-name=later -o name").empty(); }));
 }
 
+constexpr std::string_view kAgent = R"(apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: agent, image: "agent:v1"}]}
+)";
+
+TEST_F(WorkloadsTest, DaemonSetFollowsNodesTaintsAndRollsOut) {
+  create(std::string(kAgent));
+  auto status = kubectl("rollout status ds/agent --timeout=60s");
+  ASSERT_EQ(status.exitCode, 0) << status.out << get("ds,pods -o wide");
+  auto nodesOf = [&] { return get("pods -l app=agent --sort-by=.spec.nodeName -o jsonpath='{.items[*].spec.nodeName}'"); };
+  EXPECT_EQ(nodesOf(), "n1 n2 n3");
+  create("apiVersion: v1\nkind: Node\nmetadata: {name: n4}\n");
+  EXPECT_TRUE(eventually([&] { return nodesOf() == "n1 n2 n3 n4"; })) << nodesOf();
+  ASSERT_EQ(kubectl("taint node n2 dedicated=db:NoExecute").exitCode, 0);
+  ASSERT_EQ(kubectl("taint node n3 dedicated=db:NoSchedule").exitCode, 0);  // a running pod stays
+  EXPECT_TRUE(eventually([&] { return nodesOf() == "n1 n3 n4"; })) << nodesOf();
+  ASSERT_EQ(kubectl("delete node n4").exitCode, 0);
+  EXPECT_TRUE(eventually([&] { return nodesOf() == "n1 n3"; })) << nodesOf();
+  EXPECT_TRUE(eventually([&] { return get("ds agent -o jsonpath='{.status.desiredNumberScheduled}/{.status.numberReady}'") == "2/2"; }));
+  // The toleration every DaemonSet pod gets, and the pin the scheduler honours.
+  EXPECT_NE(get("pods -l app=agent -o jsonpath='{.items[0].spec.tolerations}'").find("node.kubernetes.io/unreachable"),
+            std::string::npos);
+  EXPECT_NE(get("pods -l app=agent -o jsonpath='{.items[0].spec.affinity.nodeAffinity}'").find("metadata.name"),
+            std::string::npos);
+
+  // As in Kubernetes, an update would not bring a replaced pod back to a
+  // node whose NoSchedule taint it does not tolerate: lift it first.
+  ASSERT_EQ(kubectl("taint node n3 dedicated=db:NoSchedule-").exitCode, 0);
+  ASSERT_EQ(kubectl("set image ds/agent agent=agent:v2").exitCode, 0);
+  status = kubectl("rollout status ds/agent --timeout=60s");
+  ASSERT_EQ(status.exitCode, 0) << status.out;
+  EXPECT_TRUE(eventually([&] { return get("pods -l app=agent -o jsonpath='{.items[*].spec.containers[0].image}'") == "agent:v2 agent:v2"; }));
+  EXPECT_EQ(lines(get("controllerrevisions -o name")), 2);
+  auto undo = kubectl("rollout undo ds/agent");
+  ASSERT_EQ(undo.exitCode, 0) << undo.out;
+  ASSERT_EQ(kubectl("rollout status ds/agent --timeout=60s").exitCode, 0);
+  EXPECT_TRUE(eventually([&] { return get("pods -l app=agent -o jsonpath='{.items[*].spec.containers[0].image}'") == "agent:v1 agent:v1"; }))
+      << get("pods -l app=agent");
+  EXPECT_EQ(get("controllerrevisions --sort-by=.revision -o jsonpath='{.items[*].revision}'"), "2 3");
+}
+
+TEST_F(WorkloadsTest, DrainStopsAtADisruptionBudgetAndFinishesWhenItAllows) {
+  ASSERT_EQ(kubectl("cordon n2 n3").exitCode, 0);  // the app starts on n1
+  ASSERT_EQ(kubectl("create deployment drain --image=img --replicas=3").exitCode, 0);
+  create(std::string(kAgent));
+  ASSERT_EQ(kubectl("rollout status deployment/drain --timeout=60s").exitCode, 0);
+  ASSERT_EQ(kubectl("rollout status ds/agent --timeout=60s").exitCode, 0);
+  ASSERT_EQ(kubectl("uncordon n2 n3").exitCode, 0);
+  EXPECT_EQ(get("pods -l app=drain -o jsonpath='{.items[*].spec.nodeName}'"), "n1 n1 n1");
+  ASSERT_EQ(kubectl("create pdb drain --selector=app=drain --min-available=3").exitCode, 0);
+  ASSERT_TRUE(eventually([&] { return get("pdb drain -o jsonpath='{.status.currentHealthy}/{.status.expectedPods}'") == "3/3"; }));
+  PodWatch watch(*client_, "drain");
+  watch.arm();
+  auto blocked = kubectl("drain n1 --ignore-daemonsets --timeout=6s");
+  EXPECT_NE(blocked.exitCode, 0);
+  EXPECT_NE(blocked.out.find("Cannot evict pod as it would violate the pod's disruption budget."), std::string::npos)
+      << blocked.out;
+  EXPECT_EQ(get("pods -l app=drain -o jsonpath='{.items[*].spec.nodeName}'"), "n1 n1 n1");
+  EXPECT_NE(get("node n1").find("SchedulingDisabled"), std::string::npos);
+  ASSERT_EQ(kubectl("patch pdb drain --type=merge -p '{\"spec\":{\"minAvailable\":2}}'").exitCode, 0);
+  auto drained = kubectl("drain n1 --ignore-daemonsets --timeout=90s");
+  ASSERT_EQ(drained.exitCode, 0) << drained.out << get("pods -o wide") << get("pdb drain -o yaml");
+  EXPECT_NE(drained.out.find("node/n1 drained"), std::string::npos) << drained.out;
+  EXPECT_EQ(get("pods -l app=drain --field-selector spec.nodeName=n1 -o name"), "");
+  EXPECT_EQ(lines(get("pods -l app=agent --field-selector spec.nodeName=n1 -o name")), 1);  // DaemonSet pods stay
+  EXPECT_GE(watch.minReady(), 2);
+  ASSERT_EQ(kubectl("uncordon n1").exitCode, 0);
+}
+
 }  // namespace
 }  // namespace trellis::controllers
