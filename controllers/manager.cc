@@ -39,6 +39,8 @@ const std::vector<ControllerInfo>& allControllers() {
        makeReplicaSets},
       {"deployment", true, false, false, "rolls Deployments out through ReplicaSets (RollingUpdate, Recreate); history, status",
        makeDeployments},
+      {"statefulset", true, false, false, "ordered pods with stable names and a claim per template; RollingUpdate, OnDelete",
+       makeStatefulSets},
       {"daemonset", true, false, false, "one pod of each DaemonSet per eligible node; RollingUpdate, OnDelete, history",
        makeDaemonSets},
       {"job", true, false, false, "runs Jobs' pods to completion: parallelism, back-off, Indexed, podFailurePolicy, suspend",

@@ -526,5 +526,82 @@ TEST_F(WorkloadsTest, DrainStopsAtADisruptionBudgetAndFinishesWhenItAllows) {
   ASSERT_EQ(kubectl("uncordon n1").exitCode, 0);
 }
 
+TEST_F(WorkloadsTest, StatefulSetOrderedPodsKeepTheirClaimsAcrossScaling) {
+  for (int i = 0; i < 3; ++i) {
+    create(fmt::format(R"(apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: pv-{0}}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  hostPath: {{path: /tmp/trellis-sts-{0}}}
+)",
+                       i));
+  }
+  // On every pod added, whether the ordinal before it was Running and Ready.
+  std::mutex mu;
+  std::vector<std::string> outOfOrder;
+  kube::Informer pods(*client_, res::kPods);
+  pods.addHandler({.onAdd =
+                       [&](const kube::ObjectPtr& p) {
+                         std::string name(kube::objectName(*p));
+                         if (!name.starts_with("web-") || name == "web-0") return;
+                         int ordinal = std::atoi(name.c_str() + 4);
+                         kube::ObjectPtr prev = pods.get("default/web-" + std::to_string(ordinal - 1));
+                         bool ready = prev && kube::str(*prev, {"status", "phase"}) == "Running";
+                         std::lock_guard g(mu);
+                         if (!ready) outOfOrder.push_back(name);
+                       },
+                   .onUpdate = {},
+                   .onDelete = {}});
+  pods.start();
+  ASSERT_TRUE(pods.waitForSync(10s));
+  create(R"(apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  replicas: 3
+  serviceName: web
+  selector: {matchLabels: {app: sts}}
+  template:
+    metadata: {labels: {app: sts}}
+    spec: {containers: [{name: c, image: "img:v1"}]}
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      storageClassName: manual
+      resources: {requests: {storage: 1Gi}}
+)");
+  auto status = kubectl("rollout status sts/web --timeout=60s");
+  ASSERT_EQ(status.exitCode, 0) << status.out << get("sts,pods,pvc");
+  EXPECT_EQ(get("pods -l app=sts -o jsonpath='{range .items[*]}{.metadata.name}:{.spec.hostname}.{.spec.subdomain}:"
+                "{.spec.volumes[0].persistentVolumeClaim.claimName} {end}'"),
+            "web-0:web-0.web:data-web-0 web-1:web-1.web:data-web-1 web-2:web-2.web:data-web-2 ");
+  EXPECT_TRUE(eventually([&] { return get("pvc -o jsonpath='{.items[*].status.phase}'") == "Bound Bound Bound"; }));
+  std::string claims = get("pvc -o jsonpath='{.items[*].metadata.uid}'");
+  {
+    std::lock_guard g(mu);
+    EXPECT_TRUE(outOfOrder.empty()) << fmt::format("created before their predecessor ran: {}", outOfOrder.size());
+  }
+  ASSERT_EQ(kubectl("scale sts web --replicas=1").exitCode, 0);
+  EXPECT_TRUE(eventually([&] { return get("pods -l app=sts -o name") == "pod/web-0\n"; })) << get("pods");
+  EXPECT_EQ(get("pvc -o jsonpath='{.items[*].metadata.uid}'"), claims);  // kept (whenScaled: Retain)
+  ASSERT_EQ(kubectl("scale sts web --replicas=3").exitCode, 0);
+  ASSERT_EQ(kubectl("rollout status sts/web --timeout=60s").exitCode, 0);
+  EXPECT_EQ(get("pvc -o jsonpath='{.items[*].metadata.uid}'"), claims);  // the same claims again
+  EXPECT_EQ(lines(get("pods -l app=sts -o name")), 3);
+
+  ASSERT_EQ(kubectl("set image sts/web c=img:v2").exitCode, 0);
+  status = kubectl("rollout status sts/web --timeout=60s");
+  ASSERT_EQ(status.exitCode, 0) << status.out;
+  // kubectl says this for every RollingUpdate set with a partition (kube defaults it to 0).
+  EXPECT_NE(status.out.find("partitioned roll out complete: 3 new pods have been updated"), std::string::npos) << status.out;
+  EXPECT_EQ(get("pods -l app=sts -o jsonpath='{.items[*].spec.containers[0].image}'"), "img:v2 img:v2 img:v2");
+  EXPECT_EQ(get("sts web -o jsonpath='{.status.currentRevision}'"), get("sts web -o jsonpath='{.status.updateRevision}'"));
+  pods.stop();
+}
+
 }  // namespace
 }  // namespace trellis::controllers
