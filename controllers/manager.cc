@@ -45,6 +45,8 @@ const std::vector<ControllerInfo>& allControllers() {
        makeDaemonSets},
       {"job", true, false, false, "runs Jobs' pods to completion: parallelism, back-off, Indexed, podFailurePolicy, suspend",
        makeJobs},
+      {"cronjob", true, false, false, "Jobs from CronJobs on their schedules; concurrency policies, deadlines, history",
+       makeCronJobs},
       {"ttl-after-finished", true, false, false, "deletes finished Jobs after ttlSecondsAfterFinished", makeTtlAfterFinished},
       {"disruption", true, false, false, "PodDisruptionBudget status (healthy, desired, allowed disruptions) for evictions",
        makeDisruption},

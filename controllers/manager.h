@@ -132,6 +132,7 @@ std::unique_ptr<Runnable> makePodGc(Context& ctx);
 std::unique_ptr<Runnable> makeDisruption(Context& ctx);
 std::unique_ptr<Runnable> makeDaemonSets(Context& ctx);
 std::unique_ptr<Runnable> makeStatefulSets(Context& ctx);
+std::unique_ptr<Runnable> makeCronJobs(Context& ctx);
 std::unique_ptr<Runnable> makeNodeLifecycle(Context& ctx);
 std::unique_ptr<Runnable> makeServiceAccounts(Context& ctx);
 std::unique_ptr<Runnable> makeRootCaPublisher(Context& ctx);

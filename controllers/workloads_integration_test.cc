@@ -603,5 +603,67 @@ spec:
   pods.stop();
 }
 
+TEST_F(WorkloadsTest, CronJobsFireOnAnInjectedClockWithEachConcurrencyPolicy) {
+  // The clock starts a day ahead, at hh:00:30 (the CronJobs are created
+  // "before" it, so the hh:00 run is due).
+  int64_t base = (std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count() /
+                  3600 + 25) * 3600;
+  auto setClock = [&](int64_t t) { testing::writeFile(clockFile(), kube::formatRfc3339(t) + "\n"); };
+  auto cron = [&](const std::string& name, const std::string& policy, const std::string& image, const std::string& extra) {
+    create(fmt::format(R"(apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: {0}}}
+spec:
+  schedule: "*/5 * * * *"
+  concurrencyPolicy: {1}
+  {3}
+  jobTemplate:
+    spec:
+      template:
+        metadata: {{labels: {{cron: {0}}}}}
+        spec:
+          restartPolicy: Never
+          containers: [{{name: c, image: {2}}}]
+)",
+                       name, policy, image, extra));
+  };
+  cron("allow", "Allow", "never-ready", "");
+  cron("forbid", "Forbid", "never-ready", "");
+  cron("replace", "Replace", "never-ready", "");
+  cron("late", "Allow", "never-ready", "startingDeadlineSeconds: 10");
+  cron("history", "Allow", "exit-0", "successfulJobsHistoryLimit: 1");
+  auto jobsOf = [&](const std::string& cj) {
+    return get(fmt::format("jobs -o jsonpath='{{range .items[?(@.metadata.ownerReferences[0].name==\"{}\")]}}{{.metadata.name}} {{end}}'", cj));
+  };
+  std::string first = std::to_string(base / 60), second = std::to_string(base / 60 + 5);
+  setClock(base + 30);
+  for (const char* cj : {"allow", "forbid", "replace", "history"}) {
+    EXPECT_TRUE(eventually([&] { return jobsOf(cj) == std::string(cj) + "-" + first + " "; }, 20s)) << cj << ": " << jobsOf(cj);
+  }
+  EXPECT_EQ(jobsOf("late"), "");  // 30 s late, past its 10 s deadline
+  EXPECT_EQ(get("cj allow -o jsonpath='{.status.lastScheduleTime}'"), kube::formatRfc3339(base));
+  EXPECT_TRUE(eventually([&] { return get("cj allow -o jsonpath='{.status.active[0].name}'") == "allow-" + first; }));
+  ASSERT_TRUE(eventually([&] { return get("job history-" + first + " -o jsonpath='{.status.succeeded}'") == "1"; }));
+
+  setClock(base + 300 + 5);
+  EXPECT_TRUE(eventually([&] { return jobsOf("allow") == "allow-" + first + " allow-" + second + " "; }, 20s)) << jobsOf("allow");
+  EXPECT_TRUE(eventually([&] { return jobsOf("replace") == "replace-" + second + " "; }, 20s)) << jobsOf("replace");
+  EXPECT_TRUE(eventually([&] { return jobsOf("late") == "late-" + second + " "; }, 20s)) << jobsOf("late");
+  EXPECT_TRUE(eventually([&] { return jobsOf("history") == "history-" + second + " "; }, 20s)) << jobsOf("history");
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(jobsOf("forbid"), "forbid-" + first + " ");  // the first still runs: skipped
+  EXPECT_TRUE(eventually([&] { return lines(get("cj allow -o jsonpath='{range .status.active[*]}{.name}{\"\\n\"}{end}'")) == 2; }));
+  // Restarting the controllers at the same instant creates nothing twice.
+  startControllers();
+  std::this_thread::sleep_for(2s);
+  EXPECT_EQ(jobsOf("allow"), "allow-" + first + " allow-" + second + " ");
+  // Suspended: no new runs.
+  ASSERT_EQ(kubectl("patch cj allow --type=merge -p '{\"spec\":{\"suspend\":true}}'").exitCode, 0);
+  setClock(base + 600 + 5);
+  EXPECT_TRUE(eventually([&] { return jobsOf("replace") == "replace-" + std::to_string(base / 60 + 10) + " "; }, 20s))
+      << jobsOf("replace");
+  EXPECT_EQ(jobsOf("allow"), "allow-" + first + " allow-" + second + " ");
+}
+
 }  // namespace
 }  // namespace trellis::controllers
