@@ -85,9 +85,11 @@ std::vector<kube::ObjectPtr> claim(kube::Client& client, const kube::Resource& r
 boost::json::object podFromTemplate(const boost::json::object& tmpl, std::string_view ns, std::string_view name,
                                     const kube::OwnerReference& ref);
 
-// Creates `count` objects with make(i) in batches of 1, 2, 4, ... and stops
-// after the first batch with an error (kube's slowStartBatch). `created`
-// gets each stored object. Returns how many were created and the first error.
+// Creates `count` objects with make(i) in batches of 1, 2, 4, ... (each
+// batch's creates in parallel) and stops after the first batch with an error
+// (kube's slowStartBatch). make() may run on several threads at once;
+// `created` gets each stored object, one call at a time. Returns how many
+// were created and the first error.
 struct BatchResult {
   int created = 0;
   base::Status error;

@@ -1,15 +1,12 @@
 // The workload controllers (issue 13) against a real trellis-apiserver
 // process, driven by kubectl as users drive them. Until local mode's node
-// agent runs pods, a kubelet stand-in (below) writes what a kubelet would
-// through pods/status: pods bound to a node become Running and Ready, or by
-// their image: "never-ready" stays unready, "exit-N" ends Succeeded (N = 0)
-// or Failed with exit code N. The same tests are meant to run against the
-// real node agent later: they only look at the API.
+// agent runs pods, common/testing's kubelet stand-in writes what a kubelet
+// would through pods/status (Running and Ready; by image "never-ready" or
+// "exit-N"). The same tests are meant to run against the real node agent
+// later: they only look at the API.
 #include <signal.h>
 
 #include <atomic>
-#include <condition_variable>
-#include <deque>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -23,6 +20,7 @@
 #include "common/kube/object.h"
 #include "common/testing/apiserver_process.h"
 #include "common/testing/background.h"
+#include "common/testing/kubelet_stand_in.h"
 #include "common/testing/testing.h"
 
 namespace trellis::controllers {
@@ -37,91 +35,6 @@ constexpr auto kWait = 60s;
 
 int lines(const std::string& text) { return static_cast<int>(std::count(text.begin(), text.end(), '\n')); }
 
-// Plays the kubelet for pods bound to nodes (see the file comment).
-class KubeletStandIn {
- public:
-  explicit KubeletStandIn(kube::Client& client) : client_(client), pods_(client, res::kPods) {
-    pods_.addHandler({.onAdd = [this](const kube::ObjectPtr& p) { offer(p); },
-                      .onUpdate = [this](const kube::ObjectPtr&, const kube::ObjectPtr& p) { offer(p); },
-                      .onDelete = {}});
-    pods_.start();
-    worker_ = std::thread([this] { work(); });
-  }
-  ~KubeletStandIn() {
-    {
-      std::lock_guard g(mu_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    worker_.join();
-    pods_.stop();
-  }
-
- private:
-  void offer(const kube::ObjectPtr& pod) {
-    if (kube::str(*pod, {"spec", "nodeName"}).empty() || kube::beingDeleted(*pod)) return;
-    std::string_view phase = kube::str(*pod, {"status", "phase"});
-    if (!phase.empty() && phase != "Pending") return;
-    std::lock_guard g(mu_);
-    if (!started_.insert(std::string(kube::uid(*pod))).second) return;
-    queue_.push_back(pod);
-    cv_.notify_one();
-  }
-
-  void work() {
-    for (;;) {
-      kube::ObjectPtr pod;
-      {
-        std::unique_lock l(mu_);
-        cv_.wait(l, [&] { return done_ || !queue_.empty(); });
-        if (done_) return;
-        pod = queue_.front();
-        queue_.pop_front();
-      }
-      std::string image, name = "c";
-      if (const json::array* cs = kube::array(*pod, {"spec", "containers"}); cs && !cs->empty() && (*cs)[0].is_object()) {
-        image = std::string(kube::str((*cs)[0].get_object(), {"image"}));
-        name = std::string(kube::str((*cs)[0].get_object(), {"name"}));
-      }
-      std::string now = kube::rfc3339Now();
-      json::object status;
-      if (image.starts_with("exit-")) {
-        int code = std::atoi(image.c_str() + 5);
-        status = json::object{
-            {"phase", code == 0 ? "Succeeded" : "Failed"},
-            {"conditions", json::array{json::object{{"type", "Ready"}, {"status", "False"}, {"lastTransitionTime", now}}}},
-            {"containerStatuses",
-             json::array{json::object{{"name", name}, {"image", image}, {"ready", false}, {"restartCount", 0},
-                                      {"state", json::object{{"terminated", json::object{{"exitCode", code},
-                                                                                          {"reason", code ? "Error" : "Completed"},
-                                                                                          {"finishedAt", now}}}}}}}}};
-      } else {
-        bool ready = image != "never-ready";
-        status = json::object{
-            {"phase", "Running"},
-            {"podIP", "10.244.0.1"},
-            {"startTime", now},
-            {"conditions", json::array{json::object{{"type", "Ready"}, {"status", ready ? "True" : "False"},
-                                                    {"lastTransitionTime", now}}}},
-            {"containerStatuses",
-             json::array{json::object{{"name", name}, {"image", image}, {"ready", ready}, {"restartCount", 0},
-                                      {"state", json::object{{"running", json::object{{"startedAt", now}}}}}}}}};
-      }
-      (void)client_.patch(res::kPods, kube::objectNamespace(*pod), kube::objectName(*pod), kube::PatchType::kMerge,
-                          json::serialize(json::object{{"status", std::move(status)}}), "status");
-    }
-  }
-
-  kube::Client& client_;
-  kube::Informer pods_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<kube::ObjectPtr> queue_;
-  std::set<std::string> started_;
-  bool done_ = false;
-  std::thread worker_;
-};
-
 class WorkloadsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -131,7 +44,7 @@ class WorkloadsTest : public ::testing::Test {
     auto c = kube::Client::create(*cfg, {.qps = 0});
     ASSERT_TRUE(c);
     client_ = std::move(*c);
-    kubelet_ = std::make_unique<KubeletStandIn>(*client_);
+    kubelet_ = std::make_unique<testing::KubeletStandIn>(*client_);
     for (int i = 1; i <= 3; ++i) {
       create(fmt::format("apiVersion: v1\nkind: Node\nmetadata: {{name: n{0}, labels: {{kubernetes.io/hostname: n{0}}}}}\n"
                          "status: {{allocatable: {{cpu: \"64\", memory: 64Gi, pods: \"500\"}}}}\n",
@@ -189,7 +102,7 @@ class WorkloadsTest : public ::testing::Test {
   testing::TempDir dir_;
   testing::ApiServerProcess server_{TRELLIS_APISERVER_BIN, dir_.path()};
   std::unique_ptr<kube::Client> client_;
-  std::unique_ptr<KubeletStandIn> kubelet_;
+  std::unique_ptr<testing::KubeletStandIn> kubelet_;
   std::unique_ptr<testing::Background> controllers_;
   std::string log_;
   int files_ = 0;

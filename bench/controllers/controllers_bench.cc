@@ -21,6 +21,7 @@
 #include "common/kube/client.h"
 #include "common/kube/informer.h"
 #include "common/kube/object.h"
+#include "common/testing/kubelet_stand_in.h"
 
 using namespace trellis;
 namespace json = boost::json;
@@ -179,6 +180,87 @@ int slices(const std::string& kubeconfig, int rounds) {
   return 0;
 }
 
+json::object deployment(const std::string& name, int replicas, const std::string& image) {
+  json::object labels{{"app", name}};
+  json::object container{{"name", "c"}, {"image", image}};
+  json::object tmpl{{"metadata", json::object{{"labels", labels}}},
+                    {"spec", json::object{{"containers", json::array{container}}}}};
+  json::object spec{{"replicas", replicas}, {"selector", json::object{{"matchLabels", labels}}}, {"template", tmpl}};
+  return json::object{{"apiVersion", "apps/v1"}, {"kind", "Deployment"}, {"metadata", json::object{{"name", name}}},
+                      {"spec", spec}};
+}
+
+// A Deployment of n replicas: from its create to n pods existing.
+int deploy(const std::string& kubeconfig, int n) {
+  auto client = connect(kubeconfig);
+  kube::Informer podInf(*client, res::kPods, {.ns = "default", .labelSelector = "app=bench-deploy"});
+  podInf.start();
+  podInf.waitForSync(std::chrono::seconds(10));
+  auto start = Clock::now();
+  auto made = client->create(res::kDeployments, "default", deployment("bench-deploy", n, "x"));
+  if (!made) {
+    fmt::print("{}\n", made.error().message());
+    return 1;
+  }
+  bool ok = waitUntil(podInf, [&](const std::vector<kube::ObjectPtr>& all) { return static_cast<int>(all.size()) >= n; });
+  auto end = Clock::now();
+  fmt::print("deployment_replicas={} all_pods_created_ms={:.0f} pods={} ok={}\n", n, ms(end - start), podInf.size(), ok);
+  return ok ? 0 : 1;
+}
+
+// A rollout of n replicas whose pods the kubelet stand-in makes ready at
+// once: from the template change to the Deployment complete.
+int rollout(const std::string& kubeconfig, int n) {
+  auto client = connect(kubeconfig);
+  testing::KubeletStandIn kubelet(*client, 8);
+  kubelet.waitForSync(std::chrono::seconds(10));
+  kube::Informer deps(*client, res::kDeployments, {.ns = "default"});
+  deps.start();
+  deps.waitForSync(std::chrono::seconds(10));
+  auto complete = [&](const std::string& image) {
+    return [&, image](const std::vector<kube::ObjectPtr>& all) {
+      for (auto& d : all) {
+        if (kube::objectName(*d) != "bench-roll") continue;
+        const json::value* c = kube::field(*d, {"spec", "template", "spec", "containers"});
+        bool current = c && json::serialize(*c).find(image) != std::string::npos;
+        return current && kube::integer(*d, {"status", "observedGeneration"}) >= kube::integer(*d, {"metadata", "generation"}) &&
+               kube::integer(*d, {"status", "updatedReplicas"}) == n && kube::integer(*d, {"status", "replicas"}) == n &&
+               kube::integer(*d, {"status", "availableReplicas"}) == n;
+      }
+      return false;
+    };
+  };
+  auto made = client->create(res::kDeployments, "default", deployment("bench-roll", n, "img:v1"));
+  if (!made || !waitUntil(deps, complete("img:v1"))) {
+    fmt::print("first rollout did not complete\n");
+    return 1;
+  }
+  auto start = Clock::now();
+  auto patched = client->patch(res::kDeployments, "default", "bench-roll", kube::PatchType::kStrategic,
+                               R"({"spec":{"template":{"spec":{"containers":[{"name":"c","image":"img:v2"}]}}}})");
+  if (!patched) {
+    fmt::print("{}\n", patched.error().message());
+    return 1;
+  }
+  bool ok = waitUntil(deps, complete("img:v2"));
+  auto end = Clock::now();
+  fmt::print("rollout_replicas={} rollout_ms={:.0f} ok={}\n", n, ms(end - start), ok);
+  return ok ? 0 : 1;
+}
+
+// n pods bound to the benchmark's nodes (so the informers hold them).
+int podObjects(const std::string& kubeconfig, int nodes, int n) {
+  auto client = connect(kubeconfig);
+  parallel(n, 8, [&](int i) {
+    json::object pod{{"metadata", json::object{{"name", fmt::format("bench-cached-{}", i)}, {"labels", json::object{{"app", "cached"}}}}},
+                     {"spec", json::object{{"nodeName", fmt::format("bench-node-{}", i % nodes)},
+                                           {"containers", json::array{json::object{{"name", "c"}, {"image", "x"}}}}}}};
+    (void)client->create(res::kPods, "default", pod);
+  });
+  fmt::print("pods={}\n", n);
+  return 0;
+}
+
 int objects(const std::string& kubeconfig, int n) {
   auto client = connect(kubeconfig);
   parallel(n, 8, [&](int i) {
@@ -194,7 +276,7 @@ int objects(const std::string& kubeconfig, int n) {
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    fmt::print(stderr, "usage: trellis-bench-controllers pvcs|pods|slices|objects KUBECONFIG ...\n");
+    fmt::print(stderr, "usage: trellis-bench-controllers pvcs|pods|slices|objects|deploy|rollout|podobjects KUBECONFIG ...\n");
     return 2;
   }
   std::string mode = argv[1], kc = argv[2];
@@ -202,6 +284,9 @@ int main(int argc, char** argv) {
   if (mode == "pods" && argc == 5) return pods(kc, std::atoi(argv[3]), std::atoi(argv[4]));
   if (mode == "slices" && argc == 4) return slices(kc, std::atoi(argv[3]));
   if (mode == "objects" && argc == 4) return objects(kc, std::atoi(argv[3]));
+  if (mode == "deploy" && argc == 4) return deploy(kc, std::atoi(argv[3]));
+  if (mode == "rollout" && argc == 4) return rollout(kc, std::atoi(argv[3]));
+  if (mode == "podobjects" && argc == 5) return podObjects(kc, std::atoi(argv[3]), std::atoi(argv[4]));
   fmt::print(stderr, "bad arguments\n");
   return 2;
 }
