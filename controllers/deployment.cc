@@ -14,6 +14,7 @@
 // conditions (ProgressDeadlineExceeded after progressDeadlineSeconds
 // without progress).
 #include <algorithm>
+#include <cmath>
 
 #include <boost/json/serialize.hpp>
 
@@ -156,9 +157,12 @@ class Deployments : public Reconciler {
     auto keep = [&](base::Status st) {
       if (!st && result) result = st;
     };
-    if (paused) {
-      // Only scale: the new ReplicaSet (or the newest active one) follows spec.replicas.
-      if (fresh && fresh->replicas != replicas && activeOld(old) == 0) keep(scale(*d, *fresh, replicas, surge));
+    // A scaling event: an active ReplicaSet was sized for another spec.replicas.
+    bool scaling = false;
+    for (const Set& s : old) scaling = scaling || (s.replicas > 0 && kube::annotation(*s.obj, kDesired) != std::to_string(replicas));
+    if (fresh && fresh->replicas > 0) scaling = scaling || kube::annotation(*fresh->obj, kDesired) != std::to_string(replicas);
+    if (paused || (scaling && fresh)) {
+      keep(proportional(*d, fresh, old, replicas, surge, recreate));  // only scale, no rollout step
     } else if (recreate) {
       for (Set& s : old) {
         if (s.replicas != 0) keep(scale(*d, s, 0, surge));
@@ -185,6 +189,64 @@ class Deployments : public Reconciler {
     }
     if (fresh) keep(adoptRevision(*d, *fresh, maxOld));
     if (auto st = updateStatus(*d, key, fresh, old, replicas, unavailable, paused, createdName); !st) keep(st);
+    return result;
+  }
+
+  // kube's proportional scaling: a changed spec.replicas is spread over the
+  // active ReplicaSets in proportion to their sizes (the largest takes the
+  // rest); with one active (or none), it alone follows.
+  base::Status proportional(const json::object& d, std::optional<Set>& fresh, std::vector<Set>& old, int64_t replicas,
+                            int64_t surge, bool recreate) {
+    std::vector<Set*> active;
+    if (fresh && fresh->replicas > 0) active.push_back(&*fresh);
+    for (Set& s : old) {
+      if (s.replicas > 0) active.push_back(&s);
+    }
+    base::Status result;
+    auto keep = [&](base::Status st) {
+      if (!st && result) result = st;
+    };
+    if (active.size() <= 1) {
+      Set* only = !active.empty() ? active[0] : fresh ? &*fresh : !old.empty() ? &old.back() : nullptr;
+      if (only) keep(scale(d, *only, replicas, surge));
+      return result;
+    }
+    if (fresh && fresh->replicas == replicas && fresh->available() >= replicas) {  // saturated: the old ones go
+      for (Set& s : old) {
+        if (s.replicas) keep(scale(d, s, 0, surge));
+      }
+      keep(scale(d, *fresh, replicas, surge));
+      return result;
+    }
+    if (recreate) return result;
+    int64_t total = 0;
+    for (Set* s : active) total += s->replicas;
+    int64_t toAdd = replicas + surge - total, added = 0;
+    if (toAdd == 0) return result;
+    std::stable_sort(active.begin(), active.end(), [&](Set* a, Set* b) {
+      if (a->replicas != b->replicas) return a->replicas > b->replicas;
+      auto ta = kube::str(*a->obj, {"metadata", "creationTimestamp"}), tb = kube::str(*b->obj, {"metadata", "creationTimestamp"});
+      return toAdd > 0 ? ta > tb : ta < tb;  // growing: newer first; shrinking: older first
+    });
+    std::vector<int64_t> sizes;
+    for (Set* s : active) {
+      int64_t proportion = 0;
+      if (added != toAdd) {
+        int64_t fraction = -s->replicas;
+        if (replicas > 0) {
+          std::string_view annotated = kube::annotation(*s->obj, kMaxReplicas);
+          int64_t max = annotated.empty() ? kube::integer(d, {"status", "replicas"}) : std::atoll(std::string(annotated).c_str());
+          fraction = max > 0 ? static_cast<int64_t>(std::llround(static_cast<double>(s->replicas * (replicas + surge)) /
+                                                                 static_cast<double>(max))) - s->replicas
+                             : 0;
+        }
+        proportion = toAdd > 0 ? std::min(fraction, toAdd - added) : std::max(fraction, toAdd - added);
+      }
+      sizes.push_back(s->replicas + proportion);
+      added += proportion;
+    }
+    sizes[0] = std::max<int64_t>(0, sizes[0] + toAdd - added);  // the leftover to the largest
+    for (size_t i = 0; i < active.size(); ++i) keep(scale(d, *active[i], sizes[i], surge));
     return result;
   }
 
@@ -229,9 +291,15 @@ class Deployments : public Reconciler {
     return result;
   }
 
+  // Sizes a ReplicaSet (and stamps it with the Deployment's replicas and
+  // surge); nothing to write when it is so already.
   base::Status scale(const json::object& d, Set& s, int64_t to, int64_t surge) {
     int64_t from = s.replicas;
     int64_t replicas = kube::integer(d, {"spec", "replicas"}, 1);
+    if (from == to && kube::annotation(*s.obj, kDesired) == std::to_string(replicas) &&
+        kube::annotation(*s.obj, kMaxReplicas) == std::to_string(replicas + surge)) {
+      return {};
+    }
     json::object patch{{"metadata", json::object{{"annotations", json::object{{kDesired, std::to_string(replicas)},
                                                                               {kMaxReplicas, std::to_string(replicas + surge)}}}}},
                        {"spec", json::object{{"replicas", to}}}};

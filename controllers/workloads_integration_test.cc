@@ -242,6 +242,20 @@ TEST_F(WorkloadsTest, DeploymentReportsProgressDeadlineExceeded) {
   EXPECT_NE(status.out.find("deployment \"stuck\" exceeded its progress deadline"), std::string::npos) << status.out;
 }
 
+TEST_F(WorkloadsTest, DeploymentScaledMidRolloutScalesProportionally) {
+  ASSERT_EQ(kubectl("create deployment prop --image=img:v1 --replicas=10").exitCode, 0);
+  ASSERT_EQ(kubectl("rollout status deployment/prop --timeout=60s").exitCode, 0);
+  // New pods never get ready: the rollout stops at 8 old + 5 new (surge 3, unavailable 2).
+  ASSERT_EQ(kubectl("set image deployment/prop img=never-ready").exitCode, 0);
+  auto sizes = [&] {
+    return get("rs -l app=prop --sort-by=.metadata.creationTimestamp -o jsonpath='{.items[*].spec.replicas}'");
+  };
+  ASSERT_TRUE(eventually([&] { return sizes() == "8 5"; })) << sizes();
+  // To 20 (surge 5): 12 more, spread 8:5 as kube does — 15 and 10.
+  ASSERT_EQ(kubectl("scale deployment/prop --replicas=20").exitCode, 0);
+  EXPECT_TRUE(eventually([&] { return sizes() == "15 10"; })) << sizes();
+}
+
 TEST_F(WorkloadsTest, KilledMidRolloutTheRolloutCompletesWithNoExtraPods) {
   PodWatch watch(*client_, "kill");
   ASSERT_EQ(kubectl("create deployment kill --image=img:v1 --replicas=10").exitCode, 0);

@@ -152,7 +152,19 @@ printf '  ping pod1 -> pod2: '
 for _ in $(seq 20); do ip netns exec "$demo-p1" ping -c1 -W1 "${ip2%/*}" >/dev/null 2>&1 && break; sleep 0.2; done
 ip netns exec "$demo-p1" ping -c1 -W1 "${ip2%/*}" | sed -n 's/.*\(time=.*\)/reply, \1/p'
 echo "  docs/cni.md: the plugin and the agent; docs/csi.md: trellis-csi (bench/csi/run.sh drives it on loop devices)"
-echo "Not yet running (later issues): workloads, servicelb, ingress, the node agent, trellis up."
+
+# Workloads: a Deployment's ReplicaSet makes its pods and the scheduler puts
+# them on the two nodes; running them is the node agent's (a later issue).
+"${kc[@]}" create deployment demo-web --image=nginx --replicas=2 >/dev/null
+for _ in $(seq 100); do
+    [[ $("${kc[@]}" get pods -l app=demo-web -o jsonpath='{.items[*].spec.nodeName}' | wc -w) == 2 ]] && break
+    sleep 0.1
+done
+echo
+echo "Workloads (trellis-controllers: deployment, replicaset, scheduler; see docs/controllers.md)"
+echo "  kubectl create deployment demo-web --image=nginx --replicas=2; kubectl get deploy,rs,pods -o wide ->"
+"${kc[@]}" get deploy,rs,pods -l app=demo-web -o wide | sed 's/^/    /'
+echo "Not yet running (later issues): pods (the node agent), servicelb, ingress, trellis up."
 
 if [[ ${TRELLIS_RUN_ONCE:-0} == 1 ]]; then
     exit 0
