@@ -99,7 +99,8 @@ class StatefulSets : public Reconciler {
     return result;
   }
 
-  // On scale-down with whenScaled: Delete, the condemned pod owns its claims.
+  // On scale-down with whenScaled: Delete, the condemned pod (not the set)
+  // owns its claims.
   base::Status handOverClaims(const json::object& sts, const json::object& pod, int64_t ordinal) {
     if (kube::str(sts, {"spec", "persistentVolumeClaimRetentionPolicy", "whenScaled"}) != "Delete") return {};
     const json::array* vcts = kube::array(sts, {"spec", "volumeClaimTemplates"});
@@ -111,7 +112,7 @@ class StatefulSets : public Reconciler {
       if (!pvc) continue;
       json::array refs;
       for (const kube::OwnerReference& r : kube::ownerReferences(*pvc)) {
-        if (r.uid != kube::uid(pod)) refs.push_back(kube::toJson(r));
+        if (r.uid != kube::uid(pod) && r.uid != kube::uid(sts)) refs.push_back(kube::toJson(r));  // the pod alone now
       }
       refs.push_back(kube::toJson(kube::OwnerReference{"v1", "Pod", std::string(kube::objectName(pod)),
                                                        std::string(kube::uid(pod)), false, false}));

@@ -530,6 +530,46 @@ spec:
   pods.stop();
 }
 
+TEST_F(WorkloadsTest, StatefulSetClaimRetentionPolicyDelete) {
+  create(R"(apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: tmp}
+spec:
+  replicas: 2
+  podManagementPolicy: Parallel
+  persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete, whenScaled: Delete}
+  selector: {matchLabels: {app: tmp}}
+  template:
+    metadata: {labels: {app: tmp}}
+    spec: {containers: [{name: c, image: img}]}
+  volumeClaimTemplates:
+  - metadata: {name: scratch}
+    spec:
+      accessModes: [ReadWriteOnce]
+      storageClassName: nowhere
+      resources: {requests: {storage: 1Gi}}
+)");
+  // Parallel: both pods and claims at once (the claims never bind here; the pods stay pending).
+  ASSERT_TRUE(eventually([&] { return get("pvc -o name") == "persistentvolumeclaim/scratch-tmp-0\npersistentvolumeclaim/scratch-tmp-1\n"; }))
+      << get("pvc,pods");
+  EXPECT_EQ(lines(get("pods -l app=tmp -o name")), 2);
+  ASSERT_EQ(kubectl("scale sts tmp --replicas=1").exitCode, 0);
+  EXPECT_TRUE(eventually([&] { return get("pvc -o name") == "persistentvolumeclaim/scratch-tmp-0\n"; })) << get("pvc -o yaml");
+  ASSERT_EQ(kubectl("delete sts tmp").exitCode, 0);
+  EXPECT_TRUE(eventually([&] { return get("pvc,pods -o name").empty(); })) << get("pvc,pods");
+}
+
+TEST_F(WorkloadsTest, PodGcKeepsTerminatedPodsUnderTheThreshold) {
+  startControllers("--terminated-pod-gc-threshold 2");
+  for (int i = 0; i < 4; ++i) {
+    create(fmt::format("apiVersion: v1\nkind: Pod\nmetadata: {{name: done-{}}}\nspec:\n  nodeName: n1\n  restartPolicy: Never\n"
+                       "  containers: [{{name: c, image: exit-0}}]\n",
+                       i));
+    std::this_thread::sleep_for(1100ms);  // distinct creation times (seconds)
+  }
+  EXPECT_TRUE(eventually([&] { return get("pods -o name") == "pod/done-2\npod/done-3\n"; })) << get("pods");
+}
+
 TEST_F(WorkloadsTest, CronJobsFireOnAnInjectedClockWithEachConcurrencyPolicy) {
   // The clock starts a day ahead, at hh:00:30 (the CronJobs are created
   // "before" it, so the hh:00 run is due).
