@@ -241,9 +241,9 @@ class Jobs : public Reconciler {
     }
     int64_t failedTotal = failed + static_cast<int64_t>(uncFailed.size());
     int64_t succeededTotal = indexed ? succeeded : succeeded + static_cast<int64_t>(uncSucceeded.size());
-    if (failedTotal > failed && !newlyFailed.empty()) {
-      // A new failure: the next pod waits base * 2^(failures - 1), at most 6 minutes.
-      auto delay = ctx_.options.jobBackoff * (int64_t{1} << std::min<int64_t>(failedTotal - 1, 10));
+    if (!newlyFailed.empty()) {
+      // A new failure (ignored ones too): the next pod waits base * 2^(counted failures - 1), at most 6 minutes.
+      auto delay = ctx_.options.jobBackoff * (int64_t{1} << std::clamp<int64_t>(failedTotal - 1, 0, 10));
       delay = std::min<std::chrono::milliseconds>(delay, std::chrono::minutes(6));
       std::lock_guard g(mu_);
       backoffUntil_[key] = std::chrono::steady_clock::now() + delay;

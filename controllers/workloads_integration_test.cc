@@ -357,6 +357,29 @@ spec:
             std::string::npos);
   EXPECT_EQ(lines(get("pods -l job-name=policy -o name")), 1);  // failed at once, not after 7 tries
 
+  // Ignore: failures with exit code 3 are not counted (backoffLimit 0 would
+  // fail the Job at the first); replacements run until the deadline.
+  create(R"(apiVersion: batch/v1
+kind: Job
+metadata: {name: ignored}
+spec:
+  backoffLimit: 0
+  activeDeadlineSeconds: 2
+  podFailurePolicy:
+    rules:
+    - action: Ignore
+      onExitCodes: {operator: In, values: [3]}
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: main, image: exit-3}]
+)");
+  ASSERT_EQ(kubectl("wait --for=condition=failed job/ignored --timeout=30s").exitCode, 0) << get("job ignored -o yaml");
+  // Only the pod the deadline cut short may count (as in Kubernetes), none of the ignored ones.
+  std::string outcome = get("job ignored -o jsonpath='{.status.conditions[?(@.type==\"Failed\")].reason}/{.status.failed}'");
+  EXPECT_TRUE(outcome == "DeadlineExceeded/" || outcome == "DeadlineExceeded/1") << outcome;
+  EXPECT_GT(lines(get("pods -l job-name=ignored -o name")), 1);
+
   create(R"(apiVersion: batch/v1
 kind: Job
 metadata: {name: later}
@@ -372,7 +395,7 @@ spec:
     return get("job later -o jsonpath='{.status.conditions[?(@.type==\"Suspended\")].status}'") == "True";
   })) << get("job later -o yaml");
   EXPECT_EQ(get("pods -l job-name=later -o name"), "");
-  EXPECT_NE(get("jobs").find("later    Suspended"), std::string::npos) << get("jobs");
+  EXPECT_NE(get("job later").find("later   Suspended"), std::string::npos) << get("job later");
   ASSERT_EQ(kubectl("patch job later --type=merge -p '{\"spec\":{\"suspend\":false}}'").exitCode, 0);
   // Runs, completes, and ttl-after-finished deletes it (with its pods).
   EXPECT_TRUE(eventually([&] { return kubectl("get job later").exitCode != 0; })) << get("job later -o yaml");
