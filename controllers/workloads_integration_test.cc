@@ -550,6 +550,17 @@ spec:
   EXPECT_NE(status.out.find("partitioned roll out complete: 3 new pods have been updated"), std::string::npos) << status.out;
   EXPECT_EQ(get("pods -l app=sts -o jsonpath='{.items[*].spec.containers[0].image}'"), "img:v2 img:v2 img:v2");
   EXPECT_EQ(get("sts web -o jsonpath='{.status.currentRevision}'"), get("sts web -o jsonpath='{.status.updateRevision}'"));
+  // A partition: only ordinals >= 2 take the next template.
+  ASSERT_EQ(kubectl("patch sts web --type=merge -p "
+                    "'{\"spec\":{\"updateStrategy\":{\"rollingUpdate\":{\"partition\":2}}}}'").exitCode, 0);
+  ASSERT_EQ(kubectl("set image sts/web c=img:v3").exitCode, 0);
+  status = kubectl("rollout status sts/web --timeout=60s");
+  ASSERT_EQ(status.exitCode, 0) << status.out;
+  EXPECT_NE(status.out.find("partitioned roll out complete: 1 new pods have been updated"), std::string::npos) << status.out;
+  EXPECT_TRUE(eventually([&] {
+    return get("pods -l app=sts -o jsonpath='{.items[*].spec.containers[0].image}'") == "img:v2 img:v2 img:v3";
+  })) << get("pods -l app=sts -o wide");
+  EXPECT_NE(get("sts web -o jsonpath='{.status.currentRevision}'"), get("sts web -o jsonpath='{.status.updateRevision}'"));
   pods.stop();
 }
 
