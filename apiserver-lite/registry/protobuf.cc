@@ -412,7 +412,8 @@ base::Status decodeMessage(const Message& m, std::string_view messageName, std::
     if (f.repeated) {
       json::value& slot = out[f.name];
       if (!slot.is_array()) slot = json::array{};
-      slot.get_array().push_back(*v ? std::move(**v) : json::value(""));
+      json::value zero = f.type.kind == Kind::kInt ? json::value(0) : f.type.kind == Kind::kBool ? json::value(false) : json::value("");
+      slot.get_array().push_back(*v ? std::move(**v) : std::move(zero));  // a zero element is still an element
       continue;
     }
     if (!*v) continue;

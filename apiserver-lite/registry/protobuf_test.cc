@@ -65,6 +65,30 @@ TEST(Protobuf, DeploymentKeepsPointerZerosAndDecodesIntOrStringAndRepeatedEmptyS
   EXPECT_EQ(s.at("strategy").at("rollingUpdate").at("maxSurge").as_int64(), 2);
 }
 
+TEST(Protobuf, PodDisruptionBudgetAndEvictionAsKubectlSendsThem) {
+  // kubectl create pdb web --selector=app=web --min-available=50%
+  std::string intOrString = intField(1, 1) + bytesField(3, "50%");
+  std::string spec = bytesField(1, intOrString) + bytesField(2, bytesField(1, bytesField(1, "app") + bytesField(2, "web")));
+  auto pdb = decodeKubeProtobuf(envelope("policy/v1", "PodDisruptionBudget", bytesField(1, meta("web")) + bytesField(2, spec)));
+  ASSERT_TRUE(pdb) << pdb.error().message();
+  EXPECT_EQ(boost::json::serialize((*pdb)["spec"]), R"({"minAvailable":"50%","selector":{"matchLabels":{"app":"web"}}})");
+  // kubectl drain's Eviction with deleteOptions {gracePeriodSeconds: 0}: a pointer zero stays.
+  auto ev = decodeKubeProtobuf(envelope("policy/v1", "Eviction", bytesField(1, meta("p")) + bytesField(2, intField(1, 0))));
+  ASSERT_TRUE(ev) << ev.error().message();
+  EXPECT_EQ(boost::json::serialize((*ev)["deleteOptions"]), R"({"gracePeriodSeconds":0})");
+}
+
+TEST(Protobuf, JobPodFailurePolicyKeepsZeroExitCodes) {
+  // values [0, 42] of an onExitCodes rule: repeated int32, one field each (proto2, unpacked).
+  std::string codes = bytesField(2, "NotIn") + intField(3, 0) + intField(3, 42);
+  std::string rule = bytesField(1, "FailJob") + bytesField(2, codes);
+  std::string spec = bytesField(11, bytesField(1, rule)) + intField(7, 2);
+  auto job = decodeKubeProtobuf(envelope("batch/v1", "Job", bytesField(1, meta("j")) + bytesField(2, spec)));
+  ASSERT_TRUE(job) << job.error().message();
+  EXPECT_EQ(boost::json::serialize((*job)["spec"]),
+            R"({"podFailurePolicy":{"rules":[{"action":"FailJob","onExitCodes":{"operator":"NotIn","values":[0,42]}}]},"backoffLimit":2})");
+}
+
 TEST(Protobuf, IngressRuleValueIsInlined) {
   std::string path = bytesField(1, "/x") + bytesField(3, "Prefix") +
                      bytesField(2, bytesField(4, bytesField(1, "svc") + bytesField(2, intField(2, 80))));
