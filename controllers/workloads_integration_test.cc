@@ -231,6 +231,26 @@ TEST_F(WorkloadsTest, DeploymentRollsForwardAndBackWithinMaxUnavailable) {
   EXPECT_GE(watch.minReady(), 2);
 }
 
+TEST_F(WorkloadsTest, RecreateNeverRunsOldAndNewTogether) {
+  create(R"(apiVersion: apps/v1
+kind: Deployment
+metadata: {name: re}
+spec:
+  replicas: 3
+  strategy: {type: Recreate}
+  selector: {matchLabels: {app: re}}
+  template:
+    metadata: {labels: {app: re}}
+    spec: {containers: [{name: c, image: "img:v1"}]}
+)");
+  ASSERT_EQ(kubectl("rollout status deployment/re --timeout=60s").exitCode, 0);
+  PodWatch watch(*client_, "re");
+  ASSERT_EQ(kubectl("set image deployment/re c=img:v2").exitCode, 0);
+  ASSERT_EQ(kubectl("rollout status deployment/re --timeout=60s").exitCode, 0);
+  EXPECT_TRUE(eventually([&] { return get("pods -l app=re -o jsonpath='{.items[*].spec.containers[0].image}'") == "img:v2 img:v2 img:v2"; }));
+  EXPECT_LE(watch.maxTotal(), 3);  // the old pods were gone before the new came
+}
+
 TEST_F(WorkloadsTest, DeploymentReportsProgressDeadlineExceeded) {
   ASSERT_EQ(kubectl("create deployment stuck --image=never-ready --replicas=2").exitCode, 0);
   ASSERT_EQ(kubectl("patch deployment stuck --type=merge -p '{\"spec\":{\"progressDeadlineSeconds\":2}}'").exitCode, 0);
@@ -446,6 +466,28 @@ TEST_F(WorkloadsTest, DaemonSetFollowsNodesTaintsAndRollsOut) {
   EXPECT_TRUE(eventually([&] { return get("pods -l app=agent -o jsonpath='{.items[*].spec.containers[0].image}'") == "agent:v1 agent:v1"; }))
       << get("pods -l app=agent");
   EXPECT_EQ(get("controllerrevisions --sort-by=.revision -o jsonpath='{.items[*].revision}'"), "2 3");
+}
+
+TEST_F(WorkloadsTest, DaemonSetSurgesNewPodsBeforeOldOnesGo) {
+  create(R"(apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: surge}
+spec:
+  selector: {matchLabels: {app: surge}}
+  updateStrategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}
+  template:
+    metadata: {labels: {app: surge}}
+    spec: {containers: [{name: c, image: "img:v1"}]}
+)");
+  ASSERT_EQ(kubectl("rollout status ds/surge --timeout=60s").exitCode, 0);
+  PodWatch watch(*client_, "surge");
+  watch.arm();
+  ASSERT_EQ(kubectl("set image ds/surge c=img:v2").exitCode, 0);
+  auto status = kubectl("rollout status ds/surge --timeout=60s");
+  ASSERT_EQ(status.exitCode, 0) << status.out;
+  EXPECT_TRUE(eventually([&] { return get("pods -l app=surge -o jsonpath='{.items[*].spec.containers[0].image}'") == "img:v2 img:v2 img:v2"; }));
+  EXPECT_GE(watch.minReady(), 3);  // maxUnavailable 0: every node kept a ready pod
+  EXPECT_EQ(watch.maxTotal(), 4);  // one surge pod at a time
 }
 
 TEST_F(WorkloadsTest, DrainStopsAtADisruptionBudgetAndFinishesWhenItAllows) {
