@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs the main job. Today: trellis-apiserver (the
 # Kubernetes API on SQLite, driven with kubectl), trellis-controllers with
-# trellis-csi (a PVC provisioned and bound), the HTTP core's example server,
+# trellis-csi (a PVC provisioned and bound; a Deployment's pods made and
+# scheduled), the HTTP core's example server,
 # and pod networking across two node namespaces (trellis-cni-agent per node,
 # a pod on each); it grows into `trellis up`, the local multi-node cluster,
 # as components land. Needs root (network namespaces).
@@ -155,7 +156,7 @@ echo "  docs/cni.md: the plugin and the agent; docs/csi.md: trellis-csi (bench/c
 
 # Workloads: a Deployment's ReplicaSet makes its pods and the scheduler puts
 # them on the two nodes; running them is the node agent's (a later issue).
-"${kc[@]}" create deployment demo-web --image=nginx --replicas=2 >/dev/null
+"${kc[@]}" create deployment demo-web --image=nginx --replicas=2 --dry-run=client -o yaml | "${kc[@]}" apply -f - >/dev/null
 for _ in $(seq 100); do
     [[ $("${kc[@]}" get pods -l app=demo-web -o jsonpath='{.items[*].spec.nodeName}' | wc -w) == 2 ]] && break
     sleep 0.1
