@@ -195,8 +195,12 @@ TEST_F(WorkloadsTest, DeploymentRollsForwardAndBackWithinMaxUnavailable) {
   ASSERT_EQ(kubectl("set image deployment/web img=img:v2").exitCode, 0);
   status = kubectl("rollout status deployment/web --timeout=60s");
   ASSERT_EQ(status.exitCode, 0) << status.out << get("deploy,rs");
-  EXPECT_EQ(get("rs -l app=web -o jsonpath='{range .items[*]}{.spec.replicas} {.metadata.annotations.deployment\\.kubernetes\\.io/revision}{\"\\n\"}{end}'"),
-            "10 2\n0 1\n") << get("rs -l app=web --sort-by=.metadata.creationTimestamp");
+  auto rsOf = [&](const std::string& image) {  // "<replicas> <revision>" of the ReplicaSet running `image`
+    return get("rs -l app=web -o jsonpath='{range .items[?(@.spec.template.spec.containers[0].image==\"" + image +
+               "\")]}{.spec.replicas} {.metadata.annotations.deployment\\.kubernetes\\.io/revision}{end}'");
+  };
+  EXPECT_EQ(rsOf("img:v2"), "10 2") << get("rs -l app=web");
+  EXPECT_EQ(rsOf("img:v1"), "0 1") << get("rs -l app=web");
   auto undo = kubectl("rollout undo deployment/web");
   ASSERT_EQ(undo.exitCode, 0) << undo.out;
   status = kubectl("rollout status deployment/web --timeout=60s");
@@ -267,8 +271,12 @@ TEST_F(WorkloadsTest, DeploymentScaledMidRolloutScalesProportionally) {
   ASSERT_EQ(kubectl("rollout status deployment/prop --timeout=60s").exitCode, 0);
   // New pods never get ready: the rollout stops at 8 old + 5 new (surge 3, unavailable 2).
   ASSERT_EQ(kubectl("set image deployment/prop img=never-ready").exitCode, 0);
-  auto sizes = [&] {
-    return get("rs -l app=prop --sort-by=.metadata.creationTimestamp -o jsonpath='{.items[*].spec.replicas}'");
+  auto sizes = [&] {  // "<old> <new>" (by image: both may be created within one second)
+    auto of = [&](const std::string& image) {
+      return get("rs -l app=prop -o jsonpath='{.items[?(@.spec.template.spec.containers[0].image==\"" + image +
+                 "\")].spec.replicas}'");
+    };
+    return of("img:v1") + " " + of("never-ready");
   };
   ASSERT_TRUE(eventually([&] { return sizes() == "8 5"; })) << sizes();
   // To 20 (surge 5): 12 more, spread 8:5 as kube does — 15 and 10.
