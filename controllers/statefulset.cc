@@ -184,8 +184,14 @@ class StatefulSets : public Reconciler {
     if (!update) return update.error();
     std::string current(kube::str(*sts, {"status", "currentRevision"}));
     if (current.empty() || !templateOf(*sts, current, *update)) current = update->name;
+    // Only pods named as the set's members are adopted (kube's isMemberOf).
+    auto notMember = [&setName](const json::object& p) {
+      std::string_view name = kube::objectName(p);
+      std::string_view suffix = name.substr(std::min(name.size(), setName.size() + 1));
+      return !name.starts_with(setName + "-") || suffix.empty() || suffix.find_first_not_of("0123456789") != std::string_view::npos;
+    };
     auto pods = claim(ctx_.client, kPods, *sts, controllerRef("apps/v1", "StatefulSet", *sts), *sel,
-                      pods_->byIndex(kByNamespace, ns), result);
+                      pods_->byIndex(kByNamespace, ns), result, notMember);
     int64_t start = kube::integer(*sts, {"spec", "ordinals", "start"});
     int64_t replicas = kube::integer(*sts, {"spec", "replicas"}, 1);
     bool parallel = kube::str(*sts, {"spec", "podManagementPolicy"}) == "Parallel";
