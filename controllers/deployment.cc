@@ -175,8 +175,12 @@ class Deployments : public Reconciler {
         else if (fresh->replicas != replicas) keep(scale(*d, *fresh, replicas, surge));
       }
     } else {
-      int64_t current = fresh ? fresh->replicas : 0;
-      for (const Set& s : old) current += s.replicas;
+      // Pods there may be: a ReplicaSet scaled down may not have deleted its
+      // pods yet (its status still counts them), so surge is judged by the
+      // larger of spec and status — maxSurge bounds pods, not specs.
+      auto pods = [](const Set& s) { return std::max(s.replicas, kube::integer(*s.obj, {"status", "replicas"})); };
+      int64_t current = fresh ? pods(*fresh) : 0;
+      for (const Set& s : old) current += pods(s);
       int64_t newReplicas = fresh ? fresh->replicas : 0;
       if (newReplicas > replicas) {
         newReplicas = replicas;
