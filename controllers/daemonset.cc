@@ -87,16 +87,7 @@ class DaemonSets : public Reconciler {
       for (const kube::ObjectPtr& ds : sets_->list()) all.push_back(kube::objectKey(*ds));
       return all;
     });
-    auto seen = [this](const json::object& pod, bool deleted) {
-      auto ref = kube::controllerOf(pod);
-      if (!ref || ref->kind != "DaemonSet") return;
-      std::string key = std::string(kube::objectNamespace(pod)) + "/" + ref->name;
-      expectations_.observed(key, std::string(kube::objectName(pod)), deleted);
-      controller_.enqueue(key);
-    };
-    pods_->addHandler({.onAdd = [seen](const kube::ObjectPtr& p) { seen(*p, false); },
-                       .onUpdate = [seen](const kube::ObjectPtr&, const kube::ObjectPtr& p) { seen(*p, kube::beingDeleted(*p)); },
-                       .onDelete = [seen](const kube::ObjectPtr& p) { seen(*p, true); }});
+    observeOwnedPods(*pods_, "DaemonSet", expectations_, controller_);
   }
 
  private:

@@ -149,16 +149,7 @@ class Jobs : public Reconciler {
         pods_(ctx.informers.get(kPods)) {
     indexByNamespace(*pods_);
     controller_.watch(*jobs_);
-    auto seen = [this](const json::object& pod, bool deleted) {
-      auto ref = kube::controllerOf(pod);
-      if (!ref || ref->kind != "Job") return;
-      std::string key = std::string(kube::objectNamespace(pod)) + "/" + ref->name;
-      expectations_.observed(key, std::string(kube::objectName(pod)), deleted);
-      controller_.enqueue(key);
-    };
-    pods_->addHandler({.onAdd = [seen](const kube::ObjectPtr& p) { seen(*p, false); },
-                       .onUpdate = [seen](const kube::ObjectPtr&, const kube::ObjectPtr& p) { seen(*p, kube::beingDeleted(*p)); },
-                       .onDelete = [seen](const kube::ObjectPtr& p) { seen(*p, true); }});
+    observeOwnedPods(*pods_, "Job", expectations_, controller_);
   }
 
  private:

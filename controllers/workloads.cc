@@ -116,6 +116,19 @@ void Expectations::forget(const std::string& key) {
   rounds_.erase(key);
 }
 
+void observeOwnedPods(kube::Informer& pods, std::string kind, Expectations& expectations, kube::Controller& controller) {
+  auto seen = [kind = std::move(kind), &expectations, &controller](const json::object& pod, bool deleted) {
+    auto ref = kube::controllerOf(pod);
+    if (!ref || ref->kind != kind) return;
+    std::string key = std::string(kube::objectNamespace(pod)) + "/" + ref->name;
+    expectations.observed(key, std::string(kube::objectName(pod)), deleted);
+    controller.enqueue(key);
+  };
+  pods.addHandler({.onAdd = [seen](const kube::ObjectPtr& p) { seen(*p, false); },
+                   .onUpdate = [seen](const kube::ObjectPtr&, const kube::ObjectPtr& p) { seen(*p, kube::beingDeleted(*p)); },
+                   .onDelete = [seen](const kube::ObjectPtr& p) { seen(*p, true); }});
+}
+
 // ---- ownership -------------------------------------------------------------------
 
 kube::OwnerReference controllerRef(std::string_view apiVersion, std::string_view kind, const json::object& owner) {

@@ -19,6 +19,7 @@
 
 #include "common/base/result.h"
 #include "common/kube/client.h"
+#include "common/kube/controller.h"
 #include "common/kube/informer.h"
 #include "common/kube/object.h"
 
@@ -62,6 +63,10 @@ class Expectations {
   std::mutex mu_;
   std::map<std::string, Round> rounds_;
 };
+
+// Pods whose controller is of `kind`: each add, update and delete is
+// reported to `expectations` and enqueues the owner's key ("ns/name").
+void observeOwnedPods(kube::Informer& pods, std::string kind, Expectations& expectations, kube::Controller& controller);
 
 // A controller ownerReference to `owner` (apiVersion and kind given).
 kube::OwnerReference controllerRef(std::string_view apiVersion, std::string_view kind, const boost::json::object& owner);
