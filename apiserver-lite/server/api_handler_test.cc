@@ -46,6 +46,7 @@ class Capture : public http::ResponseWriter {
   void begin(int status, http::Headers) override { streamed_.status = status; }
   void write(std::string data) override { streamed_.body += data; }
   void finish(http::Headers) override { promise_.set_value(streamed_); }
+  void abort() override { promise_.set_value(streamed_); }
   bool closed() const override { return false; }
   void onClose(std::function<void()>) override {}
   size_t pendingBytes() const override { return 0; }

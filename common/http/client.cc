@@ -14,6 +14,7 @@
 #include <boost/asio/post.hpp>
 
 #include "common/http/detail/connection.h"
+#include "common/http/detail/server_internal.h"
 #include "common/http/http1_parser.h"
 #include "common/http/http1_writer.h"
 
@@ -81,6 +82,7 @@ struct Pending {
   bool headersSeen = false;
   bool done = false;
   bool retried = false;
+  std::chrono::steady_clock::time_point lastActivity;
 
   void complete(base::Result<Response> r) {
     if (done) return;
@@ -89,11 +91,13 @@ struct Pending {
   }
   void headers(int status, Headers h) {
     headersSeen = true;
+    if (handler.idleTimeout.count()) lastActivity = std::chrono::steady_clock::now();
     response.status = status;
     response.headers = std::move(h);
     if (handler.onHeaders) handler.onHeaders(status, response.headers);
   }
   void data(std::string_view d) {
+    if (handler.idleTimeout.count()) lastActivity = std::chrono::steady_clock::now();
     if (handler.onData) handler.onData(d);
     else response.body.append(d);
   }
@@ -113,9 +117,18 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   };
 
   ClientOptions options;
-  asio::io_context io{1};
-  Poller poller{io};
+  // Its own loop and thread, or (onServerThread) the server worker's.
+  std::unique_ptr<asio::io_context> ownIo;
+  std::unique_ptr<Poller> ownPoller;
+  asio::io_context& io;
+  Poller& poller;
   std::thread thread;
+  bool borrowed = false;
+
+  Impl(asio::io_context& loop, Poller& p) : io(loop), poller(p) {}
+  explicit Impl(std::unique_ptr<asio::io_context> own)
+      : ownIo(std::move(own)), ownPoller(std::make_unique<Poller>(*ownIo)), io(*ownIo), poller(*ownPoller) {}
+  void shutdown();
   std::map<std::string, Pool> pools;
   std::unordered_map<RequestId, PendingPtr> inflight;
   std::atomic<RequestId> nextId{1};
@@ -130,6 +143,12 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   void released(ClientConn* conn);  // an HTTP/1.1 connection became idle
   void closed(ClientConn* conn);
   void finished(const PendingPtr& p) { inflight.erase(p->id); }
+  // Ends a request in flight with `err` (cancel, timeout).
+  void abort(RequestId id, base::Error err);
+  // Watches requests with an idle timeout (one timer for all of them).
+  void armSweep();
+  void scheduleSweep();
+  std::unique_ptr<asio::steady_timer> sweepTimer;
   void failed(const PendingPtr& p, base::Error err, bool maySafelyRetry);
 };
 
@@ -275,7 +294,7 @@ class H1ClientConn : public ClientConn {
       closeAfterFlush();
       return;
     }
-    setDeadline(std::chrono::seconds(90));
+    setDeadline(impl_->options.idleTimeout);
     impl_->released(this);
   }
 
@@ -493,7 +512,7 @@ class H2ClientConn : public ClientConn {
                                        nghttp2_http2_strerror(error)), refused);
     }
     self->streams_.erase(it);
-    if (self->streams_.empty()) self->setDeadline(std::chrono::seconds(90));
+    if (self->streams_.empty()) self->setDeadline(self->impl_->options.idleTimeout);
     return 0;
   }
 
@@ -674,7 +693,7 @@ void Client::Impl::failed(const PendingPtr& p, base::Error err, bool maySafelyRe
   p->complete(std::move(err));
 }
 
-Client::Client(ClientOptions options) : impl_(std::make_shared<Impl>()) {
+Client::Client(ClientOptions options) : impl_(std::make_shared<Impl>(std::make_unique<asio::io_context>(1))) {
   impl_->options = std::move(options);
   Impl* im = impl_.get();
   impl_->thread = std::thread([im] {
@@ -683,19 +702,40 @@ Client::Client(ClientOptions options) : impl_(std::make_shared<Impl>()) {
   });
 }
 
+void Client::Impl::shutdown() {
+  stopping = true;
+  if (sweepTimer) sweepTimer->cancel();
+  std::vector<std::shared_ptr<ClientConn>> all;
+  for (auto& [k, pool] : pools) {
+    all.insert(all.end(), pool.conns.begin(), pool.conns.end());
+    for (auto& p : pool.waiting) p->complete(makeError(ErrorCode::kUnavailable, "client is shutting down"));
+    pool.waiting.clear();
+  }
+  for (auto& c : all) c->close();
+  inflight.clear();
+}
+
+Client::Client(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+std::unique_ptr<Client> Client::onServerThread(ClientOptions options) {
+  Worker* worker = currentWorker();
+  if (!worker) return nullptr;
+  auto impl = std::make_shared<Impl>(worker->io, worker->poller);
+  impl->options = std::move(options);
+  impl->borrowed = true;
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
 Client::~Client() {
   auto im = impl_;
+  if (im->borrowed) {  // on the server thread that owns the loop
+    im->shutdown();
+    im->pools.clear();
+    return;
+  }
   std::promise<void> done;
   asio::post(im->io, [im, &done] {
-    im->stopping = true;
-    std::vector<std::shared_ptr<ClientConn>> all;
-    for (auto& [k, pool] : im->pools) {
-      all.insert(all.end(), pool.conns.begin(), pool.conns.end());
-      for (auto& p : pool.waiting) p->complete(makeError(ErrorCode::kUnavailable, "client is shutting down"));
-      pool.waiting.clear();
-    }
-    for (auto& c : all) c->close();
-    im->inflight.clear();
+    im->shutdown();
     done.set_value();
   });
   done.get_future().wait();
@@ -715,28 +755,65 @@ Client::RequestId Client::start(const Origin& origin, Request request, ResponseH
   if (p->request.target.empty()) p->request.target = "/";
   if (p->request.authority.empty()) p->request.authority = origin.authority();
   p->handler = std::move(handler);
+  if (p->handler.idleTimeout.count()) p->lastActivity = std::chrono::steady_clock::now();
   auto im = impl_;
+  if (im->borrowed) {  // callers are on the loop's own thread
+    RequestId id = p->id;
+    if (p->handler.idleTimeout.count()) im->armSweep();
+    im->inflight[id] = p;
+    im->dispatch(std::move(p));
+    return id;
+  }
   asio::post(im->io, [im, p] {
+    if (p->handler.idleTimeout.count()) im->armSweep();
     im->inflight[p->id] = p;
     im->dispatch(p);
   });
   return p->id;
 }
 
+void Client::Impl::abort(RequestId id, base::Error err) {
+  auto it = inflight.find(id);
+  if (it == inflight.end()) return;
+  PendingPtr p = it->second;
+  for (auto& [k, pool] : pools) {
+    for (auto& c : std::vector<std::shared_ptr<ClientConn>>(pool.conns)) c->cancel(id);
+    auto w = std::find(pool.waiting.begin(), pool.waiting.end(), p);
+    if (w != pool.waiting.end()) pool.waiting.erase(w);
+  }
+  inflight.erase(id);
+  p->complete(std::move(err));
+}
+
+void Client::Impl::armSweep() {
+  if (sweepTimer) return;
+  sweepTimer = std::make_unique<asio::steady_timer>(io);
+  scheduleSweep();
+}
+
+void Client::Impl::scheduleSweep() {
+  sweepTimer->expires_after(std::chrono::milliseconds(100));
+  sweepTimer->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->stopping) return;
+    auto now = std::chrono::steady_clock::now();
+    std::vector<std::pair<RequestId, std::chrono::milliseconds>> late;
+    for (auto& [id, p] : self->inflight) {
+      auto limit = p->handler.idleTimeout;
+      if (limit.count() && now - p->lastActivity > limit) late.emplace_back(id, limit);
+    }
+    for (auto& [id, limit] : late) {
+      self->abort(id, makeError(ErrorCode::kDeadlineExceeded, "no answer from the server for {} ms", limit.count()));
+    }
+    self->scheduleSweep();
+  });
+}
+
 void Client::cancel(RequestId id) {
   auto im = impl_;
-  asio::post(im->io, [im, id] {
-    auto it = im->inflight.find(id);
-    if (it == im->inflight.end()) return;
-    PendingPtr p = it->second;
-    for (auto& [k, pool] : im->pools) {
-      for (auto& c : std::vector<std::shared_ptr<ClientConn>>(pool.conns)) c->cancel(id);
-      auto w = std::find(pool.waiting.begin(), pool.waiting.end(), p);
-      if (w != pool.waiting.end()) pool.waiting.erase(w);
-    }
-    im->inflight.erase(id);
-    p->complete(makeError(ErrorCode::kAborted, "request cancelled"));
-  });
+  auto run = [im, id] { im->abort(id, makeError(ErrorCode::kAborted, "request cancelled")); };
+  if (im->borrowed) return run();
+  asio::post(im->io, run);
 }
 
 base::Result<Response> Client::fetch(const Origin& origin, Request request, std::chrono::milliseconds timeout) {

@@ -41,6 +41,7 @@ struct ClientOptions {
   ClientProtocol protocol = ClientProtocol::kAuto;
   std::chrono::milliseconds connectTimeout{10'000};
   size_t maxIdlePerOrigin = 16;  // HTTP/1.1 keep-alive connections kept
+  std::chrono::milliseconds idleTimeout{90'000};  // an idle connection is closed after this
   Limits limits;                 // bounds on what servers send back
 };
 
@@ -51,11 +52,20 @@ struct ResponseHandler {
   std::function<void(std::string_view data)> onData;
   // Exactly once: the whole response (body empty when streamed), or why it failed.
   std::function<void(base::Result<Response> response)> onComplete;
+  // Fails the request (kDeadlineExceeded) when the server sends nothing for
+  // this long: before the headers, or between body pieces. 0: no limit.
+  // Checked a few times a second, so it fires up to ~100 ms late.
+  std::chrono::milliseconds idleTimeout{0};
 };
 
 class Client {
  public:
   explicit Client(ClientOptions options = {});
+  // A client with no thread of its own that runs on the event loop of the
+  // http::Server thread calling this (a proxy's upstream side: no hop
+  // between threads per request). Use and destroy it only on that thread;
+  // blocking fetch() would deadlock there. Null when not called on a server thread.
+  static std::unique_ptr<Client> onServerThread(ClientOptions options = {});
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -82,6 +92,7 @@ class Client {
   struct Impl;
 
  private:
+  explicit Client(std::shared_ptr<Impl> impl);
   std::shared_ptr<Impl> impl_;
 };
 

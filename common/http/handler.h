@@ -29,6 +29,9 @@ class ResponseWriter {
   virtual void begin(int status, Headers headers) = 0;
   virtual void write(std::string data) = 0;
   virtual void finish(Headers trailers = {}) = 0;
+  // Ends the response as failed, so the peer cannot take it for complete: the
+  // HTTP/1.1 connection is closed, the HTTP/2 stream reset (INTERNAL_ERROR).
+  virtual void abort() = 0;
 
   // True once the peer is gone, the stream was reset, or the server stopped.
   virtual bool closed() const = 0;

@@ -155,6 +155,12 @@ class Handshake : public std::enable_shared_from_this<Handshake> {
 
 }  // namespace
 
+namespace {
+thread_local Worker* tlsWorker = nullptr;
+}  // namespace
+
+Worker* detail::currentWorker() { return tlsWorker; }
+
 struct Server::Impl {
   struct Loop {
     std::shared_ptr<Worker> worker = std::make_shared<Worker>();
@@ -263,7 +269,9 @@ base::Status Server::start() {
     im.accept(*loop);
     loop->thread = std::thread([loop] {
       auto guard = asio::make_work_guard(loop->worker->io);
+      tlsWorker = loop->worker.get();
       loop->worker->io.run();
+      tlsWorker = nullptr;
     });
   }
   im.running = true;

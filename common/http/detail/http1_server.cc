@@ -23,6 +23,7 @@ class Http1Writer : public ResponseWriter {
   void begin(int status, Headers headers) override;
   void write(std::string data) override;
   void finish(Headers trailers) override;
+  void abort() override;
   bool closed() const override { return closed_.load(std::memory_order_acquire); }
   void onClose(std::function<void()> callback) override;
   size_t pendingBytes() const override { return pending_.load(std::memory_order_relaxed); }
@@ -94,6 +95,10 @@ class Http1Connection : public ServerConnection {
     if (request_.version != Version::kHttp10) appendLastChunk(output(), trailers);
     streaming_ = false;
     finishExchange(streamKeepAlive_);
+  }
+
+  void abortExchange(uint64_t exchange) {
+    if (current(exchange)) close();
   }
 
   void addCloseCallback(uint64_t exchange, std::function<void()>&& cb) {
@@ -308,6 +313,11 @@ void Http1Writer::write(std::string data) {
 void Http1Writer::finish(Headers trailers) {
   uint64_t ex = exchange_;
   run([ex, t = std::move(trailers)](Http1Connection& c) mutable { c.finish(ex, std::move(t)); });
+}
+
+void Http1Writer::abort() {
+  uint64_t ex = exchange_;
+  run([ex](Http1Connection& c) { c.abortExchange(ex); });
 }
 
 void Http1Writer::onClose(std::function<void()> callback) {

@@ -44,6 +44,7 @@ class Http2Writer : public ResponseWriter {
   void begin(int status, Headers headers) override;
   void write(std::string data) override;
   void finish(Headers trailers) override;
+  void abort() override;
   bool closed() const override { return closed_.load(std::memory_order_acquire); }
   void onClose(std::function<void()> callback) override;
   size_t pendingBytes() const override { return pending_.load(std::memory_order_relaxed); }
@@ -182,6 +183,14 @@ class Http2Connection : public ServerConnection {
       s->body.append(data);
     }
     resume(*s);
+  }
+
+  void reset(int32_t id) {
+    Stream* s = stream(id);
+    if (!s || s->finished) return;
+    s->finished = true;
+    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
+    scheduleFlush();
   }
 
   void finish(int32_t id, Headers&& trailers) {
@@ -468,6 +477,10 @@ void Http2Writer::write(std::string data) {
 
 void Http2Writer::finish(Headers trailers) {
   run([t = std::move(trailers)](Http2Connection& c, int32_t id) mutable { c.finish(id, std::move(t)); });
+}
+
+void Http2Writer::abort() {
+  run([](Http2Connection& c, int32_t id) { c.reset(id); });
 }
 
 void Http2Writer::onClose(std::function<void()> callback) {

@@ -26,6 +26,10 @@ struct ServerStats {
 };
 
 class ServerConnection;
+struct Worker;
+
+// The worker whose loop runs on this thread (null off server threads).
+Worker* currentWorker();
 
 // One event-loop thread of the server and the connections it owns.
 struct Worker {

@@ -1,0 +1,142 @@
+// trellis-echo-backend: a backend for the ingress tests and benchmark. It
+// answers every request with JSON that says who answered and what arrived
+// (method, target, authority, headers, body size), over HTTP/1.1 and h2c
+// (prior knowledge), or HTTPS with --tls.
+//
+//   /status/CODE          answers CODE
+//   /slow?ms=N            answers after N ms
+//   /stream?n=N&ms=M      N chunks "chunk i\n", M ms apart (no Content-Length)
+//   /fixed                100 bytes of "x" (the benchmark's body)
+//   anything else         the echo
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/object.hpp>
+#include <fmt/format.h>
+
+#include "common/base/flags.h"
+#include "common/base/log.h"
+#include "common/base/signals.h"
+#include "common/http/certgen.h"
+#include "common/http/server.h"
+
+using namespace trellis;
+namespace json = boost::json;
+
+namespace {
+
+int intParam(std::string_view query, std::string_view key, int otherwise) {
+  size_t at = query.find(std::string(key) + "=");
+  if (at == std::string_view::npos || (at > 0 && query[at - 1] != '&')) return otherwise;
+  int v = 0;
+  for (size_t i = at + key.size() + 1; i < query.size() && query[i] >= '0' && query[i] <= '9'; ++i) v = v * 10 + (query[i] - '0');
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  base::blockShutdownSignals();
+  CLI::App app{"trellis-echo-backend: answers with what it received (ingress tests and benchmark)"};
+  base::CommonFlags common;
+  base::addCommonFlags(app, common);
+  std::string name = "echo", address = "127.0.0.1", portFile;
+  int port = 0, threads = 1;
+  bool tls = false;
+  app.add_option("--name", name, "who answers (in every echo)")->capture_default_str();
+  app.add_option("--address", address, "listen address")->capture_default_str();
+  app.add_option("--port", port, "listen port (0: pick one)")->capture_default_str();
+  app.add_option("--port-file", portFile, "write the bound port here once listening");
+  app.add_option("--threads", threads, "event-loop threads")->capture_default_str();
+  app.add_option("--tls", tls, "serve HTTPS (a generated certificate)")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  base::applyCommonFlags(common);
+  base::Logger log("echo");
+
+  std::shared_ptr<http::TlsServerConfig> tlsConfig;
+  if (tls) {
+    auto ca = http::generateCa("echo CA");
+    auto leaf = http::generateSigned(*ca, {.commonName = "echo", .dnsNames = {"echo"}, .ipAddresses = {"127.0.0.1"}});
+    tlsConfig = std::make_shared<http::TlsServerConfig>(*http::ServerCertificate::fromPem(leaf->certPem, leaf->keyPem));
+  }
+  const std::string fixed(100, 'x');
+  http::Limits limits;
+  limits.maxBodyBytes = 256 << 20;
+  http::Server server(
+      {.address = address, .port = static_cast<uint16_t>(port), .threads = threads, .tls = tlsConfig, .limits = limits,
+       .name = "echo"},
+      [&](http::Request& req, std::shared_ptr<http::ResponseWriter> w) {
+        std::string_view path = req.path();
+        if (path == "/fixed") {
+          http::Response r;
+          r.headers.add("content-type", "text/plain");
+          r.body = fixed;
+          return w->respond(std::move(r));
+        }
+        if (path.starts_with("/stream")) {
+          int n = intParam(req.query(), "n", 3), ms = intParam(req.query(), "ms", 100);
+          w->begin(200, {});
+          std::thread([w, n, ms, name] {
+            for (int i = 0; i < n && !w->closed(); ++i) {
+              w->write(fmt::format("{} chunk {}\n", name, i));
+              std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+            }
+            w->finish();
+          }).detach();
+          return;
+        }
+        json::object out;
+        out["name"] = name;
+        out["method"] = req.method;
+        out["target"] = req.target;
+        out["authority"] = req.authority;
+        out["protocol"] = std::string(http::versionName(req.version));
+        out["bodySize"] = req.body.size();
+        json::object headers;
+        for (const auto& [k, v] : req.headers) {
+          if (headers.contains(k)) headers[k] = std::string(headers[k].as_string()) + ", " + v;
+          else headers[k] = v;
+        }
+        out["headers"] = std::move(headers);
+        http::Response r;
+        r.headers.add("content-type", "application/json");
+        r.body = json::serialize(out) + "\n";
+        if (path.starts_with("/status/")) r.status = intParam("c=" + std::string(path.substr(8)), "c", 200);
+        int slow = path == "/slow" ? intParam(req.query(), "ms", 1000) : 0;
+        if (slow > 0) {
+          std::thread([w, r = std::move(r), slow]() mutable {
+            std::this_thread::sleep_for(std::chrono::milliseconds(slow));
+            w->respond(std::move(r));
+          }).detach();
+          return;
+        }
+        w->respond(std::move(r));
+      });
+  if (auto st = server.start(); !st) {
+    log.error("listening", {{"error", st.error().message()}});
+    return 1;
+  }
+  if (!portFile.empty()) {
+    FILE* f = fopen((portFile + ".tmp").c_str(), "w");
+    if (f) {
+      fmt::print(f, "{}\n", server.port());
+      fclose(f);
+      rename((portFile + ".tmp").c_str(), portFile.c_str());
+    }
+  }
+  log.info("listening", {{"port", server.port()}, {"name", name}});
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  base::SignalWatcher signals([&] {
+    std::lock_guard g(mu);
+    done = true;
+    cv.notify_all();
+  });
+  std::unique_lock g(mu);
+  cv.wait(g, [&] { return done; });
+  server.stop(std::chrono::milliseconds(500));
+  return 0;
+}
