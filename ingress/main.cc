@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
   int httpPort = 80, httpsPort = 443, metricsPort = 10254, threads = 1;
   int advertisedHttpPort = -1, advertisedHttpsPort = -1;
   bool accessLog = true;
-  std::string maxBody = "64m";
+  std::string maxBody = "64m", headerTimeout = "10s", bodyTimeout = "30s", idleTimeout = "120s";
   app.add_option("--kubeconfig", kubeconfig, "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster)");
   app.add_option("--address", address, "address the HTTP and HTTPS listeners bind")->capture_default_str();
   app.add_option("--http-port", httpPort, "plain HTTP port (0: pick a free one and log it)")->capture_default_str();
@@ -101,6 +101,13 @@ int main(int argc, char** argv) {
   app.add_option("--max-body-size", maxBody,
                  "largest request body any Ingress may allow (trellis.dev/proxy-body-size sets each one's, "
                  "default 1m)")
+      ->capture_default_str();
+  app.add_option("--client-header-timeout", headerTimeout,
+                 "a client must send a request's whole header section within this (slowloris)")
+      ->capture_default_str();
+  app.add_option("--client-body-timeout", bodyTimeout, "longest pause between pieces of a request body")
+      ->capture_default_str();
+  app.add_option("--client-idle-timeout", idleTimeout, "keep-alive connections with nothing in flight close after this")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   base::applyCommonFlags(common);
@@ -154,8 +161,16 @@ int main(int argc, char** argv) {
   base::Registry metrics;
   http::Limits limits;
   limits.maxBodyBytes = *maxBodyBytes;
-  limits.headerTimeout = std::chrono::seconds(10);  // slowloris: headers must arrive whole within this
-  limits.bodyTimeout = std::chrono::seconds(30);
+  for (auto [flag, text, into] : {std::tuple{"--client-header-timeout", &headerTimeout, &limits.headerTimeout},
+                                  std::tuple{"--client-body-timeout", &bodyTimeout, &limits.bodyTimeout},
+                                  std::tuple{"--client-idle-timeout", &idleTimeout, &limits.idleTimeout}}) {
+    auto ms = ingress::parseDurationMs(*text);
+    if (!ms) {
+      log.error(flag, {{"error", ms.error().message()}});
+      return 2;
+    }
+    *into = std::chrono::milliseconds(*ms);
+  }
   ingress::ProxyOptions popts{.metrics = &metrics, .accessLog = accessLog};
   ingress::Proxy proxy(popts);
   // The listeners first (their ports go into redirects), then the proxy options.

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <tuple>
@@ -88,7 +89,8 @@ struct Proxy::ThreadState {
   std::shared_ptr<const RouteTable> table;
   std::map<std::tuple<UpstreamProtocol, int64_t, int64_t>, std::unique_ptr<http::Client>> clients;
   std::unordered_map<std::string, Upstream> upstreams;  // by protocol + endpoint
-  std::unordered_map<const Route*, RouteStats> stats;   // for the current table
+  // For the current table (cleared when it changes; exchanges keep theirs).
+  std::unordered_map<const Route*, std::shared_ptr<RouteStats>> stats;
   uint64_t rng = 0x9e3779b97f4a7c15ull;
   uint64_t requestIds = 0;
   std::string pid;
@@ -130,7 +132,7 @@ struct Exchange {
   std::shared_ptr<const RouteTable> table;  // keeps route and backend alive
   const Route* route = nullptr;
   const Backend* backend = nullptr;
-  RouteStats* stats = nullptr;
+  std::shared_ptr<RouteStats> stats;
   Upstream* up = nullptr;
   const Endpoint* endpoint = nullptr;
   std::optional<http::Request> retryCopy;
@@ -268,15 +270,17 @@ const Endpoint* pick(Proxy::ThreadState& ts, const Backend& b, const Endpoint* a
   return best;
 }
 
-RouteStats& statsFor(base::Registry& m, Proxy::ThreadState& ts, const Route& r, const Backend* b) {
-  RouteStats& s = ts.stats[&r];
+std::shared_ptr<RouteStats> statsFor(base::Registry& m, Proxy::ThreadState& ts, const Route& r, const Backend* b) {
+  std::shared_ptr<RouteStats>& slot = ts.stats[&r];
+  if (!slot) slot = std::make_shared<RouteStats>();
+  RouteStats& s = *slot;
   if (!s.latency) {
     s.latency = &m.histogram("trellis_ingress_request_duration_seconds", "Time from request to the end of the response",
                              base::latencyBuckets(), {{"ingress", r.source}});
     s.upstreamErrors = &m.counter("trellis_ingress_upstream_errors_total",
                                   "Upstream connections or exchanges that failed", {{"service", b ? b->id() : ""}});
   }
-  return s;
+  return slot;
 }
 
 void countCode(base::Registry& m, const Exchange& ex, int code) {
@@ -360,7 +364,7 @@ void Proxy::serve(ThreadState& ts, bool tls, http::Request& req, std::shared_ptr
     }
   }
   ex->backend = backend;
-  ex->stats = &statsFor(metrics_, ts, route, backend);
+  ex->stats = statsFor(metrics_, ts, route, backend);
   if (!tls && policy.sslRedirect) {
     http::Response r;
     r.status = 308;
@@ -384,15 +388,31 @@ void Proxy::serve(ThreadState& ts, bool tls, http::Request& req, std::shared_ptr
   up.body = std::move(req.body);
   up.trailers = std::move(req.trailers);
   up.headers.reserve(req.headers.size() + 6);
-  std::string_view xff, requestId;
+  std::string_view xff;
   bool teTrailers = false;
+  // Fields the client's Connection header names are hop-by-hop too.
+  std::vector<std::string> listed;
+  if (auto c = req.headers.get("connection")) {
+    for (std::string_view rest = *c; !rest.empty();) {
+      size_t comma = rest.find(',');
+      std::string_view tok = rest.substr(0, comma);
+      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+      while (!tok.empty() && (tok.front() == ' ' || tok.front() == '\t')) tok.remove_prefix(1);
+      while (!tok.empty() && (tok.back() == ' ' || tok.back() == '\t')) tok.remove_suffix(1);
+      if (!tok.empty()) {
+        listed.emplace_back(tok);
+        http::toLower(listed.back());
+      }
+    }
+  }
   for (auto& [name, value] : req.headers) {
+    if (!listed.empty() && std::find(listed.begin(), listed.end(), name) != listed.end()) continue;
     if (hopByHop(name)) {
       if (name == "te" && value.find("trailers") != std::string::npos) teTrailers = true;
       continue;
     }
     if (name == "x-forwarded-for") { xff = value; continue; }
-    if (name == "x-request-id") requestId = value;
+    if (name == "x-request-id") ex->requestId = value;  // copied: the value moves on below
     if (name == "host" || name == "x-forwarded-proto" || name == "x-forwarded-host" || name == "x-forwarded-port" ||
         name == "forwarded")
       continue;
@@ -405,11 +425,9 @@ void Proxy::serve(ThreadState& ts, bool tls, http::Request& req, std::shared_ptr
   up.headers.add("x-forwarded-host", host);
   // Our own port as the client reached it.
   up.headers.add("x-forwarded-port", std::to_string((tls ? httpsPort_ : httpPort_).load(std::memory_order_relaxed)));
-  if (requestId.empty()) {
+  if (ex->requestId.empty()) {
     ex->requestId = fmt::format("{:016x}{:016x}", ts.random(), ++ts.requestIds);
     up.headers.add("x-request-id", ex->requestId);
-  } else {
-    ex->requestId = std::string(requestId);
   }
   bool v6 = ip.find(':') != std::string_view::npos;
   up.headers.add("forwarded", v6 ? fmt::format("for=\"[{}]\";host={};proto={}", ip, host, tls ? "https" : "http")

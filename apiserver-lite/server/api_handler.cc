@@ -880,6 +880,9 @@ bool ApiHandler::Impl::authorized(const UserInfo& user, const RequestAttributes&
   } else {
     e.message = "forbidden: " + forbiddenMessage(user, a);
   }
+  // The audit trail of refusals: who asked for what.
+  log().info("forbidden", {{"user", user.name}, {"verb", a.verb}, {"resource", a.resource}, {"subresource", a.subresource},
+                           {"namespace", a.ns}, {"name", a.name}, {"path", a.path}});
   sendError(w, e);
   return false;
 }
@@ -992,6 +995,19 @@ void ApiHandler::Impl::handle(http::Request& req, const UserInfo& user, std::sha
   attrs.resource = res->plural;
   attrs.subresource = std::string(sub);
   attrs.name = std::string(name);
+  if ((attrs.verb == "list" || attrs.verb == "watch") && attrs.name.empty()) {
+    // As kube-apiserver's RequestInfo: a list or watch selecting one name by
+    // field is authorized as a request for that name (resourceNames rules).
+    if (auto it = q.find("fieldSelector"); it != q.end()) {
+      std::string_view fs = it->second;
+      for (std::string_view prefix : {"metadata.name==", "metadata.name="}) {
+        if (fs.starts_with(prefix) && fs.find(',') == std::string_view::npos) {
+          attrs.name = std::string(fs.substr(prefix.size()));
+          break;
+        }
+      }
+    }
+  }
   if (!authorized(user, attrs, w)) return;
   if (base::Counter* c = requestCounter(*res, attrs.verb)) c->inc();
   if (res->review) {

@@ -776,13 +776,13 @@ void Client::Impl::abort(RequestId id, base::Error err) {
   auto it = inflight.find(id);
   if (it == inflight.end()) return;
   PendingPtr p = it->second;
+  p->complete(err);  // first: the connections' cancel reports kAborted, which p then ignores
   for (auto& [k, pool] : pools) {
     for (auto& c : std::vector<std::shared_ptr<ClientConn>>(pool.conns)) c->cancel(id);
     auto w = std::find(pool.waiting.begin(), pool.waiting.end(), p);
     if (w != pool.waiting.end()) pool.waiting.erase(w);
   }
   inflight.erase(id);
-  p->complete(std::move(err));
 }
 
 void Client::Impl::armSweep() {
