@@ -94,6 +94,8 @@ struct Proxy::ThreadState {
   uint64_t rng = 0x9e3779b97f4a7c15ull;
   uint64_t requestIds = 0;
   std::string pid;
+  std::string keyBuf;   // scratch for upstream keys
+  std::string hostBuf;  // the current request's normalized host
 
   uint64_t random() {  // xorshift64*
     rng ^= rng >> 12;
@@ -126,7 +128,11 @@ struct Proxy::ThreadState {
 
 namespace {
 
+// One request on its way through the proxy. Owned by the upstream attempt in
+// flight: created for the first, kept for a retry, deleted when the last
+// attempt completes (the client calls onComplete exactly once per attempt).
 struct Exchange {
+  Proxy* proxy = nullptr;
   Proxy::ThreadState* ts = nullptr;
   std::shared_ptr<http::ResponseWriter> w;
   std::shared_ptr<const RouteTable> table;  // keeps route and backend alive
@@ -139,7 +145,6 @@ struct Exchange {
   bool retried = false;
   // The answer so far.
   int status = 0;
-  http::Headers headers;
   std::string body;
   bool streaming = false;
   bool accessLog = false;
@@ -229,7 +234,7 @@ void logAccess(const Exchange& ex, int status) {
 // Power of two choices on outstanding requests among endpoints not ejected
 // (all of them when every one is); `avoid` is skipped when there is another.
 const Endpoint* pick(Proxy::ThreadState& ts, const Backend& b, const Endpoint* avoid, Upstream** upOut,
-                     std::string& keyBuf) {
+                     std::string& keyBuf) {  // keyBuf: scratch
   auto now = Clock::now();
   const auto& eps = b.endpoints;
   auto upstreamOf = [&](const Endpoint& e) -> Upstream& {
@@ -321,12 +326,14 @@ void Proxy::serve(ThreadState& ts, bool tls, http::Request& req, std::shared_ptr
     w->respond(textResponse(503, "the ingress has no route table yet"));
     return;
   }
-  auto ex = std::make_shared<Exchange>();
+  auto ex = std::make_unique<Exchange>();
+  ex->proxy = this;
   ex->ts = &ts;
   ex->start = Clock::now();
   ex->table = ts.table;
   ex->accessLog = options_.accessLog;
-  std::string host = normalizeHost(req.authority);
+  normalizeHostInto(req.authority, ts.hostBuf);
+  const std::string& host = ts.hostBuf;
   std::string_view path = req.path();
   RouteTable::Match m = ts.table->match(host, path);
   if (ex->accessLog) {
@@ -389,7 +396,7 @@ void Proxy::serve(ThreadState& ts, bool tls, http::Request& req, std::shared_ptr
   up.trailers = std::move(req.trailers);
   up.headers.reserve(req.headers.size() + 6);
   std::string_view xff;
-  bool teTrailers = false;
+  bool teTrailers = false, hasRequestId = false;
   // Fields the client's Connection header names are hop-by-hop too.
   std::vector<std::string> listed;
   if (auto c = req.headers.get("connection")) {
@@ -412,7 +419,10 @@ void Proxy::serve(ThreadState& ts, bool tls, http::Request& req, std::shared_ptr
       continue;
     }
     if (name == "x-forwarded-for") { xff = value; continue; }
-    if (name == "x-request-id") ex->requestId = value;  // copied: the value moves on below
+    if (name == "x-request-id") {
+      hasRequestId = true;
+      if (ex->accessLog) ex->requestId = value;  // copied: the value moves on below
+    }
     if (name == "host" || name == "x-forwarded-proto" || name == "x-forwarded-host" || name == "x-forwarded-port" ||
         name == "forwarded")
       continue;
@@ -425,24 +435,24 @@ void Proxy::serve(ThreadState& ts, bool tls, http::Request& req, std::shared_ptr
   up.headers.add("x-forwarded-host", host);
   // Our own port as the client reached it.
   up.headers.add("x-forwarded-port", std::to_string((tls ? httpsPort_ : httpPort_).load(std::memory_order_relaxed)));
-  if (ex->requestId.empty()) {
-    ex->requestId = fmt::format("{:016x}{:016x}", ts.random(), ++ts.requestIds);
-    up.headers.add("x-request-id", ex->requestId);
+  if (!hasRequestId) {
+    std::string id = fmt::format("{:016x}{:016x}", ts.random(), ++ts.requestIds);
+    if (ex->accessLog) ex->requestId = id;
+    up.headers.add("x-request-id", std::move(id));
   }
   bool v6 = ip.find(':') != std::string_view::npos;
   up.headers.add("forwarded", v6 ? fmt::format("for=\"[{}]\";host={};proto={}", ip, host, tls ? "https" : "http")
                                  : fmt::format("for={};host={};proto={}", ip, host, tls ? "https" : "http"));
   if (idempotent(up.method) && backend->endpoints.size() > 1) ex->retryCopy = up;
   ex->w = std::move(w);
-  send(ts, ex, std::move(up), nullptr);
+  send(ts, ex.release(), std::move(up), nullptr);
 }
 
-void Proxy::send(ThreadState& ts, const std::shared_ptr<void>& exv, http::Request request, const void* avoidv) {
-  auto ex = std::static_pointer_cast<Exchange>(exv);
+void Proxy::send(ThreadState& ts, void* exchange, http::Request request, const void* avoidv) {
+  auto* ex = static_cast<Exchange*>(exchange);
   const Backend& backend = *ex->backend;
   const RoutePolicy& policy = *ex->route->policy;
-  std::string key;
-  ex->endpoint = pick(ts, backend, static_cast<const Endpoint*>(avoidv), &ex->up, key);
+  ex->endpoint = pick(ts, backend, static_cast<const Endpoint*>(avoidv), &ex->up, ts.keyBuf);
   ex->up->outstanding++;
   http::Origin origin;
   origin.scheme = backend.protocol == UpstreamProtocol::kHttps ? "https" : "http";
@@ -450,72 +460,76 @@ void Proxy::send(ThreadState& ts, const std::shared_ptr<void>& exv, http::Reques
   origin.port = ex->endpoint->port;
   http::ResponseHandler h;
   h.idleTimeout = std::chrono::milliseconds(policy.readTimeoutMs);
-  size_t bufferUpTo = options_.bufferResponsesUpTo;
-  h.onHeaders = [ex, bufferUpTo](int status, const http::Headers& headers) {
+  // The callbacks capture only the raw pointer: small enough for std::function
+  // to hold without allocating.
+  h.onHeaders = [ex](int status, const http::Headers& headers) {
     ex->status = status;
-    ex->headers.reserve(headers.size());
-    bool known = false;
+    bool buffered = false;
+    if (auto len = headers.get("content-length")) {
+      size_t n = 0;
+      for (char c : *len) n = n * 10 + static_cast<size_t>(c - '0');
+      buffered = n <= ex->proxy->options_.bufferResponsesUpTo;
+    }
+    if (buffered) return;  // relayed whole from onComplete, headers and all
+    // A stream, a long poll or a large body: relay as it comes.
+    ex->streaming = true;
+    http::Headers relay;
+    relay.reserve(headers.size());
     for (const auto& [name, value] : headers) {
-      if (name == "content-length") {
-        size_t n = 0;
-        for (char c : value) n = n * 10 + static_cast<size_t>(c - '0');
-        known = n <= bufferUpTo;
-      }
-      if (hopByHop(name)) continue;
-      ex->headers.add(name, value);
+      if (!hopByHop(name)) relay.add(name, value);
     }
-    if (!known) {  // a stream, a long poll or a large body: relay as it comes
-      ex->streaming = true;
-      ex->w->begin(status, std::move(ex->headers));
-    }
+    ex->w->begin(status, std::move(relay));
   };
   h.onData = [ex](std::string_view data) {
     ex->bytes += data.size();
     if (ex->streaming) ex->w->write(std::string(data));
     else ex->body.append(data);
   };
-  h.onComplete = [this, ex, &ts](base::Result<http::Response> r) {
-    ex->up->outstanding--;
-    if (!r) {
-      ex->stats->upstreamErrors->inc();
-      bool refused = r.error().code() == base::ErrorCode::kUnavailable;
-      if (refused && ++ex->up->failures >= kEjectAfterFailures) ex->up->ejectedUntil = Clock::now() + kEjectFor;
-      if (!ex->streaming && ex->status == 0 && refused && ex->retryCopy && !ex->retried) {
-        ex->retried = true;
-        http::Request again = std::move(*ex->retryCopy);
-        ex->retryCopy.reset();
-        return send(ts, ex, std::move(again), ex->endpoint);
-      }
-      if (ex->streaming) {
-        ex->w->abort();
-        countCode(metrics_, *ex, ex->status);
-        if (ex->accessLog) logAccess(*ex, ex->status);
-        return;
-      }
-      bool timeout = r.error().code() == base::ErrorCode::kDeadlineExceeded;
-      int status = timeout ? 504 : 502;
-      http::Response resp = textResponse(status, fmt::format("upstream {}: {}", ex->endpoint->hostPort, r.error().message()));
-      countCode(metrics_, *ex, status);
-      if (ex->accessLog) logAccess(*ex, status);
-      ex->w->respond(std::move(resp));
-      return;
-    }
-    ex->up->failures = 0;
-    ex->stats->latency->observe(std::chrono::duration<double>(Clock::now() - ex->start).count());
-    countCode(metrics_, *ex, ex->status);
-    if (ex->accessLog) logAccess(*ex, ex->status);
-    if (ex->streaming) {
-      ex->w->finish(std::move(r->trailers));
-      return;
-    }
-    http::Response resp;
-    resp.status = ex->status;
-    resp.headers = std::move(ex->headers);
-    resp.body = std::move(ex->body);
-    resp.trailers = std::move(r->trailers);
-    ex->w->respond(std::move(resp));
-  };
+  h.onComplete = [ex](base::Result<http::Response> r) { ex->proxy->completed(ex, std::move(r)); };
   ts.client(backend, policy).start(origin, std::move(request), std::move(h));
+}
+
+void Proxy::completed(void* exchange, base::Result<http::Response> r) {
+  std::unique_ptr<Exchange> ex(static_cast<Exchange*>(exchange));
+  ThreadState& ts = *ex->ts;
+  ex->up->outstanding--;
+  if (!r) {
+    ex->stats->upstreamErrors->inc();
+    bool unavailable = r.error().code() == base::ErrorCode::kUnavailable;
+    if (unavailable && ++ex->up->failures >= kEjectAfterFailures) ex->up->ejectedUntil = Clock::now() + kEjectFor;
+    if (!ex->streaming && ex->status == 0 && unavailable && ex->retryCopy && !ex->retried) {
+      // Failed before any answer: once more, on another endpoint.
+      ex->retried = true;
+      http::Request again = std::move(*ex->retryCopy);
+      ex->retryCopy.reset();
+      const Endpoint* failed = ex->endpoint;
+      send(ts, ex.release(), std::move(again), failed);
+      return;
+    }
+    if (ex->streaming) {  // the status line is out: the client must not take a cut answer for a whole one
+      ex->w->abort();
+      countCode(metrics_, *ex, ex->status);
+      if (ex->accessLog) logAccess(*ex, ex->status);
+      return;
+    }
+    int status = r.error().code() == base::ErrorCode::kDeadlineExceeded ? 504 : 502;
+    countCode(metrics_, *ex, status);
+    if (ex->accessLog) logAccess(*ex, status);
+    ex->w->respond(textResponse(status, fmt::format("upstream {}: {}", ex->endpoint->hostPort, r.error().message())));
+    return;
+  }
+  ex->up->failures = 0;
+  ex->stats->latency->observe(std::chrono::duration<double>(Clock::now() - ex->start).count());
+  countCode(metrics_, *ex, r->status);
+  if (ex->accessLog) logAccess(*ex, r->status);
+  if (ex->streaming) {
+    ex->w->finish(std::move(r->trailers));
+    return;
+  }
+  http::Response resp = std::move(*r);
+  resp.headers.removeIf(hopByHop);
+  resp.body = std::move(ex->body);
+  ex->w->respond(std::move(resp));
 }
 
 }  // namespace trellis::ingress

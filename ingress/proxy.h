@@ -21,7 +21,9 @@
 #include <string>
 
 #include "common/base/metrics.h"
+#include "common/base/result.h"
 #include "common/http/handler.h"
+#include "common/http/message.h"
 #include "ingress/routes.h"
 
 namespace trellis::ingress {
@@ -56,8 +58,10 @@ class Proxy {
  private:
   ThreadState& state();
   void serve(ThreadState& ts, bool tls, http::Request& req, std::shared_ptr<http::ResponseWriter> w);
-  // Sends one attempt of an exchange to an endpoint other than `avoid`.
-  void send(ThreadState& ts, const std::shared_ptr<void>& exchange, http::Request request, const void* avoid);
+  // Sends one attempt of an exchange (owned by the attempt) to an endpoint other than `avoid`.
+  void send(ThreadState& ts, void* exchange, http::Request request, const void* avoid);
+  // The attempt's end: the answer relayed, a retry sent, or an error answered.
+  void completed(void* exchange, base::Result<http::Response> response);
 
   ProxyOptions options_;
   mutable std::mutex mu_;

@@ -16,6 +16,12 @@ std::string_view upstreamProtocolName(UpstreamProtocol p) {
 }
 
 std::string normalizeHost(std::string_view authority) {
+  std::string out;
+  normalizeHostInto(authority, out);
+  return out;
+}
+
+void normalizeHostInto(std::string_view authority, std::string& out) {
   std::string_view h = authority;
   if (!h.empty() && h.front() == '[') {  // [v6]:port
     size_t close = h.find(']');
@@ -24,11 +30,10 @@ std::string normalizeHost(std::string_view authority) {
     h = h.substr(0, colon);
   }
   if (!h.empty() && h.back() == '.') h.remove_suffix(1);  // "example.com." names the same host
-  std::string out(h);
+  out.assign(h);
   for (char& c : out) {
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
   }
-  return out;
 }
 
 namespace {

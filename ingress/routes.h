@@ -78,6 +78,8 @@ struct Route {
 
 // Hosts as requests carry them: lower-case, without the port.
 std::string normalizeHost(std::string_view authority);
+// The same into `out` (reusing its storage).
+void normalizeHostInto(std::string_view authority, std::string& out);
 
 // Hashes string keys so string_views look them up without a copy.
 struct StringHash {

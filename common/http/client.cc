@@ -3,6 +3,7 @@
 #include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
 
+#include <charconv>
 #include <deque>
 #include <future>
 #include <map>
@@ -111,6 +112,7 @@ class ClientConn;
 struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   struct Pool {
     std::vector<std::shared_ptr<ClientConn>> conns;
+    std::vector<ClientConn*> idle;  // HTTP/1.1 connections with nothing in flight (most recent last)
     std::deque<PendingPtr> waiting;
     int connecting = 0;
     bool knownH1 = false;
@@ -129,13 +131,27 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   explicit Impl(std::unique_ptr<asio::io_context> own)
       : ownIo(std::move(own)), ownPoller(std::make_unique<Poller>(*ownIo)), io(*ownIo), poller(*ownPoller) {}
   void shutdown();
-  std::map<std::string, Pool> pools;
+  std::map<std::string, Pool, std::less<>> pools;
+  std::string keyBuf;
   std::unordered_map<RequestId, PendingPtr> inflight;
   std::atomic<RequestId> nextId{1};
   std::atomic<size_t> open{0};
   bool stopping = false;
 
   static std::string key(const Origin& o) { return o.scheme + "://" + o.host + ":" + std::to_string(o.port); }
+  // The pool of an origin, found without building a new key string.
+  Pool& poolOf(const Origin& o) {
+    keyBuf.assign(o.scheme);
+    keyBuf += "://";
+    keyBuf += o.host;
+    keyBuf += ':';
+    char port[8];
+    auto [end, ec] = std::to_chars(port, port + sizeof port, o.port);
+    keyBuf.append(port, end);
+    auto it = pools.find(std::string_view(keyBuf));
+    if (it == pools.end()) it = pools.emplace(keyBuf, Pool{}).first;
+    return it->second;
+  }
   void dispatch(PendingPtr p);
   void connect(const Origin& origin);
   void connected(const Origin& origin, Transport transport, bool h2);
@@ -613,9 +629,16 @@ class Connector : public std::enable_shared_from_this<Connector> {
 
 void Client::Impl::dispatch(PendingPtr p) {
   if (stopping) return p->complete(makeError(ErrorCode::kUnavailable, "client is shutting down"));
-  Pool& pool = pools[key(p->origin)];
-  for (auto& c : pool.conns) {
+  Pool& pool = poolOf(p->origin);
+  while (!pool.idle.empty()) {  // HTTP/1.1: the most recently used idle connection
+    ClientConn* c = pool.idle.back();
+    pool.idle.pop_back();
     if (c->available()) return c->submit(std::move(p));
+  }
+  if (!pool.knownH1) {  // HTTP/2: any connection that takes another stream
+    for (auto& c : pool.conns) {
+      if (c->available()) return c->submit(std::move(p));
+    }
   }
   pool.waiting.push_back(std::move(p));
   // HTTP/2 (or not yet known): one connection serves all. HTTP/1.1: one per request.
@@ -624,12 +647,12 @@ void Client::Impl::dispatch(PendingPtr p) {
 }
 
 void Client::Impl::connect(const Origin& origin) {
-  pools[key(origin)].connecting++;
+  poolOf(origin).connecting++;
   std::make_shared<Connector>(shared_from_this(), origin)->start();
 }
 
 void Client::Impl::connected(const Origin& origin, Transport transport, bool h2) {
-  Pool& pool = pools[key(origin)];
+  Pool& pool = poolOf(origin);
   pool.connecting--;
   std::shared_ptr<ClientConn> conn;
   if (h2) {
@@ -648,10 +671,11 @@ void Client::Impl::connected(const Origin& origin, Transport transport, bool h2)
     conn->submit(std::move(p));
   }
   if (h2) conn->scheduleFlushPublic();
+  else if (conn->available()) pool.idle.push_back(conn.get());
 }
 
 void Client::Impl::connectFailed(const Origin& origin, const base::Error& err) {
-  Pool& pool = pools[key(origin)];
+  Pool& pool = poolOf(origin);
   pool.connecting--;
   // Fail the requests that no other pending connection will serve.
   size_t keep = pool.knownH1 ? static_cast<size_t>(std::max(pool.connecting, 0)) : (pool.connecting > 0 ? SIZE_MAX : 0);
@@ -664,21 +688,24 @@ void Client::Impl::connectFailed(const Origin& origin, const base::Error& err) {
 }
 
 void Client::Impl::released(ClientConn* conn) {
-  Pool& pool = pools[key(conn->origin())];
+  Pool& pool = poolOf(conn->origin());
   if (!pool.waiting.empty()) {
     PendingPtr p = std::move(pool.waiting.front());
     pool.waiting.pop_front();
     conn->submit(std::move(p));
     return;
   }
-  size_t idle = 0;
-  for (auto& c : pool.conns) idle += c->available();
-  if (idle > options.maxIdlePerOrigin) conn->close();
+  if (pool.idle.size() >= options.maxIdlePerOrigin) {
+    conn->close();
+    return;
+  }
+  pool.idle.push_back(conn);
 }
 
 void Client::Impl::closed(ClientConn* conn) {
   auto it = pools.find(key(conn->origin()));
   if (it == pools.end()) return;
+  std::erase(it->second.idle, conn);
   std::erase_if(it->second.conns, [&](const std::shared_ptr<ClientConn>& c) { return c.get() == conn; });
 }
 

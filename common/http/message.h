@@ -21,6 +21,11 @@ class Headers {
   // Replaces every field of that name with one.
   void set(std::string_view name, std::string value);
   void remove(std::string_view name);
+  // Removes every field whose name satisfies `pred`.
+  template <typename Pred>
+  void removeIf(Pred pred) {
+    std::erase_if(fields_, [&](const Field& f) { return pred(std::string_view(f.first)); });
+  }
   // The first value of a field, if any.
   std::optional<std::string_view> get(std::string_view name) const;
   size_t count(std::string_view name) const;
