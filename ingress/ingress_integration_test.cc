@@ -631,6 +631,33 @@ TEST_F(IngressTest, RouteChangesUnderLoadCutNothing) {
   kubectl("delete namespace churn --wait=false");
 }
 
+TEST_F(IngressTest, AWebSocketStaysOpenAcrossRouteChanges) {
+  ns("ws");
+  BackendProc a = backend("ws1"), b = backend("ws2");
+  service("ws", "web", {a.port});
+  apply("ws", ingressYaml("web", {{"ws.test", "/", "Prefix", "web"}}));
+  ASSERT_TRUE(waitFor([] { return who("ws.test", "/") == "ws1"; }, 10s));
+  // 40 messages, 100 ms apart, on one connection (over plain HTTP/1.1 Upgrade).
+  Background ws(fmt::format("exec /usr/bin/python3 {} ws.test {} 40 100 2>&1", TRELLIS_WS_CLIENT, httpPort_));
+  ASSERT_TRUE(ws.waitForLine([](const std::string& l) { return l == "open"; }, 10s)) << ws.output();
+  // 20 changes meanwhile: the Ingress's path rules and annotations, and the Service's endpoints.
+  for (int i = 0; i < 20; ++i) {
+    if (i % 2 == 0) {
+      apply("ws", ingressYaml("web", {{"ws.test", "/", "Prefix", "web"}, {"ws.test", fmt::format("/v{}", i), "Exact", "web"}},
+                              "", fmt::format("trellis.dev/proxy-read-timeout: {}s", 30 + i)));
+    } else {
+      service("ws", "web", i % 4 == 1 ? std::vector<uint16_t>{a.port, b.port} : std::vector<uint16_t>{b.port});
+    }
+  }
+  auto rc = ws.wait(20s);
+  ASSERT_TRUE(rc.has_value()) << ws.output();
+  EXPECT_EQ(*rc, 0) << ws.output();
+  EXPECT_NE(ws.output().find("ok 40 ws1"), std::string::npos) << ws.output();
+  // New connections follow the new endpoints.
+  EXPECT_EQ(who("ws.test", "/"), "ws2");
+  kubectl("delete namespace ws --wait=false");
+}
+
 TEST_F(IngressTest, ASlowlorisClientBlocksNobody) {
   ns("slow");
   BackendProc a = backend("s1");

@@ -12,7 +12,6 @@
 #include <fmt/format.h>
 
 #include "common/base/log.h"
-#include "common/http/client.h"
 #include "common/kube/object.h"
 
 namespace trellis::ingress {
@@ -147,6 +146,10 @@ struct Exchange {
   int status = 0;
   std::string body;
   bool streaming = false;
+  bool upgrade = false;  // asked to switch protocols (WebSocket)
+  bool tunnel = false;   // switched: raw bytes both ways
+  http::Client* client = nullptr;
+  http::Client::RequestId upstreamId = 0;
   bool accessLog = false;
   size_t bytes = 0;
   Clock::time_point start;
@@ -412,10 +415,15 @@ void Proxy::serve(ThreadState& ts, bool tls, http::Request& req, std::shared_ptr
       }
     }
   }
+  // An HTTP/1.1 Upgrade (WebSocket): the backend is asked to switch too.
+  bool upgrade = req.version == http::Version::kHttp11 && req.headers.has("upgrade") &&
+                 std::find(listed.begin(), listed.end(), "upgrade") != listed.end();
+  ex->upgrade = upgrade;
   for (auto& [name, value] : req.headers) {
-    if (!listed.empty() && std::find(listed.begin(), listed.end(), name) != listed.end()) continue;
+    if (!listed.empty() && std::find(listed.begin(), listed.end(), name) != listed.end() && name != "upgrade") continue;
     if (hopByHop(name)) {
       if (name == "te" && value.find("trailers") != std::string::npos) teTrailers = true;
+      if (name == "upgrade" && upgrade) up.headers.add("upgrade", value);  // carried on: the backend switches too
       continue;
     }
     if (name == "x-forwarded-for") { xff = value; continue; }
@@ -443,7 +451,7 @@ void Proxy::serve(ThreadState& ts, bool tls, http::Request& req, std::shared_ptr
   bool v6 = ip.find(':') != std::string_view::npos;
   up.headers.add("forwarded", v6 ? fmt::format("for=\"[{}]\";host={};proto={}", ip, host, tls ? "https" : "http")
                                  : fmt::format("for={};host={};proto={}", ip, host, tls ? "https" : "http"));
-  if (idempotent(up.method) && backend->endpoints.size() > 1) ex->retryCopy = up;
+  if (idempotent(up.method) && backend->endpoints.size() > 1 && !upgrade) ex->retryCopy = up;
   ex->w = std::move(w);
   send(ts, ex.release(), std::move(up), nullptr);
 }
@@ -459,11 +467,13 @@ void Proxy::send(ThreadState& ts, void* exchange, http::Request request, const v
   origin.host = ex->endpoint->ip;
   origin.port = ex->endpoint->port;
   http::ResponseHandler h;
-  h.idleTimeout = std::chrono::milliseconds(policy.readTimeoutMs);
+  // A tunnel may be quiet for long: the read timeout covers requests, not WebSockets.
+  h.idleTimeout = std::chrono::milliseconds(ex->upgrade ? 0 : policy.readTimeoutMs);
   // The callbacks capture only the raw pointer: small enough for std::function
   // to hold without allocating.
   h.onHeaders = [ex](int status, const http::Headers& headers) {
     ex->status = status;
+    if (status == 101 && ex->upgrade) return ex->proxy->switched(ex, headers);
     bool buffered = false;
     if (auto len = headers.get("content-length")) {
       size_t n = 0;
@@ -482,11 +492,26 @@ void Proxy::send(ThreadState& ts, void* exchange, http::Request request, const v
   };
   h.onData = [ex](std::string_view data) {
     ex->bytes += data.size();
-    if (ex->streaming) ex->w->write(std::string(data));
+    if (ex->streaming || ex->tunnel) ex->w->write(std::string(data));
     else ex->body.append(data);
   };
   h.onComplete = [ex](base::Result<http::Response> r) { ex->proxy->completed(ex, std::move(r)); };
-  ts.client(backend, policy).start(origin, std::move(request), std::move(h));
+  ex->client = &ts.client(backend, policy);
+  ex->upstreamId = ex->client->start(origin, std::move(request), std::move(h));
+}
+
+void Proxy::switched(void* exchange, const http::Headers& headers) {
+  auto* ex = static_cast<Exchange*>(exchange);
+  ex->tunnel = true;
+  http::Headers relay;
+  for (const auto& [name, value] : headers) {
+    if (!hopByHop(name) || name == "upgrade") relay.add(name, value);
+  }
+  // Bytes from the client go up the upstream tunnel; the client leaving closes it.
+  http::Client* client = ex->client;
+  http::Client::RequestId id = ex->upstreamId;
+  ex->w->upgrade(std::move(relay), [client, id](std::string_view data) { client->write(id, std::string(data)); });
+  ex->w->onClose([client, id] { client->cancel(id); });
 }
 
 void Proxy::completed(void* exchange, base::Result<http::Response> r) {
@@ -506,6 +531,12 @@ void Proxy::completed(void* exchange, base::Result<http::Response> r) {
       send(ts, ex.release(), std::move(again), failed);
       return;
     }
+    if (ex->tunnel) {  // the client left (cancelled) or the backend's connection failed
+      ex->w->finish();
+      countCode(metrics_, *ex, 101);
+      if (ex->accessLog) logAccess(*ex, 101);
+      return;
+    }
     if (ex->streaming) {  // the status line is out: the client must not take a cut answer for a whole one
       ex->w->abort();
       countCode(metrics_, *ex, ex->status);
@@ -522,7 +553,7 @@ void Proxy::completed(void* exchange, base::Result<http::Response> r) {
   ex->stats->latency->observe(std::chrono::duration<double>(Clock::now() - ex->start).count());
   countCode(metrics_, *ex, r->status);
   if (ex->accessLog) logAccess(*ex, r->status);
-  if (ex->streaming) {
+  if (ex->streaming || ex->tunnel) {
     ex->w->finish(std::move(r->trailers));
     return;
   }

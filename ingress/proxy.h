@@ -22,6 +22,7 @@
 
 #include "common/base/metrics.h"
 #include "common/base/result.h"
+#include "common/http/client.h"
 #include "common/http/handler.h"
 #include "common/http/message.h"
 #include "ingress/routes.h"
@@ -60,6 +61,8 @@ class Proxy {
   void serve(ThreadState& ts, bool tls, http::Request& req, std::shared_ptr<http::ResponseWriter> w);
   // Sends one attempt of an exchange (owned by the attempt) to an endpoint other than `avoid`.
   void send(ThreadState& ts, void* exchange, http::Request request, const void* avoid);
+  // A 101 from the backend: the client's connection becomes a tunnel to it.
+  void switched(void* exchange, const http::Headers& headers);
   // The attempt's end: the answer relayed, a retry sent, or an error answered.
   void completed(void* exchange, base::Result<http::Response> response);
 

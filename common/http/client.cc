@@ -84,6 +84,7 @@ struct Pending {
   bool done = false;
   bool retried = false;
   std::chrono::steady_clock::time_point lastActivity;
+  class ClientConn* conn = nullptr;  // HTTP/1.1: the connection carrying it (for tunnels)
 
   void complete(base::Result<Response> r) {
     if (done) return;
@@ -181,6 +182,8 @@ class ClientConn : public Connection {
   virtual bool available() const = 0;  // can take a request now
   virtual void submit(PendingPtr p) = 0;
   virtual void cancel(Client::RequestId id) = 0;
+  // Raw bytes into an upgraded request's tunnel.
+  virtual void tunnelWrite(Client::RequestId, std::string_view) {}
   const Origin& origin() const { return origin_; }
 
  protected:
@@ -199,6 +202,8 @@ class H1ClientConn : public ClientConn {
 
   void submit(PendingPtr p) override {
     current_ = std::move(p);
+    current_->conn = this;
+    upgrade_ = current_->request.headers.has("upgrade");
     reused_ = requests_++ > 0;
     parser_.reset();
     parser_.setNoBody(current_->request.method == "HEAD");
@@ -226,8 +231,18 @@ class H1ClientConn : public ClientConn {
     }
   }
 
+  void tunnelWrite(Client::RequestId id, std::string_view data) override {
+    if (!tunnel_ || !current_ || current_->id != id) return;
+    output().append(data);
+    flushNow();
+  }
+
  protected:
   void onInput(const char* data, size_t n) override {
+    if (tunnel_) {
+      if (current_) current_->data(std::string_view(data, n));
+      return;
+    }
     if (!current_) {  // a server may not speak unasked; drop the connection
       broken_ = true;
       close();
@@ -242,6 +257,15 @@ class H1ClientConn : public ClientConn {
         case Http1Parser::Event::kNeedMore:
           return;
         case Http1Parser::Event::kHeadersComplete:
+          if (parser_.statusCode() == 101 && upgrade_) {
+            // Switched: from here on raw bytes both ways, until either side closes.
+            tunnel_ = true;
+            broken_ = true;  // never reused for another request
+            clearDeadline();
+            current_->headers(101, std::move(parser_.message().headers));
+            if (off < n && current_) current_->data(std::string_view(data + off, n - off));
+            return;
+          }
           if (parser_.statusCode() < 200) {  // interim (100 Continue): skip it
             parser_.reset();
             parser_.setNoBody(current_->request.method == "HEAD");
@@ -277,6 +301,12 @@ class H1ClientConn : public ClientConn {
 
   void onPeerClosed() override {
     if (!current_) return;
+    if (tunnel_) {  // the server ended the tunnel: a complete exchange
+      PendingPtr p = std::move(current_);
+      impl_->finished(p);
+      p->complete(std::move(p->response));
+      return;
+    }
     if (current_->headersSeen && parser_.finishOnEof() == Http1Parser::Event::kMessageComplete) {
       complete();
       return;
@@ -319,6 +349,8 @@ class H1ClientConn : public ClientConn {
   uint64_t requests_ = 0;
   bool reused_ = false;
   bool broken_ = false;
+  bool upgrade_ = false;  // the request asks to switch protocols
+  bool tunnel_ = false;   // it did: raw bytes both ways
 };
 
 class H2ClientConn : public ClientConn {
@@ -834,6 +866,16 @@ void Client::Impl::scheduleSweep() {
     }
     self->scheduleSweep();
   });
+}
+
+void Client::write(RequestId id, std::string data) {
+  auto im = impl_;
+  auto run = [im, id, d = std::move(data)] {
+    auto it = im->inflight.find(id);
+    if (it != im->inflight.end() && it->second->conn) it->second->conn->tunnelWrite(id, d);
+  };
+  if (im->borrowed) return run();
+  asio::post(im->io, std::move(run));
 }
 
 void Client::cancel(RequestId id) {

@@ -79,6 +79,11 @@ class Client {
   // Cancels a request in flight (HTTP/2: RST_STREAM; HTTP/1.1: closes its
   // connection). onComplete then reports kAborted. Thread-safe.
   void cancel(RequestId id);
+  // Sends raw bytes into the tunnel of a request that asked to switch
+  // protocols (an "upgrade" header, sent with "connection: upgrade") and got
+  // 101: onHeaders saw the 101, onData then gets the server's bytes, and
+  // onComplete runs when the server closes (or cancel() closes). Thread-safe.
+  void write(RequestId id, std::string data);
 
   // Blocking convenience: the whole response or an error.
   base::Result<Response> fetch(const Origin& origin, Request request,

@@ -29,6 +29,14 @@ class ResponseWriter {
   virtual void begin(int status, Headers headers) = 0;
   virtual void write(std::string data) = 0;
   virtual void finish(Headers trailers = {}) = 0;
+  // Answers an HTTP/1.1 Upgrade request (WebSocket and the like) with 101
+  // Switching Protocols and `headers` (Upgrade and the protocol's own), and
+  // turns the connection into a tunnel of raw bytes: `onData` gets what the
+  // client sends from then on, write() sends bytes to it as they are,
+  // finish() closes the tunnel, and `onClose` runs once when the client goes
+  // away. False (nothing sent) when the request is not an HTTP/1.1 one.
+  virtual bool upgrade(Headers headers, std::function<void(std::string_view data)> onData) { return false; }
+
   // Ends the response as failed, so the peer cannot take it for complete: the
   // HTTP/1.1 connection is closed, the HTTP/2 stream reset (INTERNAL_ERROR).
   virtual void abort() = 0;

@@ -85,6 +85,7 @@ void appendRequestHead(std::string& out, const Request& request, BodyFraming fra
   out.append(request.authority);
   out.append("\r\n");
   appendFraming(out, framing, contentLength);
+  if (request.headers.has("upgrade")) out.append("connection: upgrade\r\n");
   for (const auto& [name, value] : request.headers) {
     if (isFramingField(name) || name == "host") continue;
     out.append(name);

@@ -7,6 +7,8 @@
 //   /slow?ms=N            answers after N ms
 //   /stream?n=N&ms=M      N chunks "chunk i\n", M ms apart (no Content-Length)
 //   /fixed                100 bytes of "x" (the benchmark's body)
+//   /ws                   a WebSocket (RFC 6455) echo: each text or binary
+//                         message comes back as "NAME: message"
 //   anything else         the echo
 #include <condition_variable>
 #include <mutex>
@@ -16,6 +18,9 @@
 #include <boost/json/object.hpp>
 #include <fmt/format.h>
 
+#include <openssl/sha.h>
+
+#include "common/base/base64.h"
 #include "common/base/flags.h"
 #include "common/base/log.h"
 #include "common/base/signals.h"
@@ -34,6 +39,67 @@ int intParam(std::string_view query, std::string_view key, int otherwise) {
   for (size_t i = at + key.size() + 1; i < query.size() && query[i] >= '0' && query[i] <= '9'; ++i) v = v * 10 + (query[i] - '0');
   return v;
 }
+
+// One WebSocket's server side: unmasks client frames, answers pings, echoes
+// messages (prefixed with the backend's name), closes on a close frame.
+struct WebSocket {
+  std::shared_ptr<http::ResponseWriter> w;
+  std::string name, buf;
+
+  static std::string frame(int opcode, std::string_view payload) {
+    std::string f;
+    f += static_cast<char>(0x80 | opcode);
+    if (payload.size() < 126) {
+      f += static_cast<char>(payload.size());
+    } else if (payload.size() < 65536) {
+      f += static_cast<char>(126);
+      f += static_cast<char>(payload.size() >> 8);
+      f += static_cast<char>(payload.size() & 0xff);
+    } else {
+      f += static_cast<char>(127);
+      for (int i = 7; i >= 0; --i) f += static_cast<char>((payload.size() >> (8 * i)) & 0xff);
+    }
+    f += payload;
+    return f;
+  }
+
+  void onData(std::string_view data) {
+    buf.append(data);
+    for (;;) {
+      if (buf.size() < 2) return;
+      auto b = [&](size_t i) { return static_cast<uint8_t>(buf[i]); };
+      int opcode = b(0) & 0x0f;
+      bool masked = b(1) & 0x80;
+      uint64_t len = b(1) & 0x7f;
+      size_t at = 2;
+      if (len == 126) {
+        if (buf.size() < 4) return;
+        len = (uint64_t(b(2)) << 8) | b(3);
+        at = 4;
+      } else if (len == 127) {
+        if (buf.size() < 10) return;
+        len = 0;
+        for (int i = 0; i < 8; ++i) len = (len << 8) | b(2 + i);
+        at = 10;
+      }
+      size_t maskAt = at;
+      if (masked) at += 4;
+      if (buf.size() < at + len) return;
+      std::string payload = buf.substr(at, len);
+      if (masked) {
+        for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(payload[i] ^ buf[maskAt + i % 4]);
+      }
+      buf.erase(0, at + len);
+      if (opcode == 8) {  // close: answer it and end
+        w->write(frame(8, payload.substr(0, 2)));
+        w->finish();
+        return;
+      }
+      if (opcode == 9) w->write(frame(10, payload));
+      else if (opcode == 1 || opcode == 2) w->write(frame(opcode, name + ": " + payload));
+    }
+  }
+};
 
 }  // namespace
 
@@ -74,6 +140,21 @@ int main(int argc, char** argv) {
           r.headers.add("content-type", "text/plain");
           r.body = fixed;
           return w->respond(std::move(r));
+        }
+        if (path == "/ws" && req.headers.has("upgrade")) {
+          std::string key(req.headers.get("sec-websocket-key").value_or(""));
+          key += "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+          unsigned char digest[SHA_DIGEST_LENGTH];
+          SHA1(reinterpret_cast<const unsigned char*>(key.data()), key.size(), digest);
+          http::Headers h;
+          h.add("upgrade", "websocket");
+          h.add("sec-websocket-accept", base::base64Encode(std::string_view(reinterpret_cast<char*>(digest), sizeof digest)));
+          auto ws = std::make_shared<WebSocket>();
+          ws->w = w;
+          ws->name = name;
+          w->upgrade(std::move(h), [ws](std::string_view data) { ws->onData(data); });
+          w->onClose([ws] { ws->w.reset(); });  // breaks the writer ↔ socket cycle
+          return;
         }
         if (path.starts_with("/stream")) {
           int n = intParam(req.query(), "n", 3), ms = intParam(req.query(), "ms", 100);

@@ -24,6 +24,7 @@ class Http1Writer : public ResponseWriter {
   void write(std::string data) override;
   void finish(Headers trailers) override;
   void abort() override;
+  bool upgrade(Headers headers, std::function<void(std::string_view data)> onData) override;
   bool closed() const override { return closed_.load(std::memory_order_acquire); }
   void onClose(std::function<void()> callback) override;
   size_t pendingBytes() const override { return pending_.load(std::memory_order_relaxed); }
@@ -80,7 +81,36 @@ class Http1Connection : public ServerConnection {
     flushNow();
   }
 
+  void upgrade(uint64_t exchange, Headers&& headers, std::function<void(std::string_view)>&& onData) {
+    if (!current(exchange) || streaming_) return;
+    tunnel_ = std::move(onData);
+    std::string& out = output();
+    out.append("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n");
+    for (const auto& [name, value] : headers) {
+      if (name == "connection" || name == "content-length" || name == "transfer-encoding") continue;
+      out.append(name);
+      out.append(": ");
+      out.append(value);
+      out.append("\r\n");
+    }
+    out.append("\r\n");
+    clearDeadline();  // a tunnel may be quiet for as long as its ends like
+    flushNow();
+    // What the client sent after its request belongs to the tunnel.
+    if (!pendingInput_.empty()) {
+      std::string early = std::move(pendingInput_);
+      pendingInput_.clear();
+      tunnel_(early);
+    }
+    resumeReading();
+  }
+
   void write(uint64_t exchange, std::string&& data) {
+    if (tunnel_ && current(exchange)) {
+      output().append(data);
+      flushNow();
+      return;
+    }
     if (!current(exchange) || !streaming_) return;
     if (request_.version == Version::kHttp10) {
       output().append(data);
@@ -91,6 +121,10 @@ class Http1Connection : public ServerConnection {
   }
 
   void finish(uint64_t exchange, Headers&& trailers) {
+    if (tunnel_ && current(exchange)) {
+      closeAfterFlush();
+      return;
+    }
     if (!current(exchange) || !streaming_) return;
     if (request_.version != Version::kHttp10) appendLastChunk(output(), trailers);
     streaming_ = false;
@@ -115,6 +149,10 @@ class Http1Connection : public ServerConnection {
 
  protected:
   void onInput(const char* data, size_t n) override {
+    if (tunnel_) {
+      tunnel_(std::string_view(data, n));
+      return;
+    }
     if (busy_ || !pendingInput_.empty()) {
       pendingInput_.append(data, n);
       if (busy_) {
@@ -143,7 +181,7 @@ class Http1Connection : public ServerConnection {
   }
 
   void onDeadline() override {
-    if (busy_) return;
+    if (busy_ || tunnel_) return;
     if (parser_.started()) {
       ctx_.stats->timeouts.inc();
       Response r = errorResponse(ctx_, 408, "request timed out");
@@ -158,6 +196,7 @@ class Http1Connection : public ServerConnection {
   void onDrained() override { updatePending(); }
 
   void onClosed() override {
+    tunnel_ = nullptr;
     if (writer_) writer_->closed_.store(true, std::memory_order_release);
     writer_.reset();
     if (auto cb = std::move(closeCallback_)) cb();
@@ -273,6 +312,7 @@ class Http1Connection : public ServerConnection {
   std::string pendingInput_;
   std::shared_ptr<Http1Writer> writer_;
   std::function<void()> closeCallback_;
+  std::function<void(std::string_view)> tunnel_;  // set once upgraded: raw bytes from the client
   uint64_t exchange_ = 0;
   bool busy_ = false;
   bool streaming_ = false;
@@ -318,6 +358,14 @@ void Http1Writer::finish(Headers trailers) {
 void Http1Writer::abort() {
   uint64_t ex = exchange_;
   run([ex](Http1Connection& c) { c.abortExchange(ex); });
+}
+
+bool Http1Writer::upgrade(Headers headers, std::function<void(std::string_view data)> onData) {
+  uint64_t ex = exchange_;
+  run([ex, h = std::move(headers), cb = std::move(onData)](Http1Connection& c) mutable {
+    c.upgrade(ex, std::move(h), std::move(cb));
+  });
+  return true;
 }
 
 void Http1Writer::onClose(std::function<void()> callback) {
