@@ -113,7 +113,18 @@ class IngressTest : public ::testing::Test {
       for (size_t i = from; i < lines.size(); ++i) tail += lines[i] + "\n";
       fprintf(stderr, "--- trellis-ingress, last lines ---\n%s", tail.c_str());
     }
-    if (ingress_) ingress_->stop(SIGTERM);
+    if (ingress_) {
+      int rc = ingress_->stop(SIGTERM);
+      EXPECT_EQ(rc, 0) << "trellis-ingress did not shut down cleanly";
+      // Under the sanitizers: no memory error, leak or undefined behaviour in the ingress.
+      for (const std::string& line : ingress_->lines()) {
+        if (line.find("ERROR: AddressSanitizer") != std::string::npos ||
+            line.find("ERROR: LeakSanitizer") != std::string::npos || line.find("runtime error:") != std::string::npos) {
+          ADD_FAILURE() << "trellis-ingress: " << line << "\n" << ingress_->output();
+          break;
+        }
+      }
+    }
     delete ingress_;
     // The audit: the ingress was never refused anything about Secrets.
     if (api_) {
