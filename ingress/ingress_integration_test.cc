@@ -343,6 +343,36 @@ spec:
   kubectl("delete namespace routing --wait=false");
 }
 
+TEST_F(IngressTest, BackendProtocolsFromAppProtocolAndAnnotation) {
+  ns("proto");
+  BackendProc plain = backend("plain"), h2c = backend("h2c"), tls = backend("tls", "--tls true");
+  service("proto", "plain", {plain.port});
+  service("proto", "h2c", {h2c.port}, "kubernetes.io/h2c");
+  service("proto", "tls", {tls.port}, "https");
+  service("proto", "tls-by-annotation", {tls.port});
+  apply("proto", ingressYaml("a", {{"plain.proto.test", "/", "Prefix", "plain"},
+                                   {"h2c.proto.test", "/", "Prefix", "h2c"},
+                                   {"tls.proto.test", "/", "Prefix", "tls"}}));
+  apply("proto", ingressYaml("b", {{"tls2.proto.test", "/", "Prefix", "tls-by-annotation"}}, "",
+                             "trellis.dev/backend-protocol: HTTPS"));
+  auto seen = [](const std::string& host) {
+    std::string out = get(host, "/echo");
+    std::smatch p, sc;
+    std::regex_search(out, p, std::regex("\"protocol\":\"([^\"]+)\""));
+    std::regex_search(out, sc, std::regex("\"scheme\":\"([^\"]+)\""));
+    return p.size() > 1 && sc.size() > 1 ? p[1].str() + " " + sc[1].str() : out;
+  };
+  ASSERT_TRUE(waitFor([&] { return seen("tls2.proto.test") == "HTTP/1.1 https"; }, 10s)) << seen("tls2.proto.test");
+  EXPECT_EQ(seen("plain.proto.test"), "HTTP/1.1 http");
+  EXPECT_EQ(seen("h2c.proto.test"), "HTTP/2 http");
+  EXPECT_EQ(seen("tls.proto.test"), "HTTP/1.1 https");
+  // A bad protocol annotation skips the Ingress (and says so).
+  apply("proto", ingressYaml("c", {{"bad.proto.test", "/", "Prefix", "plain"}}, "", "trellis.dev/backend-protocol: SPDY"));
+  ASSERT_TRUE(waitFor([] { return kubectl("get events -n proto").out.find("BadAnnotation") != std::string::npos; }, 10s));
+  EXPECT_EQ(who("bad.proto.test", "/"), "404");
+  kubectl("delete namespace proto --wait=false");
+}
+
 TEST_F(IngressTest, ServiceWithoutEndpointsIs503AndPortNamesResolve) {
   ns("empty");
   apply("empty", R"(apiVersion: v1

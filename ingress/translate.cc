@@ -79,7 +79,8 @@ struct BackendCache {
     int64_t number = kube::integer(*svcRef, {"port", "number"});
     std::string_view portName = kube::str(*svcRef, {"port", "name"});
     std::string port = number > 0 ? std::to_string(number) : std::string(portName);
-    std::string key = fmt::format("{}/{}:{}", ns, name, port);
+    // The protocol annotation is the Ingress's: part of what is built.
+    std::string key = fmt::format("{}/{}:{}|{}", ns, name, port, kube::annotation(ing, "trellis.dev/backend-protocol"));
     if (auto it = built.find(key); it != built.end()) return it->second;
 
     Object svc = in.service(fmt::format("{}/{}", ns, name));

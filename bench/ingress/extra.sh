@@ -22,6 +22,11 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 PIDS+=($!)
 kubectl create ns bench-extra >/dev/null
 kubectl -n bench-extra apply -f - >/dev/null <<YAML
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: trellis}
+spec: {controller: trellis.dev/ingress}
+---
 apiVersion: v1
 kind: Service
 metadata: {name: echo}

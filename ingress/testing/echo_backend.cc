@@ -174,6 +174,7 @@ int main(int argc, char** argv) {
         out["target"] = req.target;
         out["authority"] = req.authority;
         out["protocol"] = std::string(http::versionName(req.version));
+        out["scheme"] = req.scheme;
         out["bodySize"] = req.body.size();
         json::object headers;
         for (const auto& [k, v] : req.headers) {

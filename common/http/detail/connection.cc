@@ -55,9 +55,30 @@ int Transport::bioRead(BIO* bio, char* buf, int len) {
   }
 }
 
+bool Transport::sendCorked(BioState& st) {
+  size_t off = 0;
+  while (off < st.corked.size()) {
+    ssize_t n = ::send(st.fd, st.corked.data() + off, st.corked.size() - off, MSG_NOSIGNAL);
+    if (n >= 0) {
+      off += static_cast<size_t>(n);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    st.lastErrno = errno;
+    st.corked.erase(0, off);
+    return false;
+  }
+  st.corked.clear();
+  return true;
+}
+
 int Transport::bioWrite(BIO* bio, const char* buf, int len) {
   auto* st = static_cast<BioState*>(BIO_get_data(bio));
   BIO_clear_retry_flags(bio);
+  if (st->cork) {
+    st->corked.append(buf, static_cast<size_t>(len));
+    return len;
+  }
   for (;;) {
     ssize_t n = ::send(st->fd, buf, static_cast<size_t>(len), MSG_NOSIGNAL);
     if (n >= 0) return static_cast<int>(n);
@@ -68,8 +89,13 @@ int Transport::bioWrite(BIO* bio, const char* buf, int len) {
   }
 }
 
-long Transport::bioCtrl(BIO*, int cmd, long, void*) {
-  return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+long Transport::bioCtrl(BIO* bio, int cmd, long, void*) {
+  if (cmd != BIO_CTRL_FLUSH) return 0;
+  auto* st = static_cast<BioState*>(BIO_get_data(bio));
+  BIO_clear_retry_flags(bio);
+  if (st->corked.empty() || sendCorked(*st)) return 1;
+  if (st->lastErrno == EAGAIN || st->lastErrno == EWOULDBLOCK) BIO_set_retry_write(bio);
+  return 0;
 }
 
 Transport::Transport(tcp::socket socket, ssl_st* ssl)
@@ -157,7 +183,16 @@ Transport::Io Transport::sslResult(int ret, size_t done, size_t& n) {
 Transport::Io Transport::handshake() {
   if (!ssl_) return Io::kOk;
   size_t unused;
-  return sslResult(SSL_do_handshake(ssl_), 0, unused);
+  BioState& st = *bio_;
+  st.cork = true;
+  Io r = sslResult(SSL_do_handshake(ssl_), 0, unused);
+  // Whatever a flight left unflushed goes now; a full socket means: wait to write.
+  if (!st.corked.empty() && !sendCorked(st)) {
+    if (st.lastErrno != EAGAIN && st.lastErrno != EWOULDBLOCK) return Io::kError;
+    return Io::kWantWrite;  // called again when writable: the rest goes then
+  }
+  if (r == Io::kOk) st.cork = false;  // application data is written as it comes
+  return r;
 }
 
 Transport::Io Transport::read(char* buf, size_t cap, size_t& n) {

@@ -75,7 +75,13 @@ class Transport {
     int fd = -1;
     bool shortRead = false;
     int lastErrno = 0;
+    // During the handshake writes are gathered here and sent at each flush
+    // (OpenSSL flushes at the end of a flight): one send per flight, not per record.
+    bool cork = false;
+    std::string corked;
   };
+  // Sends what the handshake gathered; false when the socket is full (retry on writable).
+  static bool sendCorked(BioState& st);
   static int bioRead(bio_st* bio, char* buf, int len);
   static int bioWrite(bio_st* bio, const char* buf, int len);
   static long bioCtrl(bio_st* bio, int cmd, long num, void* ptr);
