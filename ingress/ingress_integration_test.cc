@@ -762,5 +762,50 @@ spec:
   kubectl("delete namespace sec --wait=false");
 }
 
+TEST_F(IngressTest, KilledAndRestartedItServesTheSameRoutes) {
+  ns("crash");
+  BackendProc a = backend("crash");
+  service("crash", "web", {a.port});
+  apply("crash", ingressYaml("web", {{"crash.test", "/", "Prefix", "web"}}));
+  ASSERT_TRUE(waitFor([] { return who("crash.test", "/") == "crash"; }, 10s));
+  // A second instance of its own (other ports), killed with -9 under load, then restarted.
+  uint16_t http = testing::freeTcpPort(), https = testing::freeTcpPort(), metrics = testing::freeTcpPort();
+  std::string cmd = fmt::format("exec {} --kubeconfig {} --address 127.0.0.1 --http-port {} --https-port {} --metrics-port {} "
+                                "--access-log=false --publish-address 192.0.2.10 2>&1",
+                                TRELLIS_INGRESS_BIN, dir_->file("ingress.kubeconfig"), http, https, metrics);
+  auto viaSecond = [&] {
+    return curl(fmt::format("-o /dev/null -w '%{{http_code}}' -H 'Host: crash.test' http://127.0.0.1:{}/", http));
+  };
+  {
+    Background second(cmd);
+    ASSERT_TRUE(waitFor([&] { return viaSecond() == "200"; }, 10s)) << second.output();
+    std::thread load([&] { h2load(fmt::format("-c 4 -m 4 -D 2 --connect-to=127.0.0.1:{} http://crash.test/", http)); });
+    std::this_thread::sleep_for(500ms);
+    second.stop(SIGKILL);
+    load.join();
+  }
+  EXPECT_EQ(viaSecond(), "000");  // gone
+  Background again(cmd);
+  ASSERT_TRUE(waitFor([&] { return viaSecond() == "200"; }, 10s)) << again.output();
+  // Nothing was left half-written: the status is the one address, once.
+  EXPECT_EQ(kubectl("get ingress -n crash web -o jsonpath='{.status.loadBalancer.ingress[*].ip}'").out, "192.0.2.10");
+  again.stop(SIGTERM);
+  kubectl("delete namespace crash --wait=false");
+}
+
+TEST_F(IngressTest, BadFlagsAreRefusedWithAMessage) {
+  auto r = run(fmt::format("{} --http-port 70000 2>&1", TRELLIS_INGRESS_BIN));
+  EXPECT_NE(r.exitCode, 0);
+  EXPECT_NE(r.out.find("70000"), std::string::npos) << r.out;
+  r = run(fmt::format("{} --kubeconfig /nonexistent --max-body-size 1.5m 2>&1", TRELLIS_INGRESS_BIN));
+  EXPECT_EQ(r.exitCode, 2) << r.out;
+  EXPECT_NE(r.out.find("is not a size"), std::string::npos) << r.out;
+  r = run(fmt::format("{} --kubeconfig /nonexistent --client-header-timeout soon 2>&1", TRELLIS_INGRESS_BIN));
+  EXPECT_NE(r.out.find("is not a duration"), std::string::npos) << r.out;
+  r = run(fmt::format("{} --kubeconfig /nonexistent --http-port 0 --https-port 0 --metrics-port 0 2>&1", TRELLIS_INGRESS_BIN));
+  EXPECT_NE(r.exitCode, 0);
+  EXPECT_NE(r.out.find("kubeconfig"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace trellis

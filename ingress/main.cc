@@ -117,11 +117,30 @@ int main(int argc, char** argv) {
     log.error("--max-body-size", {{"error", maxBodyBytes.error().message()}});
     return 2;
   }
-  auto portOk = [](int p) { return p >= 0 && p <= 65535; };
-  if (!portOk(httpPort) || !portOk(httpsPort) || !portOk(metricsPort) || threads < 1) {
-    log.error("flags", {{"error", "ports must be 0..65535 and --threads at least 1"}});
+  for (auto [flag, port] : {std::pair{"--http-port", httpPort}, std::pair{"--https-port", httpsPort},
+                             std::pair{"--metrics-port", metricsPort}}) {
+    if (port < 0 || port > 65535) {
+      log.error(flag, {{"error", fmt::format("{} is not a port (0..65535)", port)}});
+      return 2;
+    }
+  }
+  if (threads < 1) {
+    log.error("--threads", {{"error", fmt::format("{}: at least one thread", threads)}});
     return 2;
   }
+  http::Limits limits;
+  limits.maxBodyBytes = *maxBodyBytes;
+  for (auto [flag, text, into] : {std::tuple{"--client-header-timeout", &headerTimeout, &limits.headerTimeout},
+                                  std::tuple{"--client-body-timeout", &bodyTimeout, &limits.bodyTimeout},
+                                  std::tuple{"--client-idle-timeout", &idleTimeout, &limits.idleTimeout}}) {
+    auto ms = ingress::parseDurationMs(*text);
+    if (!ms) {
+      log.error(flag, {{"error", ms.error().message()}});
+      return 2;
+    }
+    *into = std::chrono::milliseconds(*ms);
+  }
+
 
   // The default certificate: given, or generated for this process.
   std::shared_ptr<http::ServerCertificate> fallback;
@@ -159,18 +178,6 @@ int main(int argc, char** argv) {
   }
 
   base::Registry metrics;
-  http::Limits limits;
-  limits.maxBodyBytes = *maxBodyBytes;
-  for (auto [flag, text, into] : {std::tuple{"--client-header-timeout", &headerTimeout, &limits.headerTimeout},
-                                  std::tuple{"--client-body-timeout", &bodyTimeout, &limits.bodyTimeout},
-                                  std::tuple{"--client-idle-timeout", &idleTimeout, &limits.idleTimeout}}) {
-    auto ms = ingress::parseDurationMs(*text);
-    if (!ms) {
-      log.error(flag, {{"error", ms.error().message()}});
-      return 2;
-    }
-    *into = std::chrono::milliseconds(*ms);
-  }
   ingress::ProxyOptions popts{.metrics = &metrics, .accessLog = accessLog};
   ingress::Proxy proxy(popts);
   // The listeners first (their ports go into redirects), then the proxy options.
