@@ -182,10 +182,12 @@ int main(int argc, char** argv) {
   ingress::Proxy proxy(popts);
   // The listeners first (their ports go into redirects), then the proxy options.
   http::Server httpsServer({.address = address, .port = static_cast<uint16_t>(httpsPort), .threads = threads, .tls = tls,
-                            .limits = limits, .name = "ingress-https", .metrics = &metrics},
+                            .limits = limits, .name = "ingress-https", .metrics = &metrics,
+                            .streamRequestBody = ingress::Proxy::streamsBody},
                            proxy.handler(true));
   http::Server httpServer({.address = address, .port = static_cast<uint16_t>(httpPort), .threads = threads,
-                           .limits = limits, .name = "ingress-http", .metrics = &metrics},
+                           .limits = limits, .name = "ingress-http", .metrics = &metrics,
+                           .streamRequestBody = ingress::Proxy::streamsBody},
                           proxy.handler(false));
   if (auto st = httpsServer.start(); !st) {
     log.error("HTTPS listener", {{"error", st.error().message()}});

@@ -150,6 +150,8 @@ struct Exchange {
   bool tunnel = false;   // switched: raw bytes both ways
   http::Client* client = nullptr;
   http::Client::RequestId upstreamId = 0;
+  bool streamUp = false;               // the request body streams up as it arrives
+  std::optional<http::Request> held;   // a streamed body gathered for an HTTP/1.1 backend
   bool accessLog = false;
   size_t bytes = 0;
   Clock::time_point start;
@@ -195,6 +197,11 @@ Proxy::ThreadState& Proxy::state() {
   s->pid = std::to_string(getpid());
   states.push_back(std::move(s));
   return *states.back();
+}
+
+bool Proxy::streamsBody(const http::Request& request) {
+  auto type = request.headers.get("content-type");
+  return type && type->starts_with("application/grpc");
 }
 
 http::Handler Proxy::handler(bool tls) {
@@ -383,7 +390,7 @@ void Proxy::serve(ThreadState& ts, bool tls, http::Request& req, std::shared_ptr
     r.headers.add("location", fmt::format("https://{}{}", authority, req.target));
     return finishLocal(std::move(r));
   }
-  if (req.body.size() > policy.maxBodyBytes) {
+  if (!req.streamBody && req.body.size() > policy.maxBodyBytes) {
     return finishLocal(textResponse(413, fmt::format("request body larger than {} bytes", policy.maxBodyBytes)));
   }
   if (backend->endpoints.empty()) {
@@ -453,6 +460,44 @@ void Proxy::serve(ThreadState& ts, bool tls, http::Request& req, std::shared_ptr
                                  : fmt::format("for={};host={};proto={}", ip, host, tls ? "https" : "http"));
   if (idempotent(up.method) && backend->endpoints.size() > 1 && !upgrade) ex->retryCopy = up;
   ex->w = std::move(w);
+  if (req.streamBody) {
+    if (backend->protocol == UpstreamProtocol::kH2c) {
+      // gRPC and other streams both ways: the body goes up as it arrives.
+      up.streamBody = true;
+      ex->streamUp = true;
+    } else {
+      // An HTTP/1.1 backend takes whole bodies: gather it first. Until it goes
+      // up, the exchange belongs to these two callbacks (shared state: the
+      // close callback may run after the exchange is long done).
+      struct Gather {
+        Exchange* ex;
+        bool sent = false;
+      };
+      auto g = std::make_shared<Gather>(Gather{ex.release()});
+      g->ex->held = std::move(up);
+      g->ex->w->onClose([g] {
+        if (!g->sent) delete g->ex;  // the client left before its body was whole
+        g->sent = true;
+      });
+      g->ex->w->onRequestBody([g](std::string_view data, bool end) {
+        if (g->sent) return;
+        Exchange* held = g->ex;
+        held->held->body.append(data);
+        if (held->held->body.size() > held->route->policy->maxBodyBytes) {
+          g->sent = true;
+          held->w->respond(textResponse(413, "request body larger than the limit"));
+          delete held;
+          return;
+        }
+        if (!end) return;
+        g->sent = true;
+        http::Request whole = std::move(*held->held);
+        whole.streamBody = false;
+        held->proxy->send(*held->ts, held, std::move(whole), nullptr);
+      });
+      return;
+    }
+  }
   send(ts, ex.release(), std::move(up), nullptr);
 }
 
@@ -498,6 +543,15 @@ void Proxy::send(ThreadState& ts, void* exchange, http::Request request, const v
   h.onComplete = [ex](base::Result<http::Response> r) { ex->proxy->completed(ex, std::move(r)); };
   ex->client = &ts.client(backend, policy);
   ex->upstreamId = ex->client->start(origin, std::move(request), std::move(h));
+  if (ex->streamUp) {
+    http::Client* client = ex->client;
+    http::Client::RequestId id = ex->upstreamId;
+    ex->w->onRequestBody([client, id](std::string_view data, bool end) {
+      if (!data.empty()) client->write(id, std::string(data));
+      if (end) client->endBody(id);
+    });
+    ex->w->onClose([client, id] { client->cancel(id); });  // the client reset the stream
+  }
 }
 
 void Proxy::switched(void* exchange, const http::Headers& headers) {

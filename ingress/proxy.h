@@ -53,6 +53,9 @@ class Proxy {
 
   // The handler for one listener; `tls`: whether it terminates TLS.
   http::Handler handler(bool tls);
+  // Which requests' bodies stream through the proxy as they arrive (for
+  // http::ServerOptions::streamRequestBody): gRPC (both ways at once).
+  static bool streamsBody(const http::Request& request);
 
   struct ThreadState;
 

@@ -84,7 +84,8 @@ struct Pending {
   bool done = false;
   bool retried = false;
   std::chrono::steady_clock::time_point lastActivity;
-  class ClientConn* conn = nullptr;  // HTTP/1.1: the connection carrying it (for tunnels)
+  class ClientConn* conn = nullptr;  // the connection carrying it (tunnels, streamed bodies)
+  bool bodyEnded = false;            // a streamed request body was ended (endBody)
 
   void complete(base::Result<Response> r) {
     if (done) return;
@@ -182,8 +183,10 @@ class ClientConn : public Connection {
   virtual bool available() const = 0;  // can take a request now
   virtual void submit(PendingPtr p) = 0;
   virtual void cancel(Client::RequestId id) = 0;
-  // Raw bytes into an upgraded request's tunnel.
+  // Raw bytes into an upgraded request's tunnel, or more of a streamed body.
   virtual void tunnelWrite(Client::RequestId, std::string_view) {}
+  // A streamed body is complete.
+  virtual void endBody(Client::RequestId) {}
   const Origin& origin() const { return origin_; }
 
  protected:
@@ -399,7 +402,7 @@ class H2ClientConn : public ClientConn {
     add(":authority", r.authority);
     add(":path", target);
     std::string length = std::to_string(r.body.size());
-    if (!r.body.empty()) add("content-length", length);
+    if (!r.body.empty() && !r.streamBody) add("content-length", length);
     for (const auto& [name, value] : r.headers) {
       if (name == "host" || name == "connection" || name == "transfer-encoding" || name == "content-length" ||
           name == "keep-alive" || name == "upgrade")
@@ -410,14 +413,33 @@ class H2ClientConn : public ClientConn {
     prd.read_callback = readBody;
     auto s = std::make_unique<Stream>();
     s->p = p;
-    int32_t id = nghttp2_submit_request(session_, nullptr, nv.data(), nv.size(), r.body.empty() ? nullptr : &prd, s.get());
+    bool hasBody = !r.body.empty() || (r.streamBody && !p->bodyEnded);
+    int32_t id = nghttp2_submit_request(session_, nullptr, nv.data(), nv.size(), hasBody ? &prd : nullptr, s.get());
     if (id < 0) {
       impl_->failed(p, makeError(ErrorCode::kUnavailable, "submitting request: {}", nghttp2_strerror(id)), true);
       return;
     }
     s->id = id;
+    p->conn = this;
+    byRequest_[p->id] = id;
     streams_.emplace(id, std::move(s));
     clearDeadline();
+    scheduleFlush();
+  }
+
+  void tunnelWrite(Client::RequestId rid, std::string_view data) override {
+    Stream* s = byRequestId(rid);
+    if (!s || !s->p || s->p->bodyEnded) return;
+    s->p->request.body.append(data);
+    nghttp2_session_resume_data(session_, s->id);
+    scheduleFlush();
+  }
+
+  void endBody(Client::RequestId rid) override {
+    Stream* s = byRequestId(rid);
+    if (!s || !s->p || s->p->bodyEnded) return;
+    s->p->bodyEnded = true;
+    nghttp2_session_resume_data(session_, s->id);
     scheduleFlush();
   }
 
@@ -484,11 +506,18 @@ class H2ClientConn : public ClientConn {
       *flags |= NGHTTP2_DATA_FLAG_EOF;
       return 0;
     }
-    const std::string& body = s->p->request.body;
+    std::string& body = s->p->request.body;
     size_t n = std::min(len, body.size() - s->bodyOff);
+    if (n == 0 && s->p->request.streamBody && !s->p->bodyEnded) return NGHTTP2_ERR_DEFERRED;  // more to come
     std::memcpy(buf, body.data() + s->bodyOff, n);
     s->bodyOff += n;
-    if (s->bodyOff == body.size()) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (s->bodyOff == body.size()) {
+      if (s->p->request.streamBody) {  // sent: drop it, a stream may be long
+        body.clear();
+        s->bodyOff = 0;
+      }
+      if (!s->p->request.streamBody || s->p->bodyEnded) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    }
     return static_cast<ssize_t>(n);
   }
 
@@ -553,6 +582,7 @@ class H2ClientConn : public ClientConn {
     auto* self = static_cast<H2ClientConn*>(user);
     auto it = self->streams_.find(id);
     if (it == self->streams_.end()) return 0;
+    if (it->second->p) self->byRequest_.erase(it->second->p->id);
     if (it->second->p) {
       PendingPtr p = std::move(it->second->p);
       bool refused = error == NGHTTP2_REFUSED_STREAM;
@@ -564,8 +594,16 @@ class H2ClientConn : public ClientConn {
     return 0;
   }
 
+  Stream* byRequestId(Client::RequestId rid) {
+    auto it = byRequest_.find(rid);
+    if (it == byRequest_.end()) return nullptr;
+    auto st = streams_.find(it->second);
+    return st == streams_.end() ? nullptr : st->second.get();
+  }
+
   nghttp2_session* session_ = nullptr;
   std::unordered_map<int32_t, std::unique_ptr<Stream>> streams_;
+  std::unordered_map<Client::RequestId, int32_t> byRequest_;
   bool broken_ = false;
 };
 
@@ -872,7 +910,25 @@ void Client::write(RequestId id, std::string data) {
   auto im = impl_;
   auto run = [im, id, d = std::move(data)] {
     auto it = im->inflight.find(id);
-    if (it != im->inflight.end() && it->second->conn) it->second->conn->tunnelWrite(id, d);
+    if (it == im->inflight.end()) return;
+    Pending& p = *it->second;
+    if (p.conn) {
+      p.conn->tunnelWrite(id, d);
+    } else if (p.request.streamBody && !p.bodyEnded) {
+      p.request.body.append(d);  // not on a connection yet: sent first when it is
+    }
+  };
+  if (im->borrowed) return run();
+  asio::post(im->io, std::move(run));
+}
+
+void Client::endBody(RequestId id) {
+  auto im = impl_;
+  auto run = [im, id] {
+    auto it = im->inflight.find(id);
+    if (it == im->inflight.end()) return;
+    if (it->second->conn) it->second->conn->endBody(id);
+    else it->second->bodyEnded = true;
   };
   if (im->borrowed) return run();
   asio::post(im->io, std::move(run));

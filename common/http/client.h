@@ -83,7 +83,10 @@ class Client {
   // protocols (an "upgrade" header, sent with "connection: upgrade") and got
   // 101: onHeaders saw the 101, onData then gets the server's bytes, and
   // onComplete runs when the server closes (or cancel() closes). Thread-safe.
+  // For a request with `streamBody` (HTTP/2 origins): appends to its body.
   void write(RequestId id, std::string data);
+  // Ends a streamed request body.
+  void endBody(RequestId id);
 
   // Blocking convenience: the whole response or an error.
   base::Result<Response> fetch(const Origin& origin, Request request,

@@ -37,6 +37,11 @@ class ResponseWriter {
   // away. False (nothing sent) when the request is not an HTTP/1.1 one.
   virtual bool upgrade(Headers headers, std::function<void(std::string_view data)> onData) { return false; }
 
+  // For a request whose body streams (ServerOptions::streamRequestBody):
+  // `onData` gets each piece as it arrives (what came before the call first),
+  // with `end` true once, on the last call. Never called for other requests.
+  virtual void onRequestBody(std::function<void(std::string_view data, bool end)> onData) {}
+
   // Ends the response as failed, so the peer cannot take it for complete: the
   // HTTP/1.1 connection is closed, the HTTP/2 stream reset (INTERNAL_ERROR).
   virtual void abort() = 0;

@@ -53,6 +53,10 @@ struct Request {
   Version version = Version::kHttp11;
   Headers headers;
   std::string body;
+  // The body is not all here. Client side: `body` goes first, then what
+  // Client::write() adds, until Client::endBody() (HTTP/2 origins only).
+  // Server side: it arrives through ResponseWriter::onRequestBody.
+  bool streamBody = false;
   Headers trailers;
   std::string peer;       // remote address "ip:port"; empty for client-side requests
   // The TLS client certificate, when one was presented and verified against

@@ -184,7 +184,7 @@ struct Server::Impl {
       : options(std::move(o)),
         stats(std::make_unique<ServerStats>(options.metrics ? *options.metrics : ownMetrics, options.name)),
         ctx{std::move(handler), options.limits, base::Logger(options.name), stats.get(), options.tls != nullptr,
-            options.errorResponse} {}
+            options.errorResponse, options.streamRequestBody} {}
 
   void accept(Loop& loop) {
     loop.acceptor->async_accept(loop.worker->io, [this, &loop](boost::system::error_code ec, tcp::socket socket) {

@@ -37,6 +37,13 @@ struct ServerOptions {
   // 408, ...) before any handler sees it; unset: a text/plain body. The API
   // server answers with a Kubernetes Status here.
   std::function<Response(int status, std::string_view message)> errorResponse;
+  // Asked when an HTTP/2 request's headers are in and a body is to follow:
+  // true calls the handler at once, and the body then comes piece by piece
+  // through ResponseWriter::onRequestBody (a proxy's gRPC streams and
+  // WebSockets over extended CONNECT, RFC 8441, which setting it also
+  // advertises). Unset, or false: the handler gets the whole body. HTTP/1.1
+  // bodies are always read whole.
+  std::function<bool(const Request& request)> streamRequestBody;
 };
 
 class Server {

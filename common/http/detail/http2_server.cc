@@ -33,6 +33,11 @@ struct Stream {
   Headers trailers;
   std::shared_ptr<class Http2Writer> writer;
   std::function<void()> closeCallback;
+  // A request body that streams to the handler (ServerContext::streamRequestBody).
+  bool streamingBody = false;
+  bool bodyEnded = false;
+  std::string bodyPending;  // arrived before the handler asked for it
+  std::function<void(std::string_view, bool)> bodyCallback;
 };
 
 class Http2Writer : public ResponseWriter {
@@ -45,6 +50,7 @@ class Http2Writer : public ResponseWriter {
   void write(std::string data) override;
   void finish(Headers trailers) override;
   void abort() override;
+  void onRequestBody(std::function<void(std::string_view data, bool end)> onData) override;
   bool closed() const override { return closed_.load(std::memory_order_acquire); }
   void onClose(std::function<void()> callback) override;
   size_t pendingBytes() const override { return pending_.load(std::memory_order_relaxed); }
@@ -109,8 +115,10 @@ class Http2Connection : public ServerConnection {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, l.maxConcurrentStreams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, l.initialWindowSize},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<uint32_t>(l.maxHeaderBytes)},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},  // sent only with streamed bodies (below)
     };
-    nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
+    size_t count = std::size(settings) - (ctx_.streamRequestBody ? 0 : 1);
+    nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, count);
     // Let the whole connection receive as much as all its streams together.
     nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
                                           static_cast<int32_t>(std::min<uint64_t>(
@@ -191,6 +199,16 @@ class Http2Connection : public ServerConnection {
     s->finished = true;
     nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
     scheduleFlush();
+  }
+
+  void setBodyCallback(int32_t id, std::function<void(std::string_view, bool)>&& cb) {
+    Stream* s = stream(id);
+    if (!s || !s->streamingBody || s->bodyCallback) return;
+    s->bodyCallback = std::move(cb);
+    std::string early = std::move(s->bodyPending);
+    s->bodyPending.clear();
+    if (!early.empty()) s->bodyCallback(early, false);
+    if (s->bodyEnded) s->bodyCallback({}, true);
   }
 
   void finish(int32_t id, Headers&& trailers) {
@@ -386,6 +404,19 @@ class Http2Connection : public ServerConnection {
     auto* self = static_cast<Http2Connection*>(user);
     auto* s = static_cast<Stream*>(nghttp2_session_get_stream_user_data(session, id));
     if (!s || s->rejectStatus) return 0;
+    if (s->streamingBody) {
+      std::string_view piece(reinterpret_cast<const char*>(data), len);
+      if (s->bodyCallback) {
+        s->bodyCallback(piece, false);
+        return 0;
+      }
+      if (s->bodyPending.size() + len > self->ctx_.limits.maxBodyBytes) {  // nobody reads it
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, id, NGHTTP2_ENHANCE_YOUR_CALM);
+        return 0;
+      }
+      s->bodyPending.append(piece);
+      return 0;
+    }
     if (s->request.body.size() + len > self->ctx_.limits.maxBodyBytes) {
       s->rejectStatus = 413;
       self->reject(*s);
@@ -404,7 +435,22 @@ class Http2Connection : public ServerConnection {
       self->reject(*s);
       return 0;
     }
-    if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) || s->dispatched || s->rejectStatus) return 0;
+    bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    if (s->streamingBody) {
+      if (end && !s->bodyEnded) {
+        s->bodyEnded = true;
+        if (s->bodyCallback) s->bodyCallback({}, true);
+      }
+      return 0;
+    }
+    if (!end && frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST && !s->dispatched &&
+        self->ctx_.streamRequestBody && self->ctx_.streamRequestBody(s->request)) {
+      s->streamingBody = true;  // the handler now; the body as it comes
+      s->request.streamBody = true;
+      self->dispatch(*s);
+      return 0;
+    }
+    if (!end || s->dispatched || s->rejectStatus) return 0;
     self->dispatch(*s);
     return 0;
   }
@@ -481,6 +527,10 @@ void Http2Writer::finish(Headers trailers) {
 
 void Http2Writer::abort() {
   run([](Http2Connection& c, int32_t id) { c.reset(id); });
+}
+
+void Http2Writer::onRequestBody(std::function<void(std::string_view data, bool end)> onData) {
+  run([cb = std::move(onData)](Http2Connection& c, int32_t id) mutable { c.setBodyCallback(id, std::move(cb)); });
 }
 
 void Http2Writer::onClose(std::function<void()> callback) {

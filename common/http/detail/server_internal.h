@@ -47,6 +47,7 @@ struct ServerContext {
   ServerStats* stats;
   bool tls;
   std::function<Response(int status, std::string_view message)> errorResponse;  // optional
+  std::function<bool(const Request&)> streamRequestBody;                         // optional
 };
 
 class ServerConnection : public Connection {
