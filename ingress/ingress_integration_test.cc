@@ -672,15 +672,18 @@ TEST_F(IngressTest, RouteChangesUnderLoadCutNothing) {
   kubectl("delete namespace churn --wait=false");
 }
 
-TEST_F(IngressTest, AWebSocketStaysOpenAcrossRouteChanges) {
+TEST_F(IngressTest, WebSocketsOverHttp1AndHttp2StayOpenAcrossRouteChanges) {
   ns("ws");
   BackendProc a = backend("ws1"), b = backend("ws2");
   service("ws", "web", {a.port});
   apply("ws", ingressYaml("web", {{"ws.test", "/", "Prefix", "web"}}));
   ASSERT_TRUE(waitFor([] { return who("ws.test", "/") == "ws1"; }, 10s));
-  // 40 messages, 100 ms apart, on one connection (over plain HTTP/1.1 Upgrade).
+  // 40 messages, 100 ms apart, on one connection: over an HTTP/1.1 Upgrade, and
+  // over HTTP/2 extended CONNECT (RFC 8441) turned into an Upgrade toward the backend.
   Background ws(fmt::format("exec /usr/bin/python3 {} ws.test {} 40 100 2>&1", TRELLIS_WS_CLIENT, httpPort_));
+  Background ws2(fmt::format("exec /usr/bin/python3 {} ws.test {} 40 100 2>&1", TRELLIS_WS_H2_CLIENT, httpPort_));
   ASSERT_TRUE(ws.waitForLine([](const std::string& l) { return l == "open"; }, 10s)) << ws.output();
+  ASSERT_TRUE(ws2.waitForLine([](const std::string& l) { return l == "open"; }, 10s)) << ws2.output();
   // 20 changes meanwhile: the Ingress's path rules and annotations, and the Service's endpoints.
   for (int i = 0; i < 20; ++i) {
     if (i % 2 == 0) {
@@ -694,6 +697,10 @@ TEST_F(IngressTest, AWebSocketStaysOpenAcrossRouteChanges) {
   ASSERT_TRUE(rc.has_value()) << ws.output();
   EXPECT_EQ(*rc, 0) << ws.output();
   EXPECT_NE(ws.output().find("ok 40 ws1"), std::string::npos) << ws.output();
+  auto rc2 = ws2.wait(20s);
+  ASSERT_TRUE(rc2.has_value()) << ws2.output();
+  EXPECT_EQ(*rc2, 0) << ws2.output();
+  EXPECT_NE(ws2.output().find("ok 40 ws1"), std::string::npos) << ws2.output();
   // New connections follow the new endpoints.
   EXPECT_EQ(who("ws.test", "/"), "ws2");
   kubectl("delete namespace ws --wait=false");

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <tuple>
 #include <unordered_map>
@@ -11,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "common/base/base64.h"
 #include "common/base/log.h"
 #include "common/kube/object.h"
 
@@ -146,7 +148,8 @@ struct Exchange {
   int status = 0;
   std::string body;
   bool streaming = false;
-  bool upgrade = false;  // asked to switch protocols (WebSocket)
+  bool upgrade = false;    // asked to switch protocols (WebSocket)
+  bool connectWs = false;  // ... by extended CONNECT over HTTP/2
   bool tunnel = false;   // switched: raw bytes both ways
   http::Client* client = nullptr;
   http::Client::RequestId upstreamId = 0;
@@ -200,6 +203,7 @@ Proxy::ThreadState& Proxy::state() {
 }
 
 bool Proxy::streamsBody(const http::Request& request) {
+  if (request.method == "CONNECT") return true;  // extended CONNECT (RFC 8441): a tunnel
   auto type = request.headers.get("content-type");
   return type && type->starts_with("application/grpc");
 }
@@ -397,6 +401,13 @@ void Proxy::serve(ThreadState& ts, bool tls, http::Request& req, std::shared_ptr
     return finishLocal(textResponse(503, fmt::format("Service {} has no ready endpoints", backend->id())));
   }
 
+  // A WebSocket over HTTP/2 (extended CONNECT, RFC 8441): to the backend, an
+  // HTTP/1.1 Upgrade with a key of ours; to the client, 200 and DATA frames.
+  bool connectWs = req.version == http::Version::kHttp2 && req.method == "CONNECT" &&
+                   req.headers.get(":protocol") == std::optional<std::string_view>("websocket");
+  if (req.method == "CONNECT" && !connectWs) {
+    return finishLocal(textResponse(405, "CONNECT is not proxied (only WebSockets by extended CONNECT)"));
+  }
   // The request as the backend sees it.
   http::Request up;
   up.method = std::move(req.method);
@@ -425,8 +436,20 @@ void Proxy::serve(ThreadState& ts, bool tls, http::Request& req, std::shared_ptr
   // An HTTP/1.1 Upgrade (WebSocket): the backend is asked to switch too.
   bool upgrade = req.version == http::Version::kHttp11 && req.headers.has("upgrade") &&
                  std::find(listed.begin(), listed.end(), "upgrade") != listed.end();
-  ex->upgrade = upgrade;
+  ex->upgrade = upgrade || connectWs;
+  ex->connectWs = connectWs;
+  if (connectWs) {
+    up.method = "GET";
+    up.headers.add("upgrade", "websocket");
+    std::string key(16, '\0');
+    for (size_t i = 0; i < key.size(); i += 8) {
+      uint64_t r = ts.random();
+      std::memcpy(key.data() + i, &r, 8);
+    }
+    up.headers.add("sec-websocket-key", base::base64Encode(key));
+  }
   for (auto& [name, value] : req.headers) {
+    if (!name.empty() && name[0] == ':') continue;  // :protocol
     if (!listed.empty() && std::find(listed.begin(), listed.end(), name) != listed.end() && name != "upgrade") continue;
     if (hopByHop(name)) {
       if (name == "te" && value.find("trailers") != std::string::npos) teTrailers = true;
@@ -460,7 +483,7 @@ void Proxy::serve(ThreadState& ts, bool tls, http::Request& req, std::shared_ptr
                                  : fmt::format("for={};host={};proto={}", ip, host, tls ? "https" : "http"));
   if (idempotent(up.method) && backend->endpoints.size() > 1 && !upgrade) ex->retryCopy = up;
   ex->w = std::move(w);
-  if (req.streamBody) {
+  if (req.streamBody && !connectWs) {
     if (backend->protocol == UpstreamProtocol::kH2c) {
       // gRPC and other streams both ways: the body goes up as it arrives.
       up.streamBody = true;
@@ -564,8 +587,17 @@ void Proxy::switched(void* exchange, const http::Headers& headers) {
   // Bytes from the client go up the upstream tunnel; the client leaving closes it.
   http::Client* client = ex->client;
   http::Client::RequestId id = ex->upstreamId;
-  ex->w->upgrade(std::move(relay), [client, id](std::string_view data) { client->write(id, std::string(data)); });
   ex->w->onClose([client, id] { client->cancel(id); });
+  if (ex->connectWs) {  // HTTP/2: 200, then the stream's DATA both ways (what came early was kept)
+    relay.removeIf([](std::string_view n) { return n == "upgrade" || n == "sec-websocket-accept"; });
+    ex->w->begin(200, std::move(relay));
+    ex->w->onRequestBody([client, id](std::string_view data, bool end) {
+      if (!data.empty()) client->write(id, std::string(data));
+      if (end) client->cancel(id);  // the client ended its side: close the backend's
+    });
+    return;
+  }
+  ex->w->upgrade(std::move(relay), [client, id](std::string_view data) { client->write(id, std::string(data)); });
 }
 
 void Proxy::completed(void* exchange, base::Result<http::Response> r) {

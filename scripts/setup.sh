@@ -22,8 +22,8 @@ PACKAGES=(
     # real clients and peers used by tests and benchmarks
     curl openssl nghttp2-client nginx apache2-utils procps util-linux iproute2 etcd-server etcd-client
     containernetworking-plugins nftables iptables iperf3 iputils-ping jq
-    # the ingress benchmark's peers (../shared/anchors/ingress) and a WebSocket client
-    haproxy nghttp2-proxy caddy python3-websockets
+    # the ingress benchmark's peers (../shared/anchors/ingress) and WebSocket clients (HTTP/1.1, HTTP/2)
+    haproxy nghttp2-proxy caddy python3-websockets python3-h2
     # loaded with dlopen by common/linux (nftables) at first use
     libnftables1
     # storage tools the CSI driver execs (mkfs, fs grow) and tests use
