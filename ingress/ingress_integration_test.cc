@@ -308,8 +308,10 @@ TEST_F(IngressTest, HostsAndPathsAsTheSpecSays) {
   };
   for (const auto& [host, path, want] : cases) EXPECT_EQ(who(host, path), want) << host << path;
 
-  // The same over HTTP/2 (h2c prior knowledge) and HTTPS h2 with the default certificate.
+  // The same over HTTP/2 (h2c prior knowledge: curl and nghttp) and HTTPS h2 with the default certificate.
   EXPECT_EQ(who("foo.routing.test", "/api/v1", "--http2-prior-knowledge"), "c");
+  std::string viaNghttp = run(fmt::format("nghttp -H ':authority: foo.routing.test' http://127.0.0.1:{}/api/v2/x 2>&1", httpPort_)).out;
+  EXPECT_NE(viaNghttp.find("\"name\":\"b\""), std::string::npos) << viaNghttp;
   std::string h2 = curl(fmt::format("-k -w ' %{{http_version}}' --resolve foo.routing.test:{0}:127.0.0.1 "
                                     "https://foo.routing.test:{0}/api/v2",
                                     httpsPort_));
