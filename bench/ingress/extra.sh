@@ -13,6 +13,8 @@ BACKEND_PORT=${BACKEND_PORT:-18090}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 ECHO=${ECHO_BIN:-$ROOT/build/default/ingress/trellis-echo-backend}
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; kubectl delete ns bench-extra --wait=false >/dev/null 2>&1' EXIT
 now_ms() { date +%s%3N; }
@@ -21,7 +23,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 "$ECHO" --name extra --port "$BACKEND_PORT" >"$WORK/echo.log" 2>&1 &
 PIDS+=($!)
 kubectl create ns bench-extra >/dev/null
-kubectl -n bench-extra apply -f - >/dev/null <<YAML
+backend_objects echo 127.0.0.1 "$BACKEND_PORT" | kubectl -n bench-extra apply -f - >/dev/null
 apiVersion: networking.k8s.io/v1
 kind: IngressClass
 metadata: {name: trellis}

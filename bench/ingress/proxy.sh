@@ -5,26 +5,13 @@
 # from the harness: CERT KEY PORT BACKEND_HOST BACKEND_PORT ROUTE_HOST
 # ROUTE_PREFIX WORKDIR; from run.sh: KUBECONFIG TRELLIS_INGRESS_BIN.
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 kubectl delete ingress bench --ignore-not-found >/dev/null
 kubectl delete secret bench-tls --ignore-not-found >/dev/null
 kubectl create secret tls bench-tls --cert="$CERT" --key="$KEY" >/dev/null
 kubectl apply -f - >/dev/null <<YAML
-apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata: {name: trellis}
-spec: {controller: trellis.dev/ingress}
----
-apiVersion: v1
-kind: Service
-metadata: {name: backend}
-spec: {ports: [{name: http, port: 80, targetPort: $BACKEND_PORT}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend-1, labels: {kubernetes.io/service-name: backend}}
-addressType: IPv4
-ports: [{name: http, port: $BACKEND_PORT, protocol: TCP}]
-endpoints: [{addresses: ["$BACKEND_HOST"], conditions: {ready: true}}]
+$(backend_objects backend "$BACKEND_HOST" "$BACKEND_PORT")
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
