@@ -70,27 +70,43 @@ const json::object* specOf(const json::object& svc) {
 
 }  // namespace
 
+void ServiceAllocator::InUse::add(const InUse& other) {
+  for (auto [ip, n] : other.ips) ips[ip] += n;
+  for (auto [port, n] : other.nodePorts) nodePorts[port] += n;
+}
+
+void ServiceAllocator::InUse::remove(const InUse& other) {
+  for (auto [ip, n] : other.ips) {
+    auto it = ips.find(ip);
+    if (it != ips.end() && (it->second -= n) <= 0) ips.erase(it);
+  }
+  for (auto [port, n] : other.nodePorts) {
+    auto it = nodePorts.find(port);
+    if (it != nodePorts.end() && (it->second -= n) <= 0) nodePorts.erase(it);
+  }
+}
+
 ServiceAllocator::InUse ServiceAllocator::collect(const std::vector<json::object>& services) {
   InUse u;
   for (const json::object& s : services) {
     const json::object* spec = specOf(s);
     if (!spec) continue;
-    if (auto ip = parseIpv4(getString(*spec, "clusterIP"))) u.ips.insert(*ip);
+    if (auto ip = parseIpv4(getString(*spec, "clusterIP"))) ++u.ips[*ip];
     auto ports = spec->find("ports");
     if (ports == spec->end() || !ports->value().is_array()) continue;
     for (const json::value& p : ports->value().as_array()) {
       if (!p.is_object()) continue;
       auto np = p.as_object().find("nodePort");
-      if (np != p.as_object().end() && np->value().is_int64()) u.nodePorts.insert(static_cast<int>(np->value().as_int64()));
+      if (np != p.as_object().end() && np->value().is_int64()) ++u.nodePorts[static_cast<int>(np->value().as_int64())];
     }
   }
   return u;
 }
 
 base::Result<ServiceAllocator::Reservation> ServiceAllocator::allocate(json::object& svc, const json::object* old,
-                                                                      const std::function<InUse()>& inUse) {
+                                                                      const std::function<const InUse&()>& inUse) {
   std::lock_guard g(mu_);
-  const InUse used = inUse();
+  const InUse& used = inUse();
   json::object* spec = specOf(svc);
   if (!spec) return makeError(ErrorCode::kInvalidArgument, "spec: Invalid value: must be an object");
   const json::object* oldSpec = old ? specOf(*old) : nullptr;

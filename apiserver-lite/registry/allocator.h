@@ -8,6 +8,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -34,9 +35,13 @@ class ServiceAllocator {
  public:
   explicit ServiceAllocator(Ipv4Cidr range, int nodePortMin = 30000, int nodePortMax = 32767);
 
+  // Addresses and nodePorts in use, each with how many Services hold it
+  // (one, unless stored objects conflict).
   struct InUse {
-    std::set<uint32_t> ips;
-    std::set<int> nodePorts;
+    std::map<uint32_t, int> ips;
+    std::map<int, int> nodePorts;
+    void add(const InUse& other);
+    void remove(const InUse& other);
   };
   // What the given Services use.
   static InUse collect(const std::vector<boost::json::object>& services);
@@ -52,7 +57,7 @@ class ServiceAllocator {
     std::vector<int> nodePorts;
   };
   base::Result<Reservation> allocate(boost::json::object& service, const boost::json::object* old,
-                                     const std::function<InUse()>& inUse);
+                                     const std::function<const InUse&()>& inUse);
   void release(const Reservation& r);
 
   const Ipv4Cidr& range() const { return range_; }

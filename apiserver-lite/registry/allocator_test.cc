@@ -26,7 +26,8 @@ TEST(Allocator, CidrParsing) {
 TEST(Allocator, AllocatesDistinctAndChecksGivenValues) {
   ServiceAllocator a(*Ipv4Cidr::parse("10.0.0.0/29"), 30000, 30002);  // usable: .2 .. .6 (.1 reserved)
   std::vector<json::object> stored;
-  auto inUse = [&] { return ServiceAllocator::collect(stored); };
+  ServiceAllocator::InUse used;
+  auto inUse = [&]() -> const ServiceAllocator::InUse& { return used = ServiceAllocator::collect(stored); };
   auto s1 = svc(R"({"spec":{"type":"NodePort","ports":[{"port":80}]}})");
   auto r1 = a.allocate(s1, nullptr, inUse);
   ASSERT_TRUE(r1.ok()) << r1.error().message();
@@ -70,7 +71,8 @@ TEST(Allocator, AllocatesDistinctAndChecksGivenValues) {
 TEST(Allocator, UpdatesKeepTheirIpAndPorts) {
   ServiceAllocator a(*Ipv4Cidr::parse("10.0.0.0/24"));
   auto old = svc(R"({"spec":{"type":"NodePort","clusterIP":"10.0.0.9","ports":[{"port":80,"nodePort":30123}]}})");
-  auto inUse = [&] { return ServiceAllocator::InUse{}; };
+  ServiceAllocator::InUse none;
+  auto inUse = [&]() -> const ServiceAllocator::InUse& { return none; };
   auto upd = svc(R"({"spec":{"type":"NodePort","ports":[{"port":80,"nodePort":30123}]}})");
   ASSERT_TRUE(a.allocate(upd, &old, inUse).ok());
   EXPECT_EQ(upd["spec"].as_object()["clusterIP"].as_string(), "10.0.0.9");

@@ -630,20 +630,46 @@ struct ApiHandler::Impl {
 
   bool isService(const ResourceInfo& r) const { return r.kind == "Service" && r.group.empty(); }
 
+  // What stored Services use (ClusterIPs, nodePorts), kept current by a
+  // watch on the cache (its events arrive at commit, before the writer is
+  // answered), so an allocation costs a lookup, not a decode of every Service.
+  std::once_flag useOnce;
+  std::mutex useMu;
+  std::unordered_map<std::string, ServiceAllocator::InUse> useByKey;
+  ServiceAllocator::InUse use;
+  storage::WatchCache::WatchId useWatch = 0;
+
+  void followServiceUse(const ResourceInfo& r) {
+    auto usesOf = [](const KeyValue& kv) {
+      std::vector<json::object> one;
+      if (auto o = decode(kv)) one.push_back(std::move(*o));
+      return ServiceAllocator::collect(one);
+    };
+    storage::Snapshot snap = cache.list(r.keyPrefix());
+    {
+      std::lock_guard g(useMu);
+      for (const KeyValue& kv : snap.items) use.add(useByKey[kv.key] = usesOf(kv));
+    }
+    auto id = cache.watch(r.keyPrefix(), snap.revision, [this, usesOf](const std::vector<storage::Event>& events) {
+      std::lock_guard g(useMu);
+      for (const storage::Event& e : events) {
+        auto it = useByKey.find(e.kv.key);
+        if (it != useByKey.end()) {
+          use.remove(it->second);
+          useByKey.erase(it);
+        }
+        if (e.type == storage::Event::Type::kPut) use.add(useByKey[e.kv.key] = usesOf(e.kv));
+      }
+    });
+    if (id) useWatch = *id;
+  }
+
   // Allocates a Service's ClusterIP and nodePorts (create: old == nullptr).
   base::Result<ServiceAllocator::Reservation> allocateService(json::object& obj, const json::object* old,
                                                                const ResourceInfo& r) {
-    return allocator.allocate(obj, old, [&] {
-      std::vector<json::object> services;
-      for (const KeyValue& kv : cache.list(r.keyPrefix()).items) {
-        if (old && objectName(*old) == kv.key.substr(kv.key.rfind('/') + 1) &&
-            kv.key == r.key(objectNamespace(*old), objectName(*old))) {
-          continue;  // the Service being updated keeps what it has
-        }
-        if (auto o = decode(kv)) services.push_back(std::move(*o));
-      }
-      return ServiceAllocator::collect(services);
-    });
+    std::call_once(useOnce, [&] { followServiceUse(r); });
+    std::lock_guard g(useMu);
+    return allocator.allocate(obj, old, [&]() -> const ServiceAllocator::InUse& { return use; });
   }
   ApiError allocationError(const ResourceInfo& r, std::string_view name, const base::Error& e) {
     if (e.code() == base::ErrorCode::kResourceExhausted) {
@@ -672,6 +698,7 @@ struct ApiHandler::Impl {
   bool finWake = false;
 
   ~Impl() {
+    if (useWatch) cache.unwatch(useWatch);
     {
       std::lock_guard g(finMu);
       finStop = true;
