@@ -83,8 +83,18 @@ struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {
       for (const std::string& v : fn(obj)) indexes[name][v].insert(key);
     }
   }
+  // What the cache keeps of `obj` (without keepObjects: its identity only).
+  ObjectPtr kept(const ObjectPtr& obj) const {
+    if (options.keepObjects) return obj;
+    json::object meta;
+    meta["name"] = objectName(*obj);
+    if (!objectNamespace(*obj).empty()) meta["namespace"] = objectNamespace(*obj);
+    meta["resourceVersion"] = objectResourceVersion(*obj);
+    return std::make_shared<const json::object>(json::object{{"metadata", std::move(meta)}});
+  }
   // Puts `obj` in the cache; returns the previous version (null if new).
-  ObjectPtr upsert(const ObjectPtr& obj) {
+  ObjectPtr upsert(const ObjectPtr& full) {
+    ObjectPtr obj = kept(full);
     std::string key = objectKey(*obj);
     ObjectPtr old;
     auto it = items.find(key);
@@ -134,31 +144,50 @@ struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {
   }
 
   // A full LIST, reconciled against the cache. False when stopping or failed.
+  // Page by page: each page's objects go to the cache and the handlers before
+  // the next is read, so a large list never sits in memory whole.
   bool relist() {
     ListOptions lo;
     lo.labelSelector = options.labelSelector;
     lo.fieldSelector = options.fieldSelector;
-    auto all = client.listAll(resource, options.ns, lo, options.pageSize);
-    if (!all) {
-      log().warn("list failed", {{"resource", resource.id()}, {"error", all.error().message()}});
-      return false;
-    }
-    std::vector<std::pair<ObjectPtr, ObjectPtr>> updates;  // (old, new)
-    std::vector<ObjectPtr> adds, deletes;
+    lo.limit = options.pageSize;
+    std::set<std::string> seen;
+    std::string listRevision;
     {
       std::lock_guard g(mu);
       ++stats.lists;
-      std::set<std::string> seen;
-      for (json::object& o : all->items) {
-        auto obj = std::make_shared<const json::object>(std::move(o));
-        std::string key = objectKey(*obj);
-        seen.insert(key);
-        auto it = items.find(key);
-        if (it != items.end() && objectResourceVersion(*it->second) == objectResourceVersion(*obj)) continue;
-        ObjectPtr old = upsert(obj);
-        if (old) updates.emplace_back(old, obj);
-        else adds.push_back(obj);
+    }
+    while (true) {
+      auto page = client.list(resource, options.ns, lo);
+      if (!page) {
+        log().warn("list failed", {{"resource", resource.id()}, {"error", page.error().message()}});
+        return false;
       }
+      if (listRevision.empty()) listRevision = page->resourceVersion;
+      std::vector<std::pair<ObjectPtr, ObjectPtr>> updates;  // (old, new)
+      std::vector<ObjectPtr> adds;
+      {
+        std::lock_guard g(mu);
+        for (json::object& o : page->items) {
+          auto obj = std::make_shared<const json::object>(std::move(o));
+          std::string key = objectKey(*obj);
+          seen.insert(key);
+          auto it = items.find(key);
+          if (it != items.end() && objectResourceVersion(*it->second) == objectResourceVersion(*obj)) continue;
+          ObjectPtr old = upsert(obj);
+          if (old) updates.emplace_back(old, obj);
+          else adds.push_back(obj);
+        }
+      }
+      page->items.clear();
+      for (auto& o : adds) notifyAdd(o);
+      for (auto& [a, b] : updates) notifyUpdate(a, b);
+      if (page->continueToken.empty()) break;
+      lo.continueToken = page->continueToken;
+    }
+    std::vector<ObjectPtr> deletes;
+    {
+      std::lock_guard g(mu);
       for (auto it = items.begin(); it != items.end();) {
         if (seen.count(it->first)) {
           ++it;
@@ -170,10 +199,8 @@ struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {
         erase(key);
         deletes.push_back(gone);
       }
-      resourceVersion = all->resourceVersion;
+      resourceVersion = listRevision;
     }
-    for (auto& o : adds) notifyAdd(o);
-    for (auto& [a, b] : updates) notifyUpdate(a, b);
     for (auto& o : deletes) notifyDelete(o);
     {
       std::lock_guard g(mu);

@@ -267,6 +267,40 @@ TEST_F(KubeTest, CompactionGivesGoneAndACleanRelist) {
   EXPECT_GE(inf.stats().lists, 2u);  // relisted after the 410
 }
 
+TEST_F(KubeTest, AnInformerThatKeepsOnlyIdentitiesListsInPagesAndStillTellsEverything) {
+  startServer({"--compaction-interval", "0.3"});
+  auto c = newClient({.qps = 0});
+  ASSERT_TRUE(c->create(resources::kNamespaces, "", json::object{{"metadata", json::object{{"name", "busy"}}}}));
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(c->create(resources::kConfigMaps, "default", configMap("k" + std::to_string(i), "x")));
+  Informer inf(*c, resources::kConfigMaps,
+               {.ns = "default", .pageSize = 3, .watchTimeoutSeconds = 1, .bookmarks = false, .keepObjects = false});
+  HandlerView view;
+  std::atomic<int> fullAdds{0};
+  inf.addHandler(view.handler());
+  inf.addHandler({.onAdd = [&](const ObjectPtr& o) { fullAdds += o->contains("data"); }});
+  inf.start();
+  ASSERT_TRUE(inf.waitForSync(30s));
+  EXPECT_EQ(fullAdds, 10) << "handlers get whole objects";
+  auto want = freshList(*c);
+  EXPECT_EQ(cacheView(inf), want);  // four pages of three, reconciled as one list
+  EXPECT_EQ(view.snapshot(), want);
+  for (auto& o : inf.list()) EXPECT_FALSE(o->contains("data")) << "the cache keeps identities only";
+  // Changes through the watch, and a delete seen only by a relist after 410 Gone.
+  ASSERT_TRUE(c->update(resources::kConfigMaps, configMap("k1", "y")));
+  ASSERT_TRUE(c->remove(resources::kConfigMaps, "default", "k2"));
+  ASSERT_TRUE(testing::waitFor([&] { return view.snapshot() == freshList(*c); }, 30s));
+  for (int i = 0; i < 50; ++i) {
+    json::object cm = configMap("b" + std::to_string(i), "y");
+    cm["metadata"].as_object()["namespace"] = "busy";
+    ASSERT_TRUE(c->create(resources::kConfigMaps, "busy", cm));
+  }
+  ASSERT_TRUE(testing::waitFor([&] { return inf.stats().gone >= 1; }, 30s)) << "no 410 seen";
+  ASSERT_TRUE(c->remove(resources::kConfigMaps, "default", "k3"));
+  want = freshList(*c);
+  ASSERT_TRUE(testing::waitFor([&] { return cacheView(inf) == want && view.snapshot() == want; }, 30s));
+  EXPECT_EQ(view.duplicates, 0);
+}
+
 TEST_F(KubeTest, WorkQueueDeduplicatesAndNeverHandsAKeyToTwoWorkers) {
   // Deduplication: 502 adds of 11 keys before any worker runs wait as 11
   // items, and each is processed exactly once. A key added again while a
