@@ -87,7 +87,7 @@ class IngressTest : public ::testing::Test {
     writeFile("rbac.yaml", kRbac);
     auto r = kubectl("apply -f " + dir_->file("rbac.yaml"));
     ASSERT_EQ(r.exitCode, 0) << r.out;
-    ASSERT_TRUE(writeIngressKubeconfig());
+    ASSERT_TRUE(api_->writeKubeconfigFor("trellis-ingress", {}, dir_->file("ingress.kubeconfig")));
     httpPort_ = testing::freeTcpPort();
     httpsPort_ = testing::freeTcpPort();
     metricsPort_ = testing::freeTcpPort();
@@ -117,23 +117,14 @@ class IngressTest : public ::testing::Test {
       int rc = ingress_->stop(SIGTERM);
       EXPECT_EQ(rc, 0) << "trellis-ingress did not shut down cleanly";
       // Under the sanitizers: no memory error, leak or undefined behaviour in the ingress.
-      for (const std::string& line : ingress_->lines()) {
-        if (line.find("ERROR: AddressSanitizer") != std::string::npos ||
-            line.find("ERROR: LeakSanitizer") != std::string::npos || line.find("runtime error:") != std::string::npos) {
-          ADD_FAILURE() << "trellis-ingress: " << line << "\n" << ingress_->output();
-          break;
-        }
-      }
+      std::string report = testing::sanitizerReport(ingress_->lines());
+      EXPECT_EQ(report, "") << ingress_->output();
     }
     delete ingress_;
     // The audit: the ingress was never refused anything about Secrets.
     if (api_) {
-      std::string log = api_->log();
-      std::istringstream in(log);
-      for (std::string line; std::getline(in, line);) {
-        if (line.find("msg=forbidden") != std::string::npos && line.find("trellis-ingress") != std::string::npos) {
-          ADD_FAILURE() << "the ingress asked for something RBAC does not grant it: " << line;
-        }
+      for (const std::string& line : api_->refusals("trellis-ingress")) {
+        ADD_FAILURE() << "the ingress asked for something RBAC does not grant it: " << line;
       }
     }
     delete api_;
@@ -168,27 +159,6 @@ class IngressTest : public ::testing::Test {
     if (std::regex_search(out, m, std::regex("\"name\":\"([^\"]+)\""))) return m[1];
     size_t sp = out.rfind(' ');
     return sp == std::string::npos ? out : out.substr(sp + 1);
-  }
-
-  static bool writeIngressKubeconfig() {
-    std::string pki = api_->dataDir() + "/../data/pki";
-    pki = api_->dataDir() + "/pki";
-    http::PemPair ca{testing::readFile(pki + "/ca.crt"), testing::readFile(pki + "/ca.key")};
-    auto leaf = http::generateSigned(ca, {.commonName = "trellis-ingress", .server = false, .client = true});
-    if (!leaf) return false;
-    std::string admin = testing::readFile(api_->kubeconfig());
-    std::smatch server, caData;
-    if (!std::regex_search(admin, server, std::regex("server: (\\S+)")) ||
-        !std::regex_search(admin, caData, std::regex("certificate-authority-data: (\\S+)")))
-      return false;
-    testing::writeFile(dir_->file("ingress.kubeconfig"),
-                       fmt::format("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n"
-                                   "    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n"
-                                   "    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: c\n"
-                                   "  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
-                                   server[1].str(), caData[1].str(), base::base64Encode(leaf->certPem),
-                                   base::base64Encode(leaf->keyPem)));
-    return true;
   }
 
   // Starts an echo backend named `name`.

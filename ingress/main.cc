@@ -4,8 +4,6 @@
 #include <arpa/inet.h>
 #include <net/if.h>
 
-#include <condition_variable>
-#include <mutex>
 
 #include <fmt/format.h>
 
@@ -244,18 +242,7 @@ int main(int argc, char** argv) {
                        {"class", ingressClass}, {"threads", threads}, {"server", cfg->server}});
   controller.start();
 
-  std::mutex mu;
-  std::condition_variable cv;
-  bool shutdown = false;
-  base::SignalWatcher signals([&] {
-    std::lock_guard g(mu);
-    shutdown = true;
-    cv.notify_all();
-  });
-  {
-    std::unique_lock g(mu);
-    cv.wait(g, [&] { return shutdown; });
-  }
+  base::waitForShutdownSignal();
   log.info("shutting down");
   controller.stop();
   httpServer.stop(std::chrono::seconds(5));

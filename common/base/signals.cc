@@ -4,7 +4,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdlib>
+#include <mutex>
 
 namespace trellis::base {
 namespace {
@@ -44,6 +46,20 @@ SignalWatcher::SignalWatcher(std::function<void()> onShutdown, std::function<voi
       if (onShutdown) onShutdown();
     }
   });
+}
+
+void waitForShutdownSignal() {
+  static std::mutex mu;
+  static std::condition_variable cv;
+  static bool shutdown = false;
+  static SignalWatcher* watcher = new SignalWatcher([] {
+    std::lock_guard g(mu);
+    shutdown = true;
+    cv.notify_all();
+  });
+  (void)watcher;
+  std::unique_lock g(mu);
+  cv.wait(g, [] { return shutdown; });
 }
 
 SignalWatcher::~SignalWatcher() {

@@ -13,6 +13,11 @@ namespace trellis::base {
 
 void blockShutdownSignals();
 
+// Blocks until SIGINT or SIGTERM arrives — main's wait once everything runs.
+// The watcher stays for the rest of the process, so a second signal while
+// the caller shuts down still exits at once.
+void waitForShutdownSignal();
+
 class SignalWatcher {
  public:
   SignalWatcher(std::function<void()> onShutdown, std::function<void()> onReload = {});

@@ -5,7 +5,13 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <regex>
+#include <sstream>
 
+#include <fmt/format.h>
+
+#include "common/base/base64.h"
+#include "common/http/certgen.h"
 #include "common/testing/testing.h"
 
 namespace trellis::testing {
@@ -41,6 +47,37 @@ void ApiServerProcess::stop(int signal) {
   int st;
   waitpid(pid_, &st, 0);
   pid_ = -1;
+}
+
+bool ApiServerProcess::writeKubeconfigFor(const std::string& user, const std::vector<std::string>& groups,
+                                          const std::string& path) const {
+  std::string pki = dataDir() + "/pki";
+  http::PemPair ca{readFile(pki + "/ca.crt"), readFile(pki + "/ca.key")};
+  auto leaf = http::generateSigned(ca, {.commonName = user, .organizations = groups, .server = false, .client = true});
+  if (!leaf) return false;
+  std::string admin = readFile(kubeconfig_);
+  std::smatch server, caData;
+  if (!std::regex_search(admin, server, std::regex("server: (\\S+)")) ||
+      !std::regex_search(admin, caData, std::regex("certificate-authority-data: (\\S+)")))
+    return false;
+  writeFile(path, fmt::format("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n"
+                              "    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n"
+                              "    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: c\n"
+                              "  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
+                              server[1].str(), caData[1].str(), base::base64Encode(leaf->certPem),
+                              base::base64Encode(leaf->keyPem)));
+  return true;
+}
+
+std::vector<std::string> ApiServerProcess::refusals(const std::string& user) const {
+  std::vector<std::string> out;
+  std::istringstream in(log());
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("msg=forbidden") != std::string::npos && line.find("user=" + user + " ") != std::string::npos) {
+      out.push_back(line);
+    }
+  }
+  return out;
 }
 
 std::string ApiServerProcess::log() const { return readFile(dir_ + "/apiserver.log"); }

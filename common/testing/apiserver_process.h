@@ -25,8 +25,15 @@ class ApiServerProcess {
   bool running() const { return pid_ > 0; }
 
   const std::string& kubeconfig() const { return kubeconfig_; }
+  // Writes a kubeconfig at `path` for `user` (in `groups`) with a client
+  // certificate from the server's CA, as a component in a cluster gets one —
+  // so a test can run it under only the RBAC it is granted.
+  bool writeKubeconfigFor(const std::string& user, const std::vector<std::string>& groups,
+                          const std::string& path) const;
   std::string dataDir() const { return dir_ + "/data"; }
   std::string log() const;  // what the server wrote
+  // The lines of the log where the server refused `user` something (RBAC).
+  std::vector<std::string> refusals(const std::string& user) const;
 
  private:
   std::string binary_, dir_, kubeconfig_;

@@ -160,4 +160,13 @@ uint16_t freeTcpPort() {
   return ntohs(a.sin_port);
 }
 
+std::string sanitizerReport(const std::vector<std::string>& lines) {
+  for (const std::string& line : lines) {
+    if (line.find("ERROR: AddressSanitizer") != std::string::npos || line.find("ERROR: LeakSanitizer") != std::string::npos ||
+        line.find("runtime error:") != std::string::npos)
+      return line;
+  }
+  return "";
+}
+
 }  // namespace trellis::testing

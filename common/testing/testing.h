@@ -47,6 +47,11 @@ std::string rawExchange(uint16_t port, const std::string& data, std::chrono::mil
 std::string rawTrickle(uint16_t port, const std::string& data, char filler, std::chrono::milliseconds every,
                        std::chrono::milliseconds timeout, bool* closed = nullptr);
 
+// The first line of a sanitizer report (AddressSanitizer, LeakSanitizer, an
+// UndefinedBehaviorSanitizer "runtime error:") among a process's output
+// lines, or "" when there is none.
+std::string sanitizerReport(const std::vector<std::string>& lines);
+
 // Polls `cond` until it holds or `timeout` passes; returns its last value.
 bool waitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
 

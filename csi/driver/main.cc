@@ -9,10 +9,8 @@
 #include <unistd.h>
 
 #include <charconv>
-#include <condition_variable>
 #include <filesystem>
 #include <fstream>
-#include <mutex>
 
 #include "common/base/flags.h"
 #include "common/base/metrics.h"
@@ -205,18 +203,7 @@ int main(int argc, char** argv) {
   log.info("serving", {{"endpoint", "unix://" + path}, {"mode", mode}, {"node", opts.nodeId}, {"pool", driver.store().poolDir()},
                        {"driver", opts.driverName}});
 
-  std::mutex mu;
-  std::condition_variable cv;
-  bool stop = false;
-  base::SignalWatcher signals([&] {
-    std::lock_guard<std::mutex> lock(mu);
-    stop = true;
-    cv.notify_all();
-  });
-  {
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [&] { return stop; });
-  }
+  base::waitForShutdownSignal();
   log.info("shutting down");
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));  // CSI calls are short
   if (registration) registration->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));

@@ -10,8 +10,6 @@
 //   /ws                   a WebSocket (RFC 6455) echo: each text or binary
 //                         message comes back as "NAME: message"
 //   anything else         the echo
-#include <condition_variable>
-#include <mutex>
 #include <thread>
 
 #include <boost/json/serialize.hpp>
@@ -209,16 +207,7 @@ int main(int argc, char** argv) {
     }
   }
   log.info("listening", {{"port", server.port()}, {"name", name}});
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  base::SignalWatcher signals([&] {
-    std::lock_guard g(mu);
-    done = true;
-    cv.notify_all();
-  });
-  std::unique_lock g(mu);
-  cv.wait(g, [&] { return done; });
+  base::waitForShutdownSignal();
   server.stop(std::chrono::milliseconds(500));
   return 0;
 }
