@@ -24,6 +24,8 @@ PACKAGES=(
     containernetworking-plugins nftables iptables iperf3 iputils-ping jq
     # the ingress benchmark's peers (../shared/anchors/ingress) and WebSocket clients (HTTP/1.1, HTTP/2)
     haproxy nghttp2-proxy caddy python3-websockets python3-h2
+    # DNS: dig for the tests, the DNS benchmark's load generator and peers (../shared/anchors/dns)
+    bind9-dnsutils dnsperf unbound dnsmasq-base python3-yaml
     # loaded with dlopen by common/linux (nftables) at first use
     libnftables1
     # storage tools the CSI driver execs (mkfs, fs grow) and tests use

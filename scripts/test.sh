@@ -62,7 +62,7 @@ if [[ ${TRELLIS_SKIP_FUZZ:-0} != 1 ]]; then
     cmake --preset fuzz >/dev/null
     # Each fuzzer as folder:target; seeds in <folder>/fuzz/corpus/<first word of target>.
     fuzzers=(common/http:http1_parser common/http:http2_input apiserver-lite:protobuf apiserver-lite:quantity
-             apiserver-lite:objects cni:cni_config csi:csi_request)
+             apiserver-lite:objects cni:cni_config csi:csi_request servicelb/dns:dns_query)
     cmake --build build/fuzz --target "${fuzzers[@]/#*:/fuzz_}"
     secs=${TRELLIS_FUZZ_SECONDS:-15}
     for entry in "${fuzzers[@]}"; do

@@ -40,13 +40,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_apiserver() {  # dir
-    setsid taskset -c "$LOADGEN_CPU" "$BIN/apiserver-lite/trellis-apiserver" --data-dir "$1/data" --secure-port 0 \
-        --write-kubeconfig "$1/kubeconfig" >"$1/apiserver.log" 2>&1 &
-    API_PID=$!
-    for _ in $(seq 100); do [[ -s $1/kubeconfig ]] && return 0; sleep 0.1; done
-    die "trellis-apiserver did not start: $(tail -5 "$1/apiserver.log")"
-}
+source "$HERE/../lib.sh"
 
 mkdir -p "$WORK/api"
 start_apiserver "$WORK/api"

@@ -7,7 +7,8 @@ namespace trellis::http {
 
 base::Result<std::unique_ptr<StatusServer>> StatusServer::start(const std::string& address, const std::string& name,
                                                                 base::Registry& metrics,
-                                                                std::function<std::string()> health) {
+                                                                std::function<std::string()> health,
+                                                                std::function<std::string()> ready) {
   auto hp = base::parseHostPort(address);
   if (!hp) return std::move(hp).error().wrap("--metrics-address");
   ServerOptions so;
@@ -15,14 +16,15 @@ base::Result<std::unique_ptr<StatusServer>> StatusServer::start(const std::strin
   so.port = hp->port;
   so.name = name;
   std::unique_ptr<StatusServer> s(new StatusServer());
-  s->server_ = std::make_unique<Server>(so, [&metrics, health](Request& req, std::shared_ptr<ResponseWriter> w) {
+  s->server_ = std::make_unique<Server>(so, [&metrics, health, ready](Request& req, std::shared_ptr<ResponseWriter> w) {
     Response r;
     r.headers.add("content-type", "text/plain; charset=utf-8");
     if (req.path() == "/metrics") {
       r.headers.set("content-type", base::Registry::kContentType);
       r.body = metrics.render();
-    } else if (req.path() == "/healthz") {
-      std::string why = health ? health() : std::string();
+    } else if (req.path() == "/healthz" || req.path() == "/readyz") {
+      auto& check = req.path() == "/readyz" && ready ? ready : health;
+      std::string why = check ? check() : std::string();
       r.status = why.empty() ? 200 : 503;
       r.body = why.empty() ? "ok" : why;
     } else {

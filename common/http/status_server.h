@@ -1,6 +1,7 @@
 // The small HTTP server every long-running component offers on
-// --metrics-address: /metrics (Prometheus text of a registry) and /healthz
-// (200 "ok", or 503 with the reason a health check gives).
+// --metrics-address: /metrics (Prometheus text of a registry), /healthz
+// (200 "ok", or 503 with the reason a health check gives) and /readyz (the
+// same for a readiness check; the health check when none is given).
 //
 //   auto status = http::StatusServer::start("127.0.0.1:9090", "csi-metrics", metrics,
 //                                           [&]() -> std::string { return poolUsable() ? "" : "pool not usable"; });
@@ -19,11 +20,12 @@ class Server;
 
 class StatusServer {
  public:
-  // `health` answers "" when healthy, else why not. `address`: HOST:PORT
-  // (port 0 picks one).
+  // `health` and `ready` answer "" when healthy (ready), else why not.
+  // `address`: HOST:PORT (port 0 picks one).
   static base::Result<std::unique_ptr<StatusServer>> start(const std::string& address, const std::string& name,
                                                            base::Registry& metrics,
-                                                           std::function<std::string()> health = {});
+                                                           std::function<std::string()> health = {},
+                                                           std::function<std::string()> ready = {});
   ~StatusServer();
   uint16_t port() const;
   void stop();
