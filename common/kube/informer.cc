@@ -51,7 +51,13 @@ struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {
 
   mutable std::mutex mu;  // guards the cache, indexes, handlers, state below
   mutable std::condition_variable cv;
-  std::map<std::string, ObjectPtr> items;
+  // Without keepObjects an item holds no object, only its resourceVersion;
+  // objectOf() makes the stub callers see.
+  struct Item {
+    ObjectPtr obj;
+    std::string resourceVersion;
+  };
+  std::map<std::string, Item> items;
   std::map<std::string, IndexFunc> indexFuncs;
   // index name -> value -> keys
   std::map<std::string, std::map<std::string, std::set<std::string>>> indexes;
@@ -83,36 +89,38 @@ struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {
       for (const std::string& v : fn(obj)) indexes[name][v].insert(key);
     }
   }
-  // What the cache keeps of `obj` (without keepObjects: its identity only).
-  ObjectPtr kept(const ObjectPtr& obj) const {
-    if (options.keepObjects) return obj;
+  // The object of an item: itself, or (without keepObjects) a stub with its
+  // name, namespace and resourceVersion.
+  static ObjectPtr objectOf(const std::string& key, const Item& item) {
+    if (item.obj) return item.obj;
     json::object meta;
-    meta["name"] = objectName(*obj);
-    if (!objectNamespace(*obj).empty()) meta["namespace"] = objectNamespace(*obj);
-    meta["resourceVersion"] = objectResourceVersion(*obj);
+    size_t slash = key.find('/');
+    if (slash != std::string::npos) meta["namespace"] = key.substr(0, slash);
+    meta["name"] = slash == std::string::npos ? key : key.substr(slash + 1);
+    meta["resourceVersion"] = item.resourceVersion;
     return std::make_shared<const json::object>(json::object{{"metadata", std::move(meta)}});
   }
   // Puts `obj` in the cache; returns the previous version (null if new).
-  ObjectPtr upsert(const ObjectPtr& full) {
-    ObjectPtr obj = kept(full);
+  ObjectPtr upsert(const ObjectPtr& obj) {
     std::string key = objectKey(*obj);
+    Item item{options.keepObjects ? obj : nullptr, std::string(objectResourceVersion(*obj))};
     ObjectPtr old;
     auto it = items.find(key);
     if (it != items.end()) {
-      old = it->second;
-      unindex(key, *old);
-      it->second = obj;
+      old = objectOf(key, it->second);
+      if (options.keepObjects) unindex(key, *old);
+      it->second = std::move(item);
     } else {
-      items.emplace(key, obj);
+      items.emplace(key, std::move(item));
     }
-    index(key, *obj);
+    if (options.keepObjects) index(key, *obj);
     return old;
   }
   ObjectPtr erase(const std::string& key) {
     auto it = items.find(key);
     if (it == items.end()) return nullptr;
-    ObjectPtr old = it->second;
-    unindex(key, *old);
+    ObjectPtr old = objectOf(key, it->second);
+    if (options.keepObjects) unindex(key, *old);
     items.erase(it);
     return old;
   }
@@ -173,7 +181,7 @@ struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {
           std::string key = objectKey(*obj);
           seen.insert(key);
           auto it = items.find(key);
-          if (it != items.end() && objectResourceVersion(*it->second) == objectResourceVersion(*obj)) continue;
+          if (it != items.end() && it->second.resourceVersion == objectResourceVersion(*obj)) continue;
           ObjectPtr old = upsert(obj);
           if (old) updates.emplace_back(old, obj);
           else adds.push_back(obj);
@@ -193,7 +201,7 @@ struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {
           ++it;
           continue;
         }
-        ObjectPtr gone = it->second;
+        ObjectPtr gone = objectOf(it->first, it->second);
         std::string key = it->first;
         ++it;
         erase(key);
@@ -300,7 +308,7 @@ struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {
         notify = old != nullptr;
       } else {
         auto it = items.find(objectKey(*obj));
-        if (it != items.end() && objectResourceVersion(*it->second) == rv) return;  // already have it
+        if (it != items.end() && it->second.resourceVersion == rv) return;  // already have it
         old = upsert(obj);
       }
     }
@@ -346,7 +354,7 @@ struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {
     std::lock_guard g(mu);
     std::vector<ObjectPtr> out;
     out.reserve(items.size());
-    for (const auto& [k, v] : items) out.push_back(v);
+    for (const auto& [k, v] : items) out.push_back(objectOf(k, v));
     return out;
   }
 };
@@ -362,7 +370,7 @@ void Informer::addHandler(EventHandler handler) {
     std::lock_guard g(impl_->mu);
     impl_->handlers.push_back(handler);
     if (impl_->synced) {
-      for (const auto& [k, v] : impl_->items) existing.push_back(v);
+      for (const auto& [k, v] : impl_->items) existing.push_back(Impl::objectOf(k, v));
     }
   }
   if (handler.onAdd) {
@@ -373,8 +381,9 @@ void Informer::addHandler(EventHandler handler) {
 void Informer::addIndex(const std::string& name, IndexFunc fn) {
   std::lock_guard g(impl_->mu);
   impl_->indexFuncs[name] = fn;
+  if (!impl_->options.keepObjects) return;  // stubs have nothing to index
   for (const auto& [k, v] : impl_->items) {
-    for (const std::string& value : fn(*v)) impl_->indexes[name][value].insert(k);
+    for (const std::string& value : fn(*v.obj)) impl_->indexes[name][value].insert(k);
   }
 }
 
@@ -408,7 +417,7 @@ bool Informer::waitForSync(std::chrono::milliseconds timeout) const {
 ObjectPtr Informer::get(const std::string& key) const {
   std::lock_guard g(impl_->mu);
   auto it = impl_->items.find(key);
-  return it == impl_->items.end() ? nullptr : it->second;
+  return it == impl_->items.end() ? nullptr : Impl::objectOf(key, it->second);
 }
 
 std::vector<ObjectPtr> Informer::list() const { return impl_->snapshot(); }
@@ -421,7 +430,7 @@ std::vector<ObjectPtr> Informer::byIndex(const std::string& index, const std::st
   auto keys = idx->second.find(value);
   if (keys == idx->second.end()) return out;
   for (const std::string& k : keys->second) {
-    if (auto it = impl_->items.find(k); it != impl_->items.end()) out.push_back(it->second);
+    if (auto it = impl_->items.find(k); it != impl_->items.end()) out.push_back(Impl::objectOf(k, it->second));
   }
   return out;
 }

@@ -59,11 +59,11 @@ struct InformerOptions {
   int64_t pageSize = 500;
   int watchTimeoutSeconds = 0;  // the server ends each watch after this; 0: 5-10 min at random
   bool bookmarks = true;        // allowWatchBookmarks (keeps the resume revision fresh)
-  // false: the cache keeps only each object's name, namespace and
-  // resourceVersion (what list/watch bookkeeping needs). Handlers still get
-  // whole objects on add and update; onUpdate's old and a relist's onDelete
-  // get the stub; get/list/byIndex see stubs. For components that keep
-  // their own compact state of many objects (trellis-dns).
+  // false: the cache keeps only each object's key and resourceVersion (what
+  // list/watch bookkeeping needs). Handlers still get whole objects on add
+  // and update; onUpdate's old, a relist's onDelete and get/list see stubs
+  // (metadata.name, .namespace, .resourceVersion); indexes stay empty. For
+  // components that keep their own compact state of many objects (trellis-dns).
   bool keepObjects = true;
 };
 

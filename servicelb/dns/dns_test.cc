@@ -4,12 +4,15 @@
 #include <gtest/gtest.h>
 
 #include <deque>
+#include <map>
+#include <random>
 
 #include <boost/json/parse.hpp>
 #include <fmt/format.h>
 
 #include "servicelb/dns/cache.h"
 #include "servicelb/dns/message.h"
+#include "servicelb/dns/names.h"
 #include "servicelb/dns/zone.h"
 
 namespace trellis::dns {
@@ -394,6 +397,50 @@ TEST_F(ZoneTest, ASourceRemovedTakesExactlyItsNames) {
   zone_.set("shop/web2", {});
   EXPECT_EQ(zone_.names(), base);
   EXPECT_EQ(ask("shop.svc.cluster.local", kA).rcode(), kNXDomain);  // the namespace has nothing left
+}
+
+// ---- the name table, against a std::map doing the same
+
+TEST(NameTable, MatchesAMapThroughGrowthAndBackwardShiftDeletes) {
+  NameTable table;
+  std::map<std::string, std::pair<int, std::string>> want;  // name -> (refs, records)
+  std::mt19937 rng(7);
+  for (int step = 0; step < 200000; ++step) {
+    std::string name = "n" + std::to_string(rng() % 3000);
+    int op = static_cast<int>(rng() % 3);
+    if (op < 2) {
+      table.addRefs(name, 1);
+      ++want[name].first;
+      std::string rdata(rng() % 5, static_cast<char>('a' + rng() % 26));
+      table.appendRecord(name, 1, rdata);
+      want[name].second += std::string("\x00\x01", 2) + static_cast<char>(0) + static_cast<char>(rdata.size()) + rdata;
+    } else if (auto it = want.find(name); it != want.end()) {
+      // Remove its first record, then one ref.
+      auto node = table.find(name);
+      ASSERT_TRUE(node);
+      std::string first;
+      node.forEach([&](uint16_t, std::string_view r) {
+        if (first.empty()) first = std::string(1, '\x01') + std::string(r);
+      });
+      if (!first.empty()) {
+        ASSERT_TRUE(table.removeRecord(name, 1, first.substr(1)));
+        it->second.second.erase(0, 4 + first.size() - 1);
+      }
+      table.addRefs(name, -1);
+      if (--it->second.first == 0) want.erase(it);
+    }
+  }
+  EXPECT_EQ(table.size(), want.size());
+  for (auto& [name, v] : want) {
+    auto node = table.find(name);
+    ASSERT_TRUE(node) << name;
+    EXPECT_EQ(node.refs(), static_cast<uint32_t>(v.first));
+    EXPECT_EQ(node.records(), v.second) << name;
+  }
+  for (int i = 0; i < 3000; ++i) {
+    std::string name = "n" + std::to_string(i);
+    EXPECT_EQ(static_cast<bool>(table.find(name)), want.count(name) == 1) << name;
+  }
 }
 
 // ---- upstream answers and the cache

@@ -32,13 +32,19 @@ struct Watcher::Impl {
         names(metrics.gauge("trellis_dns_zone_names", "Names in the cluster zone and its reverse names")),
         serviceCount(metrics.gauge("trellis_dns_services", "Services with records")),
         updateSeconds(metrics.histogram("trellis_dns_zone_update_duration_seconds",
-                                        "Time to recompute and set one Service's records",
+                                        "Time to set one Service's records in the zone",
                                         {0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05})) {
     auto onService = [this](const kube::ObjectPtr& o) {
       std::lock_guard g(mu);
       std::string key = keyOf(*o);
-      serviceInfos[key] = serviceInfo(*o);
-      refresh(key);
+      ServiceInfo info = serviceInfo(*o);
+      // Only a headless Service's records depend on its slices: only its info is kept for them.
+      if (!info.clusterIPs.empty() && info.clusterIPs.front() == "None") {
+        refresh(key, serviceInfos[key] = std::move(info));
+      } else {
+        serviceInfos.erase(key);
+        refresh(key, info);
+      }
     };
     services->addHandler({.onAdd = onService,
                           .onUpdate = [onService](const kube::ObjectPtr&, const kube::ObjectPtr& o) { onService(o); },
@@ -46,7 +52,7 @@ struct Watcher::Impl {
                             std::lock_guard g(mu);
                             std::string key = keyOf(*o);
                             serviceInfos.erase(key);
-                            refresh(key);
+                            set(key, {});
                           }});
     auto onSlice = [this](const kube::ObjectPtr& o, bool gone) {
       std::lock_guard g(mu);
@@ -61,12 +67,12 @@ struct Watcher::Impl {
         byName.erase(std::string(name));
         if (byName.empty()) sliceInfos.erase(old);
         sliceOwners.erase(it);
-        refresh(old);
+        refreshHeadless(old);
       }
       if (owner.empty()) return;
       sliceOwners[key] = owner;
       sliceInfos[owner][std::string(name)] = sliceInfo(*o);
-      refresh(owner);
+      refreshHeadless(owner);
     };
     slices->addHandler({.onAdd = [onSlice](const kube::ObjectPtr& o) { onSlice(o, false); },
                         .onUpdate = [onSlice](const kube::ObjectPtr&, const kube::ObjectPtr& o) { onSlice(o, false); },
@@ -89,23 +95,24 @@ struct Watcher::Impl {
     }
   }
 
-  // Recomputes one Service's records from what is kept of it and its slices (mu held).
-  void refresh(const std::string& key) {
+  // Sets one Service's records, computed from `svc` and its slices (mu held).
+  void refresh(const std::string& key, const ServiceInfo& svc) {
+    std::vector<const SliceInfo*> ss;
+    if (auto it = sliceInfos.find(key); it != sliceInfos.end()) {
+      for (auto& [name, info] : it->second) ss.push_back(&info);
+    }
+    set(key, serviceRecords(svc, ss, zone.config()));
+    if (key == kNameserverService) zone.setNameserverAddress(svc.clusterIPs.empty() ? "" : svc.clusterIPs[0]);
+  }
+  // A slice changed: its Service's records, when they depend on slices (mu held).
+  void refreshHeadless(const std::string& key) {
+    if (auto it = serviceInfos.find(key); it != serviceInfos.end()) refresh(key, it->second);
+  }
+  void set(const std::string& key, std::vector<Record> records) {
     auto started = std::chrono::steady_clock::now();
-    std::vector<Record> records;
-    auto svc = serviceInfos.find(key);
-    if (svc != serviceInfos.end()) {
-      std::vector<const SliceInfo*> ss;
-      if (auto it = sliceInfos.find(key); it != sliceInfos.end()) {
-        for (auto& [name, info] : it->second) ss.push_back(&info);
-      }
-      records = serviceRecords(svc->second, ss, zone.config());
-    }
+    bool none = records.empty();
     if (zone.set(key, std::move(records))) updates.inc();
-    if (key == kNameserverService) {
-      zone.setNameserverAddress(svc != serviceInfos.end() && !svc->second.clusterIPs.empty() ? svc->second.clusterIPs[0]
-                                                                                             : "");
-    }
+    if (none && key == kNameserverService) zone.setNameserverAddress("");
     names.set(static_cast<double>(zone.names()));
     serviceCount.set(static_cast<double>(zone.sources()));
     updateSeconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
@@ -118,7 +125,7 @@ struct Watcher::Impl {
   base::Gauge& serviceCount;
   base::Histogram& updateSeconds;
   std::mutex mu;
-  std::unordered_map<std::string, ServiceInfo> serviceInfos;                    // ns/name
+  std::unordered_map<std::string, ServiceInfo> serviceInfos;                    // headless ones, ns/name
   std::unordered_map<std::string, std::map<std::string, SliceInfo>> sliceInfos;  // service ns/name -> slice name
   std::unordered_map<std::string, std::string> sliceOwners;                      // slice ns/name -> service ns/name
 };

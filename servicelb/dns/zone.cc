@@ -296,16 +296,6 @@ std::vector<Record> unpack(std::string_view packed) {
 
 }  // namespace
 
-template <typename Fn>
-void Zone::Node::forEach(Fn&& fn) const {
-  std::string_view all = rrs;
-  for (size_t p = 0; p + 4 <= all.size();) {
-    size_t len = get16(all, p + 2);
-    fn(static_cast<uint16_t>(get16(all, p)), all.substr(p + 4, len));
-    p += 4 + len;
-  }
-}
-
 bool Zone::set(const std::string& source, std::vector<Record> records) {
   std::string packed = pack(records);
   std::unique_lock lock(mu_);
@@ -326,46 +316,29 @@ bool Zone::set(const std::string& source, std::vector<Record> records) {
   return true;
 }
 
-void Zone::add(const Record& r) {
-  if (r.owner.empty()) return;
-  auto node = names_.try_emplace(r.owner).first;
-  put16(node->second.rrs, r.type);
-  put16(node->second.rrs, r.rdata.size());
-  node->second.rrs += r.rdata;
-  if (!isWithin(r.owner, zoneWire_)) {
-    ++node->second.refs;
+// Owners in the zone count for every name up to the zone's (so names with
+// only something below them exist); reverse names count for themselves.
+template <typename Fn>
+void Zone::forEachCounted(std::string_view owner, Fn&& fn) const {
+  if (!isWithin(owner, zoneWire_)) {
+    fn(owner);
     return;
   }
-  for (std::string_view n = r.owner;; n = parentOf(n)) {
-    auto it = names_.find(n);
-    if (it == names_.end()) it = names_.try_emplace(std::string(n)).first;
-    ++it->second.refs;
+  for (std::string_view n = owner;; n = parentOf(n)) {
+    fn(n);
     if (n.size() <= zoneWire_.size()) break;
   }
 }
 
+void Zone::add(const Record& r) {
+  if (r.owner.empty()) return;
+  forEachCounted(r.owner, [&](std::string_view n) { names_.addRefs(n, 1); });
+  names_.appendRecord(r.owner, r.type, r.rdata);
+}
+
 void Zone::remove(const Record& r) {
-  auto node = names_.find(r.owner);
-  if (node == names_.end()) return;
-  std::string& rrs = node->second.rrs;
-  for (size_t p = 0; p + 4 <= rrs.size();) {
-    size_t len = get16(rrs, p + 2);
-    if (get16(rrs, p) == r.type && std::string_view(rrs).substr(p + 4, len) == r.rdata) {
-      rrs.erase(p, 4 + len);
-      break;
-    }
-    p += 4 + len;
-  }
-  if (!isWithin(r.owner, zoneWire_)) {
-    if (--node->second.refs == 0) names_.erase(node);
-    return;
-  }
-  for (std::string_view n = r.owner;; n = parentOf(n)) {
-    auto it = names_.find(n);
-    bool last = n.size() <= zoneWire_.size();
-    if (it != names_.end() && --it->second.refs == 0) names_.erase(it);
-    if (last) break;
-  }
+  if (!names_.removeRecord(r.owner, r.type, r.rdata)) return;
+  forEachCounted(r.owner, [&](std::string_view n) { names_.addRefs(n, -1); });
 }
 
 size_t Zone::names() const {
@@ -385,7 +358,7 @@ void Zone::negative(const Query& q, Writer& w, uint16_t rcode) const {
   w.record(Writer::kAuthority, at, kSOA, config_.ttl, soa_);
 }
 
-void Zone::writeRecords(const Query& q, Writer& w, const Node& node) const {
+void Zone::writeRecords(const Query& q, Writer& w, NameTable::Node node) const {
   bool srv = false;
   node.forEach([&](uint16_t type, std::string_view rdata) {
     if (type == kPlaceholder || (q.qtype != kANY && type != q.qtype)) return;
@@ -399,8 +372,8 @@ void Zone::writeRecords(const Query& q, Writer& w, const Node& node) const {
     if (type != kSRV || rdata.size() <= 6) return;
     std::string_view target = rdata.substr(6);
     auto t = names_.find(target);
-    if (t == names_.end()) return;
-    t->second.forEach([&](uint16_t at, std::string_view addr) {
+    if (!t) return;
+    t.forEach([&](uint16_t at, std::string_view addr) {
       if (at == kA || at == kAAAA) w.recordNamed(Writer::kAdditional, target, at, config_.ttl, addr);
     });
   });
@@ -413,10 +386,10 @@ Zone::Outcome Zone::answer(const Query& q, Writer& w) const {
   if (!inZone) {
     // Reverse names of the cluster's addresses; the rest is not ours.
     if ((q.qtype != kPTR && q.qtype != kANY) || q.qclass != kClassIN) return kNotOurs;
-    auto it = names_.find(name);
-    if (it == names_.end() || it->second.rrs.empty()) return kNotOurs;
+    auto node = names_.find(name);
+    if (!node || node.records().empty()) return kNotOurs;
     w.startResponse(q, kNoError, true);
-    writeRecords(q, w, it->second);
+    writeRecords(q, w, node);
     return kAnswered;
   }
   if (q.qclass != kClassIN && q.qclass != kANY) {
@@ -427,23 +400,23 @@ Zone::Outcome Zone::answer(const Query& q, Writer& w) const {
     w.startResponse(q, kRefused, false);
     return kAnswered;
   }
-  auto it = names_.find(name);
-  if (it == names_.end()) {
+  auto node = names_.find(name);
+  if (!node) {
     answerPod(q, w, name);
     return kAnswered;
   }
   w.startResponse(q, kNoError, true);
-  writeRecords(q, w, it->second);
+  writeRecords(q, w, node);
   if (w.size() > kHeaderSize + q.question.size()) return kAnswered;  // something was written
   // A CNAME answers every type (ExternalName); its target is followed when it is ours.
   bool cname = false;
-  it->second.forEach([&](uint16_t type, std::string_view target) {
+  node.forEach([&](uint16_t type, std::string_view target) {
     if (type != kCNAME || cname) return;
     cname = true;
     w.record(Writer::kAnswer, kQuestionName, kCNAME, config_.ttl, target);
     auto t = names_.find(target);
-    if (t == names_.end()) return;
-    t->second.forEach([&](uint16_t at, std::string_view rdata) {
+    if (!t) return;
+    t.forEach([&](uint16_t at, std::string_view rdata) {
       if (at == q.qtype) w.recordNamed(Writer::kAnswer, target, at, config_.ttl, rdata);
     });
   });

@@ -27,6 +27,7 @@
 #include <boost/json/object.hpp>
 
 #include "servicelb/dns/message.h"
+#include "servicelb/dns/names.h"
 
 namespace trellis::dns {
 
@@ -108,32 +109,19 @@ class Zone {
   const std::string& zoneWire() const { return zoneWire_; }
 
  private:
-  // A name's records, packed in one string: [type:2][length:2][rdata] each
-  // (one allocation per name; tens of thousands of names stay small).
-  struct Node {
-    std::string rrs;
-    uint32_t refs = 0;  // records at or below this name (names in the zone)
-    template <typename Fn>
-    void forEach(Fn&& fn) const;
-  };
-  struct Hash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
-  };
-  using Names = std::unordered_map<std::string, Node, Hash, std::equal_to<>>;
-
+  template <typename Fn>
+  void forEachCounted(std::string_view owner, Fn&& fn) const;
   void add(const Record& r);
   void remove(const Record& r);
-  void addRecords(Names::iterator node, const Record& r);
   void answerPod(const Query& q, Writer& w, std::string_view name) const;
   void negative(const Query& q, Writer& w, uint16_t rcode) const;
-  void writeRecords(const Query& q, Writer& w, const Node& node) const;
+  void writeRecords(const Query& q, Writer& w, NameTable::Node node) const;
 
   ZoneConfig config_;
   std::string zoneWire_, podZoneWire_, svcZoneWire_;
   std::string soa_;
   mutable std::shared_mutex mu_;
-  Names names_;
+  NameTable names_;
   std::unordered_map<std::string, std::string> sources_;  // source -> its records, packed
   std::function<bool(std::string_view, std::string_view)> podCheck_;
 };
