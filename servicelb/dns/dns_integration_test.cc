@@ -470,6 +470,35 @@ TEST_F(DnsTest, MetricsCountQueriesByTypeAndRcode) {
   EXPECT_GT(metric("trellis_dns_zone_names"), 0);
 }
 
+TEST_F(DnsTest, TheDeployBaseInstallsAndItsRbacIsEnough) {
+  // deploy/base as a user applies it: the kube-dns Service at the tenth address, the RBAC.
+  auto r = kubectl(std::string("apply -k ") + TRELLIS_SOURCE_DIR "/deploy/base");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  EXPECT_EQ(kubectl("get service kube-dns -n kube-system -o jsonpath={.spec.clusterIP}").out, "10.96.0.10");
+  // ns.dns.<zone> is that address.
+  EXPECT_TRUE(waitFor([] { return short_("ns.dns.cluster.local", "A") == "10.96.0.10"; }, 10s));
+  // A trellis-dns as the Deployment's ServiceAccount gets ready and answers with only what the base grants.
+  std::string kubeconfig = dir_->file("sa.kubeconfig");
+  ASSERT_TRUE(api_->writeKubeconfigFor("system:serviceaccount:kube-system:trellis-dns",
+                                       {"system:serviceaccounts", "system:serviceaccounts:kube-system"}, kubeconfig));
+  uint16_t metrics = testing::freeTcpPort();
+  Background sa(fmt::format("exec {} --kubeconfig {} --listen 127.0.0.1:0 --metrics-port {} --upstream 127.0.0.1:{} "
+                            "--pod-records verified 2>&1",
+                            TRELLIS_DNS_BIN, kubeconfig, metrics, upstream_->port()));
+  EXPECT_TRUE(waitFor([&] {
+    return run(fmt::format("curl -s --max-time 5 http://127.0.0.1:{}/readyz", metrics)).out == "ok";
+  }, 20s)) << sa.output();
+  std::smatch m;
+  std::string out = sa.output();
+  ASSERT_TRUE(std::regex_search(out, m, std::regex("listen=127\\.0\\.0\\.1:(\\d+)"))) << out;
+  EXPECT_EQ(run(fmt::format("dig +short -p {} @127.0.0.1 kube-dns.kube-system.svc.cluster.local 2>/dev/null", m[1].str())).out,
+            "10.96.0.10\n");
+  EXPECT_EQ(sa.stop(SIGTERM), 0);
+  for (const std::string& line : api_->refusals("system:serviceaccount:kube-system:trellis-dns")) {
+    ADD_FAILURE() << "the base's RBAC does not grant trellis-dns what it asked: " << line;
+  }
+}
+
 TEST_F(DnsTest, KilledAndRestartedItServesTheSameNames) {
   kubectl("create namespace again");
   apply(R"(apiVersion: v1
