@@ -16,7 +16,7 @@ PACKAGES=(
     libboost1.81-dev libboost-json1.81-dev
     libssl-dev libnghttp2-dev
     libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-    libnl-3-dev libnl-route-3-dev libnftables-dev libbpf-dev
+    libnl-3-dev libnl-route-3-dev libnftables-dev libbpf-dev bpftool
     libsqlite3-dev libcli11-dev libfmt-dev libyaml-dev
     libgtest-dev libgmock-dev libbenchmark-dev
     # real clients and peers used by tests and benchmarks
