@@ -5,10 +5,12 @@
 #include <map>
 #include <random>
 
+#include <boost/json/parse.hpp>
 #include <fmt/format.h>
 
 #include "servicelb/maglev.h"
 #include "servicelb/pools.h"
+#include "servicelb/translate.h"
 
 namespace trellis::servicelb {
 namespace {
@@ -134,6 +136,32 @@ TEST(Pools, AddressesAreNeverGivenTwice) {
   EXPECT_FALSE(b.adopt("ns/y", {ip("10.250.90.1")}, {}));       // not in the default pool
   EXPECT_TRUE(b.adopt("ns/y", {ip("10.250.90.1")}, {.pool = "blue"}));
   EXPECT_EQ(*b.holder(ip("10.250.90.1")), "ns/y");
+}
+
+TEST(Translate, ClusterIpPortsGetTheReadyEndpointsOnTheirNamedPorts) {
+  auto svc = boost::json::parse(R"({"metadata":{"name":"web","namespace":"shop"},
+    "spec":{"clusterIP":"10.96.0.20","clusterIPs":["10.96.0.20","fd00::20"],
+            "ports":[{"name":"http","port":80,"protocol":"TCP"},{"name":"dns","port":53,"protocol":"UDP"},
+                     {"name":"s","port":9,"protocol":"SCTP"}]}})").as_object();
+  auto slice = [](const char* text) { return std::make_shared<const boost::json::object>(boost::json::parse(text).as_object()); };
+  std::vector<std::shared_ptr<const boost::json::object>> slices{
+      slice(R"({"addressType":"IPv4","ports":[{"name":"http","port":8080,"protocol":"TCP"},{"name":"dns","port":5353,"protocol":"UDP"}],
+                "endpoints":[{"addresses":["10.244.0.9"]},{"addresses":["10.244.0.5"],"conditions":{"ready":true}},
+                             {"addresses":["10.244.0.7"],"conditions":{"ready":false}}]})"),
+      slice(R"({"addressType":"IPv4","ports":[{"name":"http","port":8080}],"endpoints":[{"addresses":["10.244.0.5"]}]})"),
+      slice(R"({"addressType":"IPv6","ports":[{"name":"http","port":8080}],"endpoints":[{"addresses":["fd00::5"]}]})")};
+  auto entries = clusterIpEntries(svc, slices);
+  ASSERT_EQ(entries.size(), 2u);  // IPv4 only; SCTP is not for the socket layer
+  EXPECT_EQ(entries[0].frontend, (Frontend{0x0A600014, 80, 6}));
+  ASSERT_EQ(entries[0].backends.size(), 2u);  // ready ones, once each, in address order
+  EXPECT_EQ(entries[0].backends[0].addr, 0x0AF40005u);
+  EXPECT_EQ(entries[0].backends[0].port, 8080);
+  EXPECT_EQ(entries[0].backends[1].addr, 0x0AF40009u);
+  EXPECT_EQ(entries[1].frontend, (Frontend{0x0A600014, 53, 17}));
+  ASSERT_EQ(entries[1].backends.size(), 2u);
+  EXPECT_EQ(entries[1].backends[0].port, 5353);
+  auto headless = boost::json::parse(R"({"spec":{"clusterIP":"None","ports":[{"port":80}]}})").as_object();
+  EXPECT_TRUE(clusterIpEntries(headless, slices).empty());
 }
 
 }  // namespace
