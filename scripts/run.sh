@@ -3,8 +3,9 @@
 # Kubernetes API on SQLite, driven with kubectl), trellis-controllers with
 # trellis-csi (a PVC provisioned and bound; a Deployment's pods made and
 # scheduled), the HTTP core's example server,
-# and pod networking across two node namespaces (trellis-cni-agent per node,
-# a pod on each); it grows into `trellis up`, the local multi-node cluster,
+# pod networking across two node namespaces (trellis-cni-agent per node,
+# a pod on each) and cluster DNS (trellis-dns answering a Service's name);
+# it grows into `trellis up`, the local multi-node cluster,
 # as components land. Needs root (network namespaces).
 #   TRELLIS_RUN_ONCE=1        start, show it working, stop (no waiting for Ctrl-C)
 #   TRELLIS_PORT=N            example server port (default 8443)
@@ -165,7 +166,24 @@ echo
 echo "Workloads (trellis-controllers: deployment, replicaset, scheduler; see docs/controllers.md)"
 echo "  kubectl create deployment demo-web --image=nginx --replicas=2; kubectl get deploy,rs,pods -o wide ->"
 "${kc[@]}" get deploy,rs,pods -l app=demo-web -o wide | sed 's/^/    /'
-echo "Not yet running (later issues): pods (the node agent), servicelb, ingress, trellis up."
+
+# Cluster DNS: trellis-dns answers the Services' names (here on a loopback
+# port; in a cluster it is the kube-dns Service, see deploy/base/dns).
+"${kc[@]}" expose deployment demo-web --port 80 --target-port 8080 --dry-run=client -o yaml | "${kc[@]}" apply -f - >/dev/null
+dnsport=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+build/default/servicelb/dns/trellis-dns --kubeconfig "$state/kubeconfig" --listen "127.0.0.1:$dnsport" --metrics-port 0 \
+    --upstream 127.0.0.1:9 2>"$state/dns.log" &
+others+=($!)
+answer=""
+for _ in $(seq 50); do
+    answer=$(dig +short +time=1 +tries=1 -p "$dnsport" @127.0.0.1 demo-web.default.svc.cluster.local 2>/dev/null || true)
+    [[ -n $answer ]] && break
+    sleep 0.1
+done
+echo
+echo "Cluster DNS (trellis-dns; see docs/dns.md)"
+echo "  dig -p $dnsport @127.0.0.1 demo-web.default.svc.cluster.local -> $answer (kubectl get svc demo-web: $("${kc[@]}" get svc demo-web -o jsonpath='{.spec.clusterIP}'))"
+echo "Not yet running (later issues): pods (the node agent), servicelb in the demo, ingress, trellis up."
 
 if [[ ${TRELLIS_RUN_ONCE:-0} == 1 ]]; then
     exit 0
