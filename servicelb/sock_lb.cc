@@ -33,8 +33,12 @@ struct SockLb::Impl {
   sock_lb* skel = nullptr;
   bpf_link* connect = nullptr;
   bpf_link* peer = nullptr;
+  bpf_link* send = nullptr;
+  bpf_link* recv = nullptr;
   int cgroup = -1;
   ~Impl() {
+    if (recv) bpf_link__destroy(recv);
+    if (send) bpf_link__destroy(send);
     if (peer) bpf_link__destroy(peer);
     if (connect) bpf_link__destroy(connect);
     if (skel) sock_lb__destroy(skel);
@@ -55,6 +59,10 @@ base::Result<std::unique_ptr<SockLb>> SockLb::attach(const std::string& cgroupPa
   if (!impl->connect) return base::Error::fromErrno(errno, "attaching connect4 to " + cgroupPath);
   impl->peer = bpf_program__attach_cgroup(impl->skel->progs.trellis_getpeername4, impl->cgroup);
   if (!impl->peer) return base::Error::fromErrno(errno, "attaching getpeername4 to " + cgroupPath);
+  impl->send = bpf_program__attach_cgroup(impl->skel->progs.trellis_sendmsg4, impl->cgroup);
+  if (!impl->send) return base::Error::fromErrno(errno, "attaching sendmsg4 to " + cgroupPath);
+  impl->recv = bpf_program__attach_cgroup(impl->skel->progs.trellis_recvmsg4, impl->cgroup);
+  if (!impl->recv) return base::Error::fromErrno(errno, "attaching recvmsg4 to " + cgroupPath);
   return std::unique_ptr<SockLb>(new SockLb(std::move(impl)));
 }
 

@@ -92,9 +92,16 @@ class Node {
     if (bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(listener, 8) != 0) return 3;
     getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len);
     uint16_t port = ntohs(a.sin_port);
+    int udpServer = socket(AF_INET, SOCK_DGRAM, 0);  // the same port number, for UDP
+    if (bind(udpServer, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return 6;
     if (write(out, &cookie, sizeof cookie) != sizeof cookie || write(out, &port, sizeof port) != sizeof port) return 4;
     for (char command; read(in, &command, 1) == 1;) {
       std::string answer = "0";
+      if (command == 'd') {  // unconnected UDP: sendto the VIP, the reply from the VIP
+        answer = udpExchange(udpServer);
+        if (write(out, answer.data(), answer.size()) < 0) return 5;
+        continue;
+      }
       int c = socket(AF_INET, SOCK_STREAM, 0);
       sockaddr_in vip{};
       vip.sin_family = AF_INET;
@@ -127,6 +134,35 @@ class Node {
       if (write(out, answer.data(), answer.size()) < 0) return 5;
     }
     return 0;
+  }
+
+  static std::string udpExchange(int server) {
+    int c = socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in vip{};
+    vip.sin_family = AF_INET;
+    vip.sin_addr.s_addr = htonl(kVip);
+    vip.sin_port = htons(kVipPort);
+    std::string answer = "0";
+    if (sendto(c, "q?", 2, 0, reinterpret_cast<sockaddr*>(&vip), sizeof vip) != 2) {
+      answer = fmt::format("sendto: {}", strerror(errno));
+    } else {
+      char buf[8];
+      sockaddr_in from{};
+      socklen_t flen = sizeof from;
+      ssize_t n = recvfrom(server, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &flen);
+      if (n != 2) return "the backend got no datagram";
+      sendto(server, "a!", 2, 0, reinterpret_cast<sockaddr*>(&from), flen);
+      sockaddr_in src{};
+      socklen_t slen = sizeof src;
+      n = recvfrom(c, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&src), &slen);
+      if (n != 2 || std::string(buf, 2) != "a!") {
+        answer = "no reply";
+      } else if (src.sin_addr.s_addr != htonl(kVip) || src.sin_port != htons(kVipPort)) {
+        answer = fmt::format("the reply came from {}:{}", inet_ntoa(src.sin_addr), ntohs(src.sin_port));
+      }
+    }
+    close(c);
+    return answer;
   }
 
   pid_t pid_ = -1;
@@ -169,6 +205,17 @@ TEST_F(SockLbTest, AVipConnectsStraightToABackendOnlyOnItsOwnNode) {
   ASSERT_TRUE((*lb)->setService({c.cookie(), kVip, kVipPort, IPPROTO_TCP}, 2, {{0x7F000001, c.port()}}));
   EXPECT_EQ(c.ask('c'), "0");
   ASSERT_TRUE((*lb)->removeService({a.cookie(), kVip, kVipPort, IPPROTO_TCP}));
+  EXPECT_EQ(a.ask('u'), "0");
+}
+
+TEST_F(SockLbTest, UnconnectedUdpGoesToABackendAndRepliesComeFromTheVip) {
+  auto lb = SockLb::attach(cgroup_);
+  ASSERT_TRUE(lb) << lb.error().message();
+  Node a;
+  join(a);
+  ASSERT_TRUE((*lb)->setService({a.cookie(), kVip, kVipPort, IPPROTO_UDP}, 3, {{0x7F000001, a.port()}}));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(a.ask('d'), "0");
+  // The TCP entry is another one: a TCP connect to the VIP is not balanced.
   EXPECT_EQ(a.ask('u'), "0");
 }
 

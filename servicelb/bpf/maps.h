@@ -35,3 +35,9 @@ struct lb_origin {
   __u32 addr;
   __u32 port;
 };
+
+struct lb_reverse_key {
+  __u64 cookie;  // the client socket
+  __u32 addr;    // the backend a datagram went to
+  __u32 port;
+};
