@@ -215,5 +215,41 @@ TEST_F(ServiceLbTest, AClusterIpFollowsItsReadyEndpoints) {
   ASSERT_TRUE(waitFor([] { return connectVip() == "ENETUNREACH"; }, 10s)) << connectVip();
 }
 
+// Cluster DNS through a ClusterIP, as pods reach it: trellis-dns behind the
+// Service kube-dns (10.96.0.10, UDP and TCP 53), dig in the node's cgroup.
+TEST_F(ServiceLbTest, ClusterDnsAnswersThroughItsClusterIp) {
+  uint16_t dnsPort = testing::freeTcpPort();
+  Background dns(fmt::format("exec {} --kubeconfig {} --listen 127.0.0.1:{} --metrics-port 0 --upstream 127.0.0.1:9 2>&1",
+                             TRELLIS_DNS_BIN, api_->kubeconfig(), dnsPort));
+  apply(fmt::format(R"(apiVersion: v1
+kind: Service
+metadata: {{name: kube-dns, namespace: kube-system}}
+spec: {{clusterIP: 10.96.0.10, ports: [{{name: dns, port: 53, protocol: UDP}}, {{name: dns-tcp, port: 53, protocol: TCP}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: kube-dns-1, namespace: kube-system, labels: {{kubernetes.io/service-name: kube-dns}}}}
+addressType: IPv4
+ports: [{{name: dns, port: {0}, protocol: UDP}}, {{name: dns-tcp, port: {0}, protocol: TCP}}]
+endpoints: [{{addresses: [127.0.0.1]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: named, namespace: default}}
+spec: {{clusterIP: 10.96.60.6, ports: [{{port: 80}}]}}
+)",
+                    dnsPort));
+  // dig as a pod runs it: a process in the node's cgroup.
+  auto dig = [](const std::string& args) {
+    return run(fmt::format("sh -c 'echo $$ > {}/cgroup.procs && exec dig +short +time=2 +tries=1 @10.96.0.10 {}' 2>/dev/null",
+                           *cgroup_, args))
+        .out;
+  };
+  EXPECT_TRUE(waitFor([&] { return dig("named.default.svc.cluster.local") == "10.96.60.6\n"; }, 20s))
+      << dig("named.default.svc.cluster.local") << dns.output();
+  EXPECT_EQ(dig("named.default.svc.cluster.local +tcp"), "10.96.60.6\n");
+  EXPECT_EQ(dig("kube-dns.kube-system.svc.cluster.local"), "10.96.0.10\n");
+}
+
 }  // namespace
 }  // namespace trellis
