@@ -24,23 +24,6 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 PIDS+=($!)
 kubectl create ns bench-extra >/dev/null
 backend_objects echo 127.0.0.1 "$BACKEND_PORT" | kubectl -n bench-extra apply -f - >/dev/null
-apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata: {name: trellis}
-spec: {controller: trellis.dev/ingress}
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo}
-spec: {ports: [{name: http, port: 80, targetPort: $BACKEND_PORT}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: echo-1, labels: {kubernetes.io/service-name: echo}}
-addressType: IPv4
-ports: [{name: http, port: $BACKEND_PORT, protocol: TCP}]
-endpoints: [{addresses: ["127.0.0.1"], conditions: {ready: true}}]
-YAML
 "$TRELLIS_INGRESS_BIN" --kubeconfig "$KUBECONFIG" --address 127.0.0.1 --http-port 18091 --https-port 18092 \
     --metrics-port 18093 --threads 1 --access-log=false --publish-address 127.0.0.1 --log-level warn \
     >"$WORK/ingress-extra.log" 2>&1 &
