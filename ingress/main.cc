@@ -164,14 +164,11 @@ int main(int argc, char** argv) {
   }
   auto tls = std::make_shared<http::TlsServerConfig>(fallback);
 
-  auto cfg = kubeconfig.empty() ? kube::loadDefaultConfig() : kube::loadKubeconfig({kubeconfig});
-  if (!cfg) {
-    log.error("loading the kubeconfig", {{"error", cfg.error().message()}});
-    return 1;
-  }
-  auto client = kube::Client::create(*cfg, {.qps = 500, .burst = 1000, .userAgent = "trellis-ingress"});
+  std::string server;
+  auto client =
+      kube::clientFromKubeconfigFlag(kubeconfig, {.qps = 500, .burst = 1000, .userAgent = "trellis-ingress"}, &server);
   if (!client) {
-    log.error("connecting", {{"error", client.error().message()}});
+    log.error("the API", {{"error", client.error().message()}});
     return 1;
   }
 
@@ -239,7 +236,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   log.info("serving", {{"http", httpServer.port()}, {"https", httpsServer.port()}, {"metrics", status.port()},
-                       {"class", ingressClass}, {"threads", threads}, {"server", cfg->server}});
+                       {"class", ingressClass}, {"threads", threads}, {"server", server}});
   controller.start();
 
   base::waitForShutdownSignal();

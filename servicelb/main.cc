@@ -52,14 +52,11 @@ int main(int argc, char** argv) {
     log.error("attaching the socket load balancer", {{"error", lb.error().message()}});
     return 1;
   }
-  auto cfg = kubeconfig.empty() ? kube::loadDefaultConfig() : kube::loadKubeconfig({kubeconfig});
-  if (!cfg) {
-    log.error("loading the kubeconfig", {{"error", cfg.error().message()}});
-    return 1;
-  }
-  auto client = kube::Client::create(*cfg, {.qps = 50, .burst = 100, .userAgent = "trellis-servicelb"});
+  std::string server;
+  auto client =
+      kube::clientFromKubeconfigFlag(kubeconfig, {.qps = 50, .burst = 100, .userAgent = "trellis-servicelb"}, &server);
   if (!client) {
-    log.error("connecting", {{"error", client.error().message()}});
+    log.error("the API", {{"error", client.error().message()}});
     return 1;
   }
   base::Registry metrics;
@@ -72,7 +69,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   log.info("serving", {{"node", nodeName}, {"mode", "ebpf"}, {"cgroup", cgroup}, {"metrics", (*status)->port()},
-                       {"server", cfg->server}});
+                       {"server", server}});
   daemon.start();
   base::waitForShutdownSignal();
   log.info("shutting down");

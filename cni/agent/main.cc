@@ -396,14 +396,9 @@ int main(int argc, char** argv) {
     stop = true;
     cv.notify_all();
   });
-  auto cfg = kubeconfig.empty() ? kube::loadDefaultConfig() : kube::loadKubeconfig({kubeconfig});
-  if (!cfg) {
-    log.error("kubeconfig", {{"error", cfg.error().message()}});
-    return 1;
-  }
-  auto client = kube::Client::create(*cfg);
+  auto client = kube::clientFromKubeconfigFlag(kubeconfig);
   if (!client) {
-    log.error("client", {{"error", client.error().message()}});
+    log.error("the API", {{"error", client.error().message()}});
     return 1;
   }
   base::Registry metrics;

@@ -497,4 +497,14 @@ std::unique_ptr<Client::Watch> Client::watch(const Resource& r, std::string_view
   return watch;
 }
 
+base::Result<std::unique_ptr<Client>> clientFromKubeconfigFlag(const std::string& kubeconfig, ClientOptions options,
+                                                              std::string* server) {
+  auto cfg = kubeconfig.empty() ? loadDefaultConfig() : loadKubeconfig({kubeconfig});
+  if (!cfg) return std::move(cfg).error().wrap("loading the kubeconfig");
+  if (server) *server = cfg->server;
+  auto client = Client::create(*cfg, std::move(options));
+  if (!client) return std::move(client).error().wrap("connecting to {}", cfg->server);
+  return client;
+}
+
 }  // namespace trellis::kube

@@ -158,4 +158,11 @@ std::string_view objectName(const boost::json::object& obj);
 std::string_view objectNamespace(const boost::json::object& obj);
 std::string_view objectResourceVersion(const boost::json::object& obj);
 
+// The client a component's main makes from its --kubeconfig flag: that file,
+// or (empty) $KUBECONFIG, ~/.kube/config, then the in-cluster config. The
+// error says which step failed; `server`, when given, receives the API
+// server's URL (for the start-up log).
+base::Result<std::unique_ptr<Client>> clientFromKubeconfigFlag(const std::string& kubeconfig, ClientOptions options = {},
+                                                              std::string* server = nullptr);
+
 }  // namespace trellis::kube

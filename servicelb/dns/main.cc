@@ -147,14 +147,11 @@ int main(int argc, char** argv) {
   sc.forwardTimeout = std::chrono::milliseconds(forwardTimeoutMs);
   sc.maxConcurrentForwards = maxForwards;
 
-  auto cfg = kubeconfig.empty() ? kube::loadDefaultConfig() : kube::loadKubeconfig({kubeconfig});
-  if (!cfg) {
-    log.error("loading the kubeconfig", {{"error", cfg.error().message()}});
-    return 1;
-  }
-  auto client = kube::Client::create(*cfg, {.qps = 50, .burst = 100, .userAgent = "trellis-dns"});
+  std::string apiServer;
+  auto client =
+      kube::clientFromKubeconfigFlag(kubeconfig, {.qps = 50, .burst = 100, .userAgent = "trellis-dns"}, &apiServer);
   if (!client) {
-    log.error("connecting", {{"error", client.error().message()}});
+    log.error("the API", {{"error", client.error().message()}});
     return 1;
   }
 
@@ -182,7 +179,7 @@ int main(int argc, char** argv) {
   std::string ups;
   for (const auto& u : sc.upstreams) ups += fmt::format("{}{}:{}", ups.empty() ? "" : ",", u.host, u.port);
   log.info("serving", {{"listen", ports}, {"metrics", (*status)->port()}, {"zone", zc.domain}, {"upstreams", ups},
-                       {"threads", threads}, {"server", cfg->server}});
+                       {"threads", threads}, {"server", apiServer}});
   watcher.start();
 
   base::waitForShutdownSignal();
