@@ -185,17 +185,9 @@ class EndpointSlices : public Reconciler {
         nodes_(ctx.informers.get(kNodes)) {
     indexByNamespace(*services_);
     indexByNamespace(*pods_);
-    slices_->addIndex("service", [](const json::object& s) {
-      std::string_view svc = kube::str(s, {"metadata", "labels", kServiceNameLabel});
-      if (svc.empty()) return std::vector<std::string>{};
-      return std::vector<std::string>{std::string(kube::objectNamespace(s)) + "/" + std::string(svc)};
-    });
+    slices_->addIndex("service", kube::sliceServiceIndex());
     controller_.watch(*services_);
-    controller_.watch(*slices_, [](const json::object& s) {
-      std::string_view svc = kube::str(s, {"metadata", "labels", kServiceNameLabel});
-      if (svc.empty()) return std::vector<std::string>{};
-      return std::vector<std::string>{std::string(kube::objectNamespace(s)) + "/" + std::string(svc)};
-    });
+    controller_.watch(*slices_, kube::sliceServiceIndex());
     watchPodsForServices(controller_, *pods_, *services_);
   }
 

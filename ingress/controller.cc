@@ -23,7 +23,6 @@ namespace res = kube::resources;
 
 namespace {
 
-constexpr std::string_view kServiceNameLabel = "kubernetes.io/service-name";
 
 // The certificate in a kubernetes.io/tls Secret, or why it is not one.
 std::shared_ptr<const Certificate> certificateOf(const json::object& secret) {
@@ -110,11 +109,7 @@ struct Controller::Impl {
     ingresses = informers.get(res::kIngresses);
     services = informers.get(res::kServices);
     slices = informers.get(res::kEndpointSlices);
-    slices->addIndex("service", [](const json::object& s) {
-      std::string_view svc = kube::str(s, {"metadata", "labels", kServiceNameLabel});
-      return svc.empty() ? std::vector<std::string>{}
-                         : std::vector<std::string>{fmt::format("{}/{}", kube::objectNamespace(s), svc)};
-    });
+    slices->addIndex("service", kube::sliceServiceIndex());
     kube::EventHandler onChange{.onAdd = [this](const kube::ObjectPtr&) { markDirty(); },
                                 .onUpdate =
                                     [this](const kube::ObjectPtr& a, const kube::ObjectPtr& b) {

@@ -13,10 +13,6 @@
 
 namespace trellis::servicelb {
 namespace {
-constexpr const char* kServiceNameLabel = "kubernetes.io/service-name";
-std::string keyOf(const boost::json::object& o) {
-  return fmt::format("{}/{}", kube::str(o, {"metadata", "namespace"}), kube::str(o, {"metadata", "name"}));
-}
 bool sameBackends(const std::vector<Backend>& a, const std::vector<Backend>& b) {
   return std::equal(a.begin(), a.end(), b.begin(), b.end(),
                     [](const Backend& x, const Backend& y) { return x.addr == y.addr && x.port == y.port; });
@@ -34,18 +30,13 @@ struct Daemon::Impl {
         syncSeconds(metrics.histogram("trellis_servicelb_sync_duration_seconds",
                                       "Time to recompute and program one Service",
                                       {0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01})) {
-    slices->addIndex("service", [](const boost::json::object& s) {
-      std::string_view svc = kube::str(s, {"metadata", "labels", kServiceNameLabel});
-      if (svc.empty()) return std::vector<std::string>();
-      return std::vector<std::string>{fmt::format("{}/{}", kube::str(s, {"metadata", "namespace"}), svc)};
-    });
-    auto ofService = [this](const kube::ObjectPtr& o) { sync(keyOf(*o)); };
+    slices->addIndex("service", kube::sliceServiceIndex());
+    auto ofService = [this](const kube::ObjectPtr& o) { sync(kube::objectKey(*o)); };
     services->addHandler({.onAdd = ofService,
                           .onUpdate = [ofService](const kube::ObjectPtr&, const kube::ObjectPtr& o) { ofService(o); },
                           .onDelete = ofService});
     auto ofSlice = [this](const kube::ObjectPtr& o) {
-      std::string_view svc = kube::str(*o, {"metadata", "labels", kServiceNameLabel});
-      if (!svc.empty()) sync(fmt::format("{}/{}", kube::str(*o, {"metadata", "namespace"}), svc));
+      if (std::string key = kube::sliceServiceKey(*o); !key.empty()) sync(key);
     };
     slices->addHandler({.onAdd = ofSlice,
                         .onUpdate = [ofSlice](const kube::ObjectPtr& old, const kube::ObjectPtr& o) {

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "common/base/log.h"
+#include "common/kube/object.h"
 
 namespace trellis::kube {
 
@@ -42,6 +43,18 @@ IndexFunc labelIndex(std::string key) {
 
 IndexFunc namespaceIndex() {
   return [](const json::object& o) -> std::vector<std::string> { return {std::string(objectNamespace(o))}; };
+}
+
+std::string sliceServiceKey(const json::object& slice) {
+  std::string_view svc = str(slice, {"metadata", "labels", "kubernetes.io/service-name"});
+  return svc.empty() ? std::string() : std::string(objectNamespace(slice)) + "/" + std::string(svc);
+}
+
+IndexFunc sliceServiceIndex() {
+  return [](const json::object& s) {
+    std::string key = sliceServiceKey(s);
+    return key.empty() ? std::vector<std::string>() : std::vector<std::string>{std::move(key)};
+  };
 }
 
 struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {

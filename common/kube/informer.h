@@ -48,6 +48,10 @@ using IndexFunc = std::function<std::vector<std::string>(const boost::json::obje
 IndexFunc labelIndex(std::string key);
 // An index by namespace.
 IndexFunc namespaceIndex();
+// "ns/service" of an EndpointSlice (its kubernetes.io/service-name label), or
+// "" when it has none; and an index of slices by it.
+std::string sliceServiceKey(const boost::json::object& slice);
+IndexFunc sliceServiceIndex();
 
 struct InformerOptions {
   std::string ns;  // "" for all namespaces (and for cluster-scoped resources)

@@ -12,12 +12,7 @@
 namespace trellis::dns {
 
 namespace {
-constexpr const char* kServiceNameLabel = "kubernetes.io/service-name";
 constexpr const char* kNameserverService = "kube-system/kube-dns";
-
-std::string keyOf(const boost::json::object& o) {
-  return fmt::format("{}/{}", kube::str(o, {"metadata", "namespace"}), kube::str(o, {"metadata", "name"}));
-}
 }  // namespace
 
 struct Watcher::Impl {
@@ -36,7 +31,7 @@ struct Watcher::Impl {
                                         {0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05})) {
     auto onService = [this](const kube::ObjectPtr& o) {
       std::lock_guard g(mu);
-      std::string key = keyOf(*o);
+      std::string key = kube::objectKey(*o);
       ServiceInfo info = serviceInfo(*o);
       // Only a headless Service's records depend on its slices: only its info is kept for them.
       if (!info.clusterIPs.empty() && info.clusterIPs.front() == "None") {
@@ -50,16 +45,15 @@ struct Watcher::Impl {
                           .onUpdate = [onService](const kube::ObjectPtr&, const kube::ObjectPtr& o) { onService(o); },
                           .onDelete = [this](const kube::ObjectPtr& o) {
                             std::lock_guard g(mu);
-                            std::string key = keyOf(*o);
+                            std::string key = kube::objectKey(*o);
                             serviceInfos.erase(key);
                             set(key, {});
                           }});
     auto onSlice = [this](const kube::ObjectPtr& o, bool gone) {
       std::lock_guard g(mu);
-      std::string key = keyOf(*o);
+      std::string key = kube::objectKey(*o);
       std::string_view name = kube::str(*o, {"metadata", "name"});
-      std::string_view svc = gone ? std::string_view() : kube::str(*o, {"metadata", "labels", kServiceNameLabel});
-      std::string owner = svc.empty() ? std::string() : fmt::format("{}/{}", kube::str(*o, {"metadata", "namespace"}), svc);
+      std::string owner = gone ? std::string() : kube::sliceServiceKey(*o);
       // A slice that left its Service (deleted, or relabelled) is taken from the old one.
       if (auto it = sliceOwners.find(key); it != sliceOwners.end() && it->second != owner) {
         std::string old = it->second;
