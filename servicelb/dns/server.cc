@@ -1,9 +1,7 @@
 #include "servicelb/dns/server.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -23,7 +21,6 @@
 #include <fmt/format.h>
 
 #include "common/base/ip.h"
-#include "common/base/log.h"
 #include "common/base/numbers.h"
 #include "servicelb/dns/cache.h"
 
@@ -267,7 +264,6 @@ struct Server::Impl {
   std::vector<std::unique_ptr<Worker>> workers;
   std::atomic<int> tcpConnections{0}, forwards{0};
   std::atomic<bool> stopping{false};
-  base::Logger log{"dns"};
 };
 
 namespace {
